@@ -1,0 +1,408 @@
+"""Load and validate everything under knowledge/: guidance docs, rules, catalogs, lexicon, questions.
+
+Knowledge is data, edited by people who may never read this code, so every loader checks its file and
+raises `KnowledgeError` naming the file, the entry (rule id, model id, ...) and the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from executor.plan import COMPATIBLE_TECHNIQUES
+
+APPROACHES = tuple(COMPATIBLE_TECHNIQUES)
+TECHNIQUES = ("none", "lora", "qlora", "full", "prompt_tuning", "dpo", "rlhf", "api")
+
+
+class KnowledgeError(ValueError):
+    """A knowledge file that cannot be used; the message says where and what to fix."""
+
+
+def default_knowledge_dir() -> Path:
+    """knowledge/ next to the packages (editable install), overridable with TUNEWISE_KNOWLEDGE."""
+    env = os.environ.get("TUNEWISE_KNOWLEDGE")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "knowledge"
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def slugify(heading: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", heading.lower())).strip("-")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One citable passage: a `##` section of a guidance doc (or its intro)."""
+
+    citation_id: str  # "<doc id>#<slug>" or "<doc id>" for the intro
+    doc_id: str
+    doc_title: str
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    title: str
+    path: Path
+    sections: tuple[Section, ...]
+
+
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
+
+
+def parse_doc(path: Path) -> Doc:
+    raw = path.read_text(encoding="utf-8")
+    match = _FRONT_MATTER.match(raw)
+    if not match:
+        raise KnowledgeError(f"{path}: missing YAML front matter (--- id/title ---) at line 1")
+    meta = yaml.safe_load(match.group(1)) or {}
+    for key in ("id", "title"):
+        if not isinstance(meta.get(key), str) or not meta[key].strip():
+            raise KnowledgeError(f"{path}: front matter field {key!r} is missing or empty")
+    doc_id, title = meta["id"].strip(), meta["title"].strip()
+    body = raw[match.end():]
+    sections: list[Section] = []
+    # Split on level-2 headings; the text before the first one is the doc's intro.
+    parts = re.split(r"^## +(.+?)\s*$", body, flags=re.M)
+    intro = re.sub(r"^# .*$", "", parts[0], count=1, flags=re.M).strip()
+    if intro:
+        sections.append(Section(doc_id, doc_id, title, title, intro))
+    seen: set[str] = set()
+    for heading, text in zip(parts[1::2], parts[2::2], strict=True):
+        slug = slugify(heading)
+        if slug in seen:
+            raise KnowledgeError(f"{path}: duplicate section heading {heading!r}")
+        seen.add(slug)
+        sections.append(Section(f"{doc_id}#{slug}", doc_id, title, heading.strip(), text.strip()))
+    return Doc(doc_id, title, path, tuple(sections))
+
+
+# --------------------------------------------------------------------------- rules
+
+_OPERATORS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "known", "contains"}
+
+
+class RuleEffect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approach: dict[str, float] = Field(default_factory=dict)
+    technique: dict[str, float] = Field(default_factory=dict)
+    forbid_approach: list[str] = Field(default_factory=list)
+    forbid_technique: list[str] = Field(default_factory=list)
+
+    @field_validator("approach", "forbid_approach")
+    @classmethod
+    def _known_approaches(cls, value):
+        bad = [a for a in value if a not in APPROACHES]
+        if bad:
+            raise ValueError(f"unknown approach(es) {bad}; expected one of {list(APPROACHES)}")
+        return value
+
+    @field_validator("technique", "forbid_technique")
+    @classmethod
+    def _known_techniques(cls, value):
+        bad = [t for t in value if t not in TECHNIQUES]
+        if bad:
+            raise ValueError(f"unknown technique(s) {bad}; expected one of {list(TECHNIQUES)}")
+        return value
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    when: dict[str, Any]
+    effect: RuleEffect
+    reason: str = Field(min_length=10)
+    cite: list[str] = Field(min_length=1)
+    kind: str = "approach"  # approach | technique | constraint | prior: groups the trace for display
+
+
+def _check_condition(cond: Any, fields: set[str], where: str) -> None:
+    """Validate a `when` clause: {field: value | {op: arg}} with all/any/not combinators."""
+    if not isinstance(cond, dict):
+        raise KnowledgeError(f"{where}: a condition is a mapping, got {cond!r}")
+    for key, arg in cond.items():
+        if key in ("all", "any"):
+            if not isinstance(arg, list) or not arg:
+                raise KnowledgeError(f"{where}.{key}: expects a non-empty list of conditions")
+            for i, sub in enumerate(arg):
+                _check_condition(sub, fields, f"{where}.{key}[{i}]")
+        elif key == "not":
+            _check_condition(arg, fields, f"{where}.not")
+        elif key not in fields:
+            raise KnowledgeError(f"{where}: unknown field {key!r} (known: {', '.join(sorted(fields))})")
+        elif isinstance(arg, dict):
+            bad = set(arg) - _OPERATORS
+            if bad:
+                raise KnowledgeError(
+                    f"{where}.{key}: unknown operator(s) {sorted(bad)}; use {sorted(_OPERATORS)}"
+                )
+
+
+# --------------------------------------------------------------------------- catalogs
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    family: str
+    source: str
+    hf_id: str | None = None
+    params_b: float | None = None
+    active_params_b: float | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    vocab_size: int | None = None
+    context_length: int
+    license: str
+    commercial_use: bool
+    methods: list[str]
+    tags: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)
+    good_for: str
+    cite: str
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value):
+        if value not in ("bundled", "hub", "api"):
+            raise ValueError("source must be bundled, hub or api")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value):
+        bad = [m for m in value if m not in TECHNIQUES]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}")
+        return value
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    memory_gb: float
+    bf16_tflops: float
+    price_per_hour_usd: float
+
+
+class Cue(BaseModel):
+    """A keyword cue: any pattern in a sentence sets `field` to `value` (lexicon.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    value: Any
+    patterns: list[str] = Field(min_length=1)
+    negatable: bool = True
+    negated_value: Any = None
+
+
+class QuestionOption(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any
+    label: str
+
+
+class Question(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    text: str
+    options: list[QuestionOption] = Field(min_length=2)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KnowledgeError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise KnowledgeError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _validated(model: type[BaseModel], raw: Any, where: str):
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<entry>"
+        raise KnowledgeError(f"{where}: field {loc!r}: {err['msg']}") from None
+
+
+def _entries(path: Path, raw: Any, key: str) -> list[dict]:
+    if not isinstance(raw, dict) or not isinstance(raw.get(key), list):
+        raise KnowledgeError(f"{path}: expected a top-level {key!r} list")
+    return raw[key]
+
+
+def _entry_name(entry: Any, index: int, key: str = "id") -> str:
+    return str(entry.get(key)) if isinstance(entry, dict) and entry.get(key) else f"#{index + 1}"
+
+
+# --------------------------------------------------------------------------- the knowledge base
+
+
+@dataclass
+class Knowledge:
+    """All of knowledge/, loaded and cross-checked once per process."""
+
+    root: Path
+    docs: dict[str, Doc]
+    sections: dict[str, Section]
+    rules: list[Rule]
+    models: dict[str, ModelInfo]
+    gpus: list[GpuInfo]
+    hardware: dict[str, Any]
+    cues: list[Cue]
+    lexicon: dict[str, Any]
+    questions: list[Question]
+    hyperparameters: dict[str, Any]
+    derived_fields: tuple[str, ...] = field(default=())
+
+    @cached_property
+    def docs_fingerprint(self) -> str:
+        """Changes whenever a guidance doc changes: the retrieval index is rebuilt only then."""
+        digest = hashlib.sha256()
+        for doc in sorted(self.docs.values(), key=lambda d: d.id):
+            digest.update(doc.path.name.encode())
+            digest.update(doc.path.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def cited(self, citation_id: str) -> Section:
+        return self.sections[citation_id]
+
+
+def load_knowledge(root: str | Path | None = None) -> Knowledge:
+    from assistant.profile import UseCaseProfile  # the profile defines which fields rules may name
+    from assistant.rules import DERIVED_FIELDS
+
+    root = Path(root) if root else default_knowledge_dir()
+    if not root.is_dir():
+        raise KnowledgeError(f"{root}: knowledge folder not found")
+
+    docs: dict[str, Doc] = {}
+    for path in sorted((root / "docs").glob("*.md")):
+        doc = parse_doc(path)
+        if doc.id in docs:
+            raise KnowledgeError(f"{path}: doc id {doc.id!r} already used by {docs[doc.id].path.name}")
+        docs[doc.id] = doc
+    if not docs:
+        raise KnowledgeError(f"{root / 'docs'}: no guidance documents (*.md) found")
+    sections = {s.citation_id: s for d in docs.values() for s in d.sections}
+    # A bare doc id cites the doc's first passage.
+    for doc in docs.values():
+        sections.setdefault(doc.id, doc.sections[0])
+
+    profile_fields = set(UseCaseProfile.field_names()) | set(DERIVED_FIELDS)
+
+    def check_cites(cites: list[str], where: str) -> None:
+        for cid in cites:
+            if cid not in sections:
+                raise KnowledgeError(f"{where}: field 'cite': unknown citation id {cid!r}")
+
+    rules_path = root / "rules.yaml"
+    rules: list[Rule] = []
+    seen_ids: set[str] = set()
+    for i, raw in enumerate(_entries(rules_path, _read_yaml(rules_path), "rules")):
+        where = f"{rules_path}: rule {_entry_name(raw, i)!r}"
+        if not isinstance(raw, dict):
+            raise KnowledgeError(f"{where}: a rule is a mapping")
+        for required in ("id", "when", "effect", "reason", "cite"):
+            if required not in raw:
+                raise KnowledgeError(f"{where}: field {required!r} is missing")
+        rule = _validated(Rule, raw, where)
+        if rule.id in seen_ids:
+            raise KnowledgeError(f"{where}: field 'id': duplicate rule id")
+        seen_ids.add(rule.id)
+        _check_condition(rule.when, profile_fields, f"{where}: field 'when'")
+        check_cites(rule.cite, where)
+        rules.append(rule)
+
+    models_path = root / "models.yaml"
+    models: dict[str, ModelInfo] = {}
+    aliases: dict[str, str] = {}
+    for i, raw in enumerate(_entries(models_path, _read_yaml(models_path), "models")):
+        where = f"{models_path}: model {_entry_name(raw, i)!r}"
+        info = _validated(ModelInfo, raw, where)
+        if info.id in models:
+            raise KnowledgeError(f"{where}: field 'id': duplicate model id")
+        if info.source != "api" and not (info.params_b and info.hidden_size and info.num_layers):
+            raise KnowledgeError(f"{where}: open-weights models need params_b, hidden_size and num_layers")
+        for alias in [info.id, *info.aliases]:
+            if aliases.get(alias.lower(), info.id) != info.id:
+                raise KnowledgeError(f"{where}: field 'aliases': {alias!r} also names {aliases[alias.lower()]}")
+            aliases[alias.lower()] = info.id
+        check_cites([info.cite], where)
+        models[info.id] = info
+
+    hardware_path = root / "hardware.yaml"
+    hardware = _read_yaml(hardware_path)
+    gpus = [
+        _validated(GpuInfo, raw, f"{hardware_path}: gpu {_entry_name(raw, i)!r}")
+        for i, raw in enumerate(_entries(hardware_path, hardware, "gpus"))
+    ]
+    for key in ("cpu", "defaults", "api_pricing"):
+        if key not in hardware:
+            raise KnowledgeError(f"{hardware_path}: field {key!r} is missing")
+
+    lexicon_path = root / "lexicon.yaml"
+    lexicon = _read_yaml(lexicon_path)
+    cues = []
+    for i, raw in enumerate(_entries(lexicon_path, lexicon, "cues")):
+        where = f"{lexicon_path}: cue #{i + 1} ({raw.get('field') if isinstance(raw, dict) else raw})"
+        cue = _validated(Cue, raw, where)
+        if cue.field not in profile_fields:
+            raise KnowledgeError(f"{where}: field 'field': unknown profile field {cue.field!r}")
+        for pattern in cue.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise KnowledgeError(f"{where}: field 'patterns': bad regex {pattern!r}: {exc}") from None
+        cues.append(cue)
+
+    questions_path = root / "questions.yaml"
+    questions = []
+    for i, raw in enumerate(_entries(questions_path, _read_yaml(questions_path), "questions")):
+        where = f"{questions_path}: question {_entry_name(raw, i, 'field')!r}"
+        question = _validated(Question, raw, where)
+        if question.field not in profile_fields:
+            raise KnowledgeError(f"{where}: field 'field': unknown profile field {question.field!r}")
+        questions.append(question)
+
+    hp_path = root / "hyperparameters.yaml"
+    hyperparameters = _read_yaml(hp_path)
+    for technique in _entries_map(hp_path, hyperparameters, "techniques"):
+        if technique not in TECHNIQUES:
+            raise KnowledgeError(f"{hp_path}: techniques: unknown technique {technique!r}")
+
+    return Knowledge(
+        root=root, docs=docs, sections=sections, rules=rules, models=models, gpus=gpus,
+        hardware=hardware, cues=cues, lexicon=lexicon, questions=questions,
+        hyperparameters=hyperparameters, derived_fields=tuple(DERIVED_FIELDS),
+    )
+
+
+def _entries_map(path: Path, raw: Any, key: str) -> dict:
+    if not isinstance(raw, dict) or not isinstance(raw.get(key), dict):
+        raise KnowledgeError(f"{path}: expected a top-level {key!r} mapping")
+    return raw[key]

@@ -1,0 +1,249 @@
+"""The TrainingPlan: the one typed contract between the advisor (assistant/) and the executor.
+
+The assistant writes a plan; the executor reads it and runs it. Nothing else crosses that line, so
+every field here is something the executor acts on. Plans are versioned: `schema_version` is bumped on
+any incompatible change and `load_plan` refuses versions it does not know, naming the file and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PLAN_SCHEMA_VERSION = 1
+
+Approach = Literal["prompting", "rag", "fine_tuning", "rag_fine_tuning", "from_scratch"]
+Technique = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api", "none"]
+DataFormat = Literal[
+    "auto", "alpaca", "sharegpt", "chatml", "prompt_completion", "preference", "classification", "text"
+]
+EvalTask = Literal["auto", "exact_match", "classification", "json", "generation"]
+
+# Which techniques make sense under which approach. The rules engine and the plan share this table so a
+# plan can never ask the executor for, say, DPO under a prompting-only approach.
+COMPATIBLE_TECHNIQUES: dict[str, tuple[str, ...]] = {
+    "prompting": ("none",),
+    "rag": ("none",),
+    "fine_tuning": ("lora", "qlora", "full", "prompt_tuning", "dpo", "rlhf", "api"),
+    "rag_fine_tuning": ("lora", "qlora", "full", "prompt_tuning", "dpo", "rlhf", "api"),
+    "from_scratch": ("full",),
+}
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a hand-edited plan must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(_Strict):
+    id: str = Field(description="Catalog id from knowledge/models.yaml, or a local path / hub id")
+    source: Literal["bundled", "local", "hub", "api"] = "bundled"
+    hf_id: str | None = None
+    path: str | None = None
+    params_b: float | None = None
+
+
+class SplitSpec(_Strict):
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    stratify_by: str | None = Field(None, description="Column to stratify on (label, category, ...)")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSpec:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1.0, got {total:.3f}")
+        return self
+
+
+class CleaningSpec(_Strict):
+    fix_unicode: bool = True
+    deduplicate: bool = True
+    near_duplicate_threshold: float = Field(0.85, ge=0.0, le=1.0)
+    redact_pii: bool = True
+    min_chars: int = 2
+
+
+class DataSpec(_Strict):
+    path: str | None = Field(None, description="Dataset file or folder; None until the user uploads one")
+    format: DataFormat = "auto"
+    kind: str | None = Field(None, description="Data kind from the profile (instruction_pairs, ...)")
+    expected_examples: int | None = None
+    corpus_path: str | None = Field(None, description="Document folder for RAG / continued pretraining")
+    split: SplitSpec = SplitSpec()
+    cleaning: CleaningSpec = CleaningSpec()
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+
+
+class QuantizationSpec(_Strict):
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class PromptTuningSpec(_Strict):
+    kind: Literal["prompt", "prefix"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1)
+    init_text: str | None = None
+
+
+class PreferenceSpec(_Strict):
+    beta: float = Field(0.1, gt=0.0)
+    loss_type: str = "sigmoid"
+
+
+class RlhfSpec(_Strict):
+    algorithm: Literal["grpo", "ppo"] = "grpo"
+    reward_learning_rate: float = 1e-5
+    reward_epochs: int = 1
+    policy_learning_rate: float = 1e-6
+    num_generations: int = Field(4, ge=2)
+    kl_beta: float = 0.04
+
+
+class TrainingSpec(_Strict):
+    method: Technique
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(4, ge=1)
+    max_seq_length: int = Field(1024, ge=16)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_scheduler: str = "cosine"
+    completion_only_loss: bool = True
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    packing: Literal["auto", "on", "off"] = "auto"
+    save_best_by: str = "eval_loss"
+    seed: int = 42
+    lora: LoraSpec | None = None
+    quantization: QuantizationSpec | None = None
+    prompt_tuning: PromptTuningSpec | None = None
+    preference: PreferenceSpec | None = None
+    rlhf: RlhfSpec | None = None
+
+    @model_validator(mode="after")
+    def _method_settings_present(self) -> TrainingSpec:
+        needs = {
+            "lora": ["lora"],
+            "qlora": ["lora", "quantization"],
+            "prompt_tuning": ["prompt_tuning"],
+            "dpo": ["preference"],
+            "rlhf": ["rlhf"],
+        }.get(self.method, [])
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"method {self.method!r} needs the section(s): {', '.join(missing)}")
+        return self
+
+
+class RetrievalSpec(_Strict):
+    corpus_path: str | None = None
+    chunk_size: int = Field(800, ge=50)
+    chunk_overlap: int = Field(100, ge=0)
+    top_k: int = Field(4, ge=1)
+    embedding_model: str = "all-MiniLM-L6-v2"
+
+
+class EvaluationSpec(_Strict):
+    task: EvalTask = "auto"
+    metrics: list[str] = Field(default_factory=lambda: ["perplexity", "task_accuracy"])
+    baselines: list[Literal["zero_shot", "few_shot", "rag"]] = Field(default_factory=lambda: ["zero_shot"])
+    few_shot_k: int = 4
+    compare_base: bool = True
+    max_new_tokens: int = 128
+    decoding: Literal["greedy", "sample"] = "greedy"
+
+
+class HardwareSpec(_Strict):
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gpu_count: int = Field(0, ge=0)
+    gpu_memory_gb: float | None = None
+
+
+class EstimateSpec(_Strict):
+    gpu_memory_gb: float | None = None
+    train_hours: float | None = None
+    cost_usd: float | None = None
+
+
+class TrainingPlan(_Strict):
+    schema_version: int = PLAN_SCHEMA_VERSION
+    approach: Approach
+    technique: Technique
+    base_model: ModelRef
+    data: DataSpec = DataSpec()
+    training: TrainingSpec | None = None
+    retrieval: RetrievalSpec | None = None
+    evaluation: EvaluationSpec = EvaluationSpec()
+    hardware: HardwareSpec = HardwareSpec()
+    estimates: EstimateSpec = EstimateSpec()
+    use_case: str = Field("", description="One-line summary of the use case the plan serves")
+    created_by: str = "tunewise"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingPlan:
+        if self.schema_version != PLAN_SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is not supported (this Tunewise reads "
+                f"{PLAN_SCHEMA_VERSION})"
+            )
+        if self.technique not in COMPATIBLE_TECHNIQUES[self.approach]:
+            raise ValueError(f"technique {self.technique!r} does not fit approach {self.approach!r}")
+        trains = self.technique not in ("none", "api")
+        if trains and self.training is None:
+            raise ValueError(f"technique {self.technique!r} needs a 'training' section")
+        if self.training is not None and self.training.method != self.technique:
+            raise ValueError(
+                f"training.method {self.training.method!r} differs from technique {self.technique!r}"
+            )
+        if self.approach in ("rag", "rag_fine_tuning") and self.retrieval is None:
+            raise ValueError(f"approach {self.approach!r} needs a 'retrieval' section")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be used; the message names the file and the field."""
+
+
+def dump_plan(plan: TrainingPlan, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Tunewise training plan (schema v{plan.schema_version}). Run it with the executor.\n"
+    path.write_text(header + plan.to_yaml(), encoding="utf-8")
+    return path
+
+
+def load_plan(path: str | Path) -> TrainingPlan:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such plan file") from None
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"{path}: a plan is a YAML mapping, got {type(raw).__name__}")
+    try:
+        return TrainingPlan.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<plan>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PlanError(f"{path}: invalid plan: {problems}") from None
