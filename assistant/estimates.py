@@ -117,6 +117,7 @@ def estimate(
     micro_batch: int,
     seq_len: int,
     lora_r: int,
+    gradient_checkpointing: bool | None = None,
     gpu_memory_gb: float | None,
     gpu_count: int | None,
     gpu_name: str | None,
@@ -148,7 +149,8 @@ def estimate(
 
     count = max(gpu_count or 1, 1)
     memory = training_memory_gb(
-        model, technique, micro_batch=micro_batch, seq_len=seq_len, lora_r=lora_r, gpu_count=count
+        model, technique, micro_batch=micro_batch, seq_len=seq_len, lora_r=lora_r,
+        gradient_checkpointing=gradient_checkpointing, gpu_count=count,
     )
     active = (model.active_params_b or model.params_b) * 1e9
     flops = FLOPS_PER_PARAM_TOKEN[technique] * active * tokens
@@ -165,6 +167,8 @@ def estimate(
                 (g for g in knowledge.gpus if g.memory_gb >= gpu_memory_gb),
                 key=lambda g: g.memory_gb, default=None,
             )
+            if gpu is not None:
+                assumptions.append(f"GPU model not named: priced as {gpu.name}")
         if gpu is None:
             gpu = smallest_gpu_that_fits(memory, knowledge)
             if gpu is not None:

@@ -277,6 +277,7 @@ class Knowledge:
     lexicon: dict[str, Any]
     questions: list[Question]
     hyperparameters: dict[str, Any]
+    playbook: dict[str, Any]
     derived_fields: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -395,10 +396,16 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         if technique not in TECHNIQUES:
             raise KnowledgeError(f"{hp_path}: techniques: unknown technique {technique!r}")
 
+    playbook_path = root / "playbook.yaml"
+    playbook = _read_yaml(playbook_path)
+    for key in ("data_preparation", "evaluation"):
+        if not isinstance(playbook, dict) or key not in playbook:
+            raise KnowledgeError(f"{playbook_path}: field {key!r} is missing")
+
     return Knowledge(
         root=root, docs=docs, sections=sections, rules=rules, models=models, gpus=gpus,
         hardware=hardware, cues=cues, lexicon=lexicon, questions=questions,
-        hyperparameters=hyperparameters, derived_fields=tuple(DERIVED_FIELDS),
+        hyperparameters=hyperparameters, playbook=playbook, derived_fields=tuple(DERIVED_FIELDS),
     )
 
 

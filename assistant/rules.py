@@ -224,18 +224,39 @@ class RulesEngine:
             weight = rule.effect.approach.get(decision.approach, 0.0)
             if decision.technique != "none":
                 weight += rule.effect.technique.get(decision.technique, 0.0)
-            constrains = bool(rule.effect.forbid_approach or rule.effect.forbid_technique)
+            constrains = self._constraint_mattered(rule, decision)
             if weight > 0 or constrains:
                 scored.append((weight + (100 if constrains else 0), rule))
         scored.sort(key=lambda item: -item[0])
         chosen = [rule for _, rule in scored]
-        # Priors ("start with the cheapest option", ...) always fire; they explain thin profiles.
-        for rule in decision.fired:
+        # Thin profiles: fall back on the other fired rules (priors always fire), those that speak to
+        # the chosen approach or technique first, so there are always at least two reasons.
+        compatible = COMPATIBLE_TECHNIQUES[decision.approach]
+
+        def relevance(rule: Rule) -> int:
+            if rule.effect.approach.get(decision.approach, 0) > 0:
+                return 0
+            return 1 if any(t in compatible for t in rule.effect.technique) else 2
+
+        for rule in sorted(decision.fired, key=relevance):
             if len(chosen) >= 2:
                 break
             if rule not in chosen:
                 chosen.append(rule)
         return chosen
+
+
+    @staticmethod
+    def _constraint_mattered(rule: Rule, decision: Decision) -> bool:
+        """A constraint explains the decision only if it removed an option that would otherwise have won."""
+        chosen_a = decision.approach_scores[decision.approach]
+        if any(decision.approach_scores[a] >= chosen_a for a in rule.effect.forbid_approach):
+            return True
+        chosen_t = decision.technique_scores.get(decision.technique, 0.0)
+        return any(
+            t in COMPATIBLE_TECHNIQUES[decision.approach] and decision.technique_scores.get(t, 0.0) >= chosen_t
+            for t in rule.effect.forbid_technique
+        )
 
 
 def question_for(knowledge: Knowledge, field_name: str) -> Question | None:

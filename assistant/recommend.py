@@ -1,0 +1,479 @@
+"""From a use-case description to an explained Recommendation and a runnable TrainingPlan.
+
+    text -> profile (extract) -> decision (rules) -> base model, hyperparameters, estimates
+         -> reasons (fired rules) + citations (their passages + retrieved guidance) -> questions
+         -> TrainingPlan (executor/plan.py)
+
+`Advisor` loads the knowledge, the extractor and the retrieval index once and is then cheap to call
+(the CLI's --jsonl mode and the chat keep one).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from assistant.estimates import estimate, training_memory_gb
+from assistant.extract import ProfileExtractor, RegexExtractor
+from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
+from assistant.profile import UseCaseProfile
+from assistant.rules import Decision, RulesEngine
+from executor.plan import (
+    DataSpec,
+    EstimateSpec,
+    EvaluationSpec,
+    HardwareSpec,
+    ModelRef,
+    RetrievalSpec,
+    SplitSpec,
+    TrainingPlan,
+    TrainingSpec,
+)
+
+MAX_TEXT_CHARS = 200_000  # longer descriptions are read up to here; the rest is reported, not lost silently
+
+
+class Reason(BaseModel):
+    rule: str
+    text: str
+    citations: list[str]
+
+
+class Citation(BaseModel):
+    id: str
+    doc: str
+    title: str
+    section: str
+    passage: str
+    source: str  # "rule": a fired rule rests on it; "retrieval": found by similarity to the use case
+    score: float | None = None
+
+
+class Question(BaseModel):
+    field: str
+    text: str
+    options: list[dict[str, Any]]
+    impact: float
+    would_change_to: dict[str, str]
+
+
+class Alternative(BaseModel):
+    approach: str
+    technique: str
+    score: float
+    when_it_wins: str
+
+
+class Recommendation(BaseModel):
+    approach: str
+    technique: str
+    base_model: str
+    base_model_info: dict[str, Any]
+    confidence: float
+    confidence_label: str
+    reasons: list[Reason]
+    citations: list[Citation]
+    questions: list[Question]
+    alternatives: list[Alternative]
+    hyperparameters: dict[str, Any]
+    data_preparation: list[str]
+    evaluation_plan: list[str]
+    estimates: dict[str, Any]
+    profile: dict[str, Any]
+    scores: dict[str, dict[str, float]]
+    notes: list[str] = Field(default_factory=list)
+    plan: TrainingPlan
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- base model
+
+
+def bundled_default(knowledge: Knowledge) -> ModelInfo:
+    return next(m for m in knowledge.models.values() if m.source == "bundled")
+
+
+def _fits(model: ModelInfo, technique: str, gpu_gb: float, gpu_count: int) -> bool:
+    needed = training_memory_gb(
+        model, technique, micro_batch=1, seq_len=1024, gradient_checkpointing=True, gpu_count=gpu_count
+    )
+    budget = gpu_gb * gpu_count if technique == "full" else gpu_gb
+    return needed <= 0.9 * budget  # 10% headroom: estimates are estimates, fragmentation is real
+
+
+def choose_base_model(
+    facts: dict[str, Any], approach: str, technique: str, knowledge: Knowledge
+) -> tuple[ModelInfo, str]:
+    """The catalog model that suits the decision, with a one-line why."""
+    models = knowledge.models
+    preferred = models.get(facts.get("preferred_model") or "")
+    vendor = facts.get("vendor")
+    if technique == "api" or vendor == "openai_api":
+        if preferred and preferred.family == "openai":
+            return preferred, "the OpenAI model you named"
+        model = next(m for m in models.values() if m.family == "openai" and "api" in m.methods)
+        return model, "OpenAI's fine-tunable model with the best price/quality on file"
+    if vendor == "anthropic_api":
+        if preferred and preferred.family == "anthropic":
+            return preferred, "the Anthropic model you named"
+        return next(m for m in models.values() if m.family == "anthropic"), "Anthropic's model on file"
+
+    open_models = [m for m in models.values() if m.source != "api"]
+    if approach == "from_scratch":
+        # Chinchilla-style sizing: about 20 training tokens per parameter.
+        tokens = facts.get("corpus_tokens") or 2e10
+        target_b = tokens / 20 / 1e9
+        model = min(open_models, key=lambda m: abs(math.log(m.params_b / target_b)))
+        return model, f"its architecture sized for your corpus (~20 tokens per parameter: ~{target_b:.1f}B)"
+
+    has_gpu, gpu_gb = facts.get("has_gpu"), facts.get("gpu_memory_gb") or 0.0
+    gpu_count = facts.get("gpu_count") or 1
+    if preferred and preferred.source != "api" and (technique == "none" or technique in preferred.methods):
+        if not has_gpu or _fits(preferred, technique, gpu_gb, gpu_count):
+            return preferred, "the model you named"
+    if not has_gpu:
+        why = "no GPU" if has_gpu is False else "GPU unknown"
+        return bundled_default(knowledge), f"{why}: the bundled offline default, which trains on a CPU"
+
+    limit_b = math.inf
+    if facts.get("deployment") == "on_device":
+        limit_b = 4.0
+    elif facts.get("budget") == "low" or (facts.get("latency_budget_ms") or math.inf) < 250:
+        limit_b = 8.5
+    task, language = facts.get("task_type"), facts.get("language")
+    wanted_tags = {"code": {"code"}, "reasoning": {"math", "reasoning"}}.get(task, set())
+    if language == "other":
+        wanted_tags |= {"multilingual"}
+
+    def score(m: ModelInfo) -> float:
+        return math.log(m.params_b) + 1.5 * len(wanted_tags & set(m.tags))
+
+    candidates = [
+        m for m in open_models
+        if m.params_b <= limit_b
+        and (technique == "none" or technique in m.methods)
+        and _fits(m, technique, gpu_gb, gpu_count)
+    ]
+    if not candidates:
+        return bundled_default(knowledge), "nothing larger fits the stated hardware"
+    best = max(candidates, key=score)
+    return best, f"the strongest catalog model that fits {gpu_count} x {gpu_gb:g} GB for {technique}"
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def training_spec(
+    technique: str, approach: str, examples: int | None, has_gpu: bool | None, knowledge: Knowledge
+) -> TrainingSpec | None:
+    hp = knowledge.hyperparameters
+    entry = hp["techniques"].get(technique)
+    if entry is None:
+        return None
+    values = dict(entry.get("base", {}))
+    count = examples if examples is not None else 1000
+    for tier in entry.get("tiers", []):
+        if tier.get("max_examples") is None or count <= tier["max_examples"]:
+            values.update({k: v for k, v in tier.items() if k != "max_examples"})
+            break
+    values.update(hp.get("approaches", {}).get(approach, {}))
+    common = hp["common"]
+    micro = common["gpu_micro_batch"] if has_gpu else common["cpu_micro_batch"]
+    values.setdefault("per_device_batch_size", micro)
+    values.setdefault("gradient_accumulation_steps", max(1, common["effective_batch_size"] // micro))
+    values.setdefault("max_seq_length", common["max_seq_length"] if has_gpu else common["cpu_max_seq_length"])
+    return TrainingSpec(method=technique, **_nest(values))
+
+
+def fit_micro_batch(train: TrainingSpec, model: ModelInfo, gpu_gb: float, gpu_count: int) -> TrainingSpec:
+    """Largest micro-batch (then gradient checkpointing) that fits the GPU; accumulation keeps the
+    effective batch the same, so the optimization is unchanged by the memory it runs in."""
+    effective = train.per_device_batch_size * train.gradient_accumulation_steps
+    lora_r = train.lora.r if train.lora else 16
+    for checkpointing in (False, True):
+        micro = train.per_device_batch_size
+        while micro >= 1:
+            needed = training_memory_gb(
+                model, train.method, micro_batch=micro, seq_len=train.max_seq_length, lora_r=lora_r,
+                gradient_checkpointing=checkpointing, gpu_count=gpu_count,
+            )
+            if needed <= gpu_gb:
+                return train.model_copy(update={
+                    "per_device_batch_size": micro,
+                    "gradient_accumulation_steps": max(1, effective // micro),
+                    "gradient_checkpointing": "on" if checkpointing else "off",
+                })
+            micro //= 2
+    return train  # nothing fits: the estimate shows the shortfall
+
+
+# --------------------------------------------------------------------------- the advisor
+
+
+class Advisor:
+    """Loads knowledge, extractor and retrieval once; `recommend` is then fast."""
+
+    def __init__(
+        self,
+        knowledge: Knowledge | None = None,
+        extractor: ProfileExtractor | None = None,
+        index: Any = "auto",
+    ):
+        self.knowledge = knowledge or load_knowledge()
+        self.extractor = extractor or RegexExtractor(self.knowledge)
+        self.engine = RulesEngine(self.knowledge)
+        if index == "auto":
+            from assistant.retrieval import KnowledgeIndex
+
+            index = KnowledgeIndex(self.knowledge)
+        self.index = index
+
+    def profile_from_text(self, text: str) -> tuple[UseCaseProfile, list[str]]:
+        notes = []
+        text = text or ""
+        if len(text) > MAX_TEXT_CHARS:
+            notes.append(
+                f"The description is {len(text):,} characters; the first {MAX_TEXT_CHARS:,} were read."
+            )
+            text = text[:MAX_TEXT_CHARS]
+        return self.extractor.extract(text), notes
+
+    def recommend(self, text: str = "", profile: UseCaseProfile | None = None) -> Recommendation:
+        notes: list[str] = []
+        if profile is None:
+            profile, notes = self.profile_from_text(text)
+        kn = self.knowledge
+        decision = self.engine.decide(profile)
+        facts = decision.facts
+        counterfactuals = self._counterfactuals(profile)
+        questions = self._questions(profile, decision, counterfactuals)
+
+        model, model_why = choose_base_model(facts, decision.approach, decision.technique, kn)
+        examples = facts.get("example_count")
+        train = None
+        if decision.technique not in ("none", "api"):
+            train = training_spec(decision.technique, decision.approach, examples, facts.get("has_gpu"), kn)
+            if facts.get("has_gpu") and model.params_b:
+                train = fit_micro_batch(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1)
+        est = self._estimates(model, decision, train, facts)
+
+        reasons = [
+            Reason(rule=r.id, text=r.reason, citations=r.cite) for r in self.engine.reasons(decision)
+        ]
+        citations = self._citations(text, decision, reasons, model)
+        confidence = self._confidence(profile, decision, questions)
+        label = "low" if confidence < 0.4 else "medium" if confidence < 0.7 else "high"
+        if facts.get("language") == "other":
+            notes.append("The description does not read as English; little could be extracted from it, "
+                         "so the recommendation rests on defaults. Answer the questions to sharpen it.")
+        if not profile.known_fields():
+            notes.append("Nothing decision-relevant was found in the description yet; answer the questions.")
+        if decision.technique == "qlora" and facts.get("has_gpu") is False:
+            notes.append("QLoRA runs on CPU here (bitsandbytes 4-bit) and saves memory, but it is slower "
+                         "than LoRA on CPU.")
+
+        plan = self._plan(profile, decision, model, train, est, text)
+        hyper = train.model_dump(exclude_none=True) if train else {}
+        return Recommendation(
+            approach=decision.approach,
+            technique=decision.technique,
+            base_model=model.id,
+            base_model_info={
+                "name": model.name, "family": model.family, "params_b": model.params_b,
+                "license": model.license, "context_length": model.context_length, "why": model_why,
+                "good_for": model.good_for, "cite": model.cite,
+            },
+            confidence=round(confidence, 3),
+            confidence_label=label,
+            reasons=reasons,
+            citations=citations,
+            questions=questions,
+            alternatives=self._alternatives(decision, counterfactuals),
+            hyperparameters=hyper,
+            data_preparation=self._data_steps(facts, decision),
+            evaluation_plan=self._evaluation_steps(facts, decision),
+            estimates={
+                "gpu_memory_gb": est.gpu_memory_gb, "train_hours": est.train_hours,
+                "cost_usd": est.cost_usd, "hardware": est.hardware, "training_tokens": est.tokens,
+                "assumptions": est.assumptions, "formula": est.formula,
+            },
+            profile=profile.summary(),
+            scores={
+                "approach": {k: v for k, v in decision.approach_scores.items()},
+                "technique": dict(sorted(decision.technique_scores.items())),
+            },
+            notes=notes,
+            plan=plan,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _counterfactuals(self, profile: UseCaseProfile) -> list[tuple[Any, Any, Decision]]:
+        """The decision under every answer to every question (one table serves questions and alternatives)."""
+        table = []
+        for question in self.knowledge.questions:
+            for option in question.options:
+                table.append((question, option, self.engine.counterfactual(profile, question.field, option.value)))
+        return table
+
+    def _questions(self, profile, decision, table) -> list[Question]:
+        by_field: dict[str, dict[str, str]] = {}
+        order = {q.field: i for i, q in enumerate(self.knowledge.questions)}
+        for question, option, alt in table:
+            if getattr(profile, question.field).known:
+                continue
+            changes = by_field.setdefault(question.field, {})
+            if alt.key != decision.key:
+                changes[option.label] = f"{alt.approach}/{alt.technique}"
+        asked = []
+        for question in self.knowledge.questions:
+            changes = by_field.get(question.field)
+            if changes:
+                asked.append(Question(
+                    field=question.field, text=question.text,
+                    options=[o.model_dump() for o in question.options],
+                    impact=round(len(changes) / len(question.options), 3), would_change_to=changes,
+                ))
+        asked.sort(key=lambda q: (-q.impact, order[q.field]))
+        return asked
+
+    def _alternatives(self, decision: Decision, table) -> list[Alternative]:
+        out: list[Alternative] = []
+        seen = {decision.key}
+        for approach, technique, score in decision.ranked_options():
+            if (approach, technique) in seen or len(out) >= 3:
+                continue
+            seen.add((approach, technique))
+            flip = next(
+                ((q, o) for q, o, alt in table if alt.key == (approach, technique)), None
+            )
+            if flip:
+                question, option = flip
+                when = f"if the answer to “{question.text}” were “{option.label}”"
+            else:
+                when = "no single changed fact makes it win; it would need several"
+            out.append(Alternative(approach=approach, technique=technique, score=score, when_it_wins=when))
+        return out
+
+    def _estimates(self, model, decision, train, facts):
+        return estimate(
+            model,
+            decision.technique,
+            examples=facts.get("example_count"),
+            epochs=train.epochs if train else 3,
+            micro_batch=train.per_device_batch_size if train else 1,
+            seq_len=train.max_seq_length if train else 1024,
+            lora_r=train.lora.r if train and train.lora else 16,
+            gradient_checkpointing={"on": True, "off": False}.get(train.gradient_checkpointing)
+            if train else None,
+            gpu_memory_gb=facts.get("gpu_memory_gb"),
+            gpu_count=facts.get("gpu_count"),
+            gpu_name=facts.get("gpu_name"),
+            knowledge=self.knowledge,
+        )
+
+    def _citations(self, text, decision, reasons, model) -> list[Citation]:
+        kn = self.knowledge
+        out: dict[str, Citation] = {}
+        for cid in [c for r in reasons for c in r.citations] + [model.cite]:
+            if cid not in out:
+                s = kn.sections[cid]
+                out[cid] = Citation(id=s.citation_id, doc=s.doc_id, title=s.doc_title, section=s.heading,
+                                    passage=s.text, source="rule")
+        if self.index is not None:
+            query = f"{decision.approach.replace('_', ' ')} {decision.technique}. {text[:2000]}"
+            for passage in self.index.search(query, k=3):
+                if passage.citation_id not in out:
+                    out[passage.citation_id] = Citation(
+                        id=passage.citation_id, doc=passage.doc_id, title=passage.title,
+                        section=passage.heading, passage=passage.text, source="retrieval",
+                        score=round(passage.score, 4),
+                    )
+        return list(out.values())
+
+    @staticmethod
+    def _confidence(profile: UseCaseProfile, decision: Decision, questions: list[Question]) -> float:
+        margin = min(max(decision.margin(), 0.0), 4.0) / 4.0
+        question_fields = {q.field for q in questions}
+        known = len([f for f in profile.known_fields() if f not in ("language", "domain")])
+        coverage = known / (known + len(question_fields)) if known + len(question_fields) else 1.0
+        confidence = 0.5 * margin + 0.5 * coverage
+        if profile.language.value == "other":
+            confidence = min(confidence, 0.3)
+        if known == 0:
+            confidence = min(confidence, 0.2)
+        return confidence
+
+    def _data_steps(self, facts, decision) -> list[str]:
+        playbook = self.knowledge.playbook
+        steps = list(playbook["data_preparation"]["common"])
+        kind = facts.get("data_kind")
+        if kind:
+            steps += playbook["data_preparation"]["by_data_kind"].get(kind, [])
+        if decision.technique not in ("none",):
+            steps.append(playbook["data_preparation"]["split"])
+        return steps
+
+    def _evaluation_steps(self, facts, decision) -> list[str]:
+        ev = self.knowledge.playbook["evaluation"]
+        steps = list(ev["common"]) + list(ev["by_approach"].get(decision.approach, []))
+        task = ev["by_task_type"].get(facts.get("task_type") or "")
+        if task:
+            steps.append(task["note"])
+        if decision.technique in ("dpo", "rlhf"):
+            steps += ev["preference_techniques"]
+        return steps
+
+    def _plan(self, profile, decision, model, train, est, text) -> TrainingPlan:
+        facts = decision.facts
+        ev = self.knowledge.playbook["evaluation"]
+        task = ev["by_task_type"].get(facts.get("task_type") or "", {})
+        baselines = {
+            "prompting": ["zero_shot", "few_shot"],
+            "rag": ["zero_shot", "rag"],
+            "fine_tuning": ["zero_shot", "few_shot"],
+            "rag_fine_tuning": ["zero_shot", "few_shot", "rag"],
+            "from_scratch": ["zero_shot"],
+        }[decision.approach]
+        metrics = ["perplexity", *task.get("metrics", ["task_accuracy"])]
+        if decision.technique in ("dpo", "rlhf"):
+            metrics.append("preference")
+        has_gpu = facts.get("has_gpu")
+        source = model.source if model.source != "hub" else "hub"
+        return TrainingPlan(
+            approach=decision.approach,
+            technique=decision.technique,
+            base_model=ModelRef(id=model.id, source=source, hf_id=model.hf_id, params_b=model.params_b),
+            data=DataSpec(
+                kind=facts.get("data_kind"),
+                expected_examples=facts.get("example_count"),
+                split=SplitSpec(stratify_by="label" if facts.get("data_kind") == "labeled_classes" else None),
+            ),
+            training=train,
+            retrieval=RetrievalSpec() if decision.approach in ("rag", "rag_fine_tuning") else None,
+            evaluation=EvaluationSpec(task=task.get("task", "auto"), metrics=list(dict.fromkeys(metrics)),
+                                      baselines=baselines),
+            hardware=HardwareSpec(
+                device="cuda" if has_gpu else "cpu" if has_gpu is False else "auto",
+                gpu_count=facts.get("gpu_count") or (1 if has_gpu else 0),
+                gpu_memory_gb=facts.get("gpu_memory_gb"),
+            ),
+            estimates=EstimateSpec(
+                gpu_memory_gb=est.gpu_memory_gb, train_hours=est.train_hours, cost_usd=est.cost_usd
+            ),
+            use_case=" ".join((text or "").split())[:200],
+        )
