@@ -128,7 +128,7 @@ class RegexExtractor:
             r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|m|thousand|million)?\s*(?:usd|dollars|eur|euros)"
         )
         self.task_count = _words(
-            r"(\d+)\s+(?:different|distinct|separate|individual)\s+(?:tasks|tenants|clients|customers|"
+            r"(\d+)\s+(?:different|distinct|separate|individual)\s+(?:[a-z-]+\s+)?(?:tasks|tenants|clients|customers|"
             r"classifiers|use[- ]cases|models|departments|products|brands)|(?:each|every|one for each|all) of "
             r"(?:our |the |its )?(\d+)\s+(?:tenants|clients|customers|tasks|departments|brands|business units)"
         )

@@ -46,7 +46,11 @@ def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
     else:
         facts["has_gpu"] = facts["total_gpu_memory_gb"] = None
     kind = values.get("data_kind")
-    facts["has_training_data"] = None if kind is None else kind in TRAINING_DATA_KINDS
+    if kind is None:
+        # "60,000 examples" with no word on their kind: counted examples are training examples.
+        facts["has_training_data"] = True if (values.get("example_count") or 0) > 0 else None
+    else:
+        facts["has_training_data"] = kind in TRAINING_DATA_KINDS
     behaviour = [values.get(k) for k in ("custom_tone", "domain_vocabulary", "specialized_reasoning")]
     behaviour.append(None if values.get("output_format") is None else values["output_format"] == "structured")
     facts["custom_behaviour"] = True if any(behaviour) else (None if None in behaviour else False)

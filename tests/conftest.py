@@ -1,0 +1,39 @@
+"""Shared fixtures: one knowledge base and one Advisor (real Chroma, real MiniLM) per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tunewise_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("tunewise-home")
+    os.environ["TUNEWISE_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def knowledge():
+    from assistant.knowledge import load_knowledge
+
+    return load_knowledge()
+
+
+@pytest.fixture(scope="session")
+def advisor(knowledge, tunewise_home):
+    from assistant.recommend import Advisor
+
+    return Advisor(knowledge)
+
+
+@pytest.fixture(scope="session")
+def extractor(knowledge):
+    from assistant.extract import RegexExtractor
+
+    return RegexExtractor(knowledge)
