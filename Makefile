@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup chat test test-all lint bench clean
+.PHONY: setup chat test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,12 @@ chat: setup
 	@echo "The Tunewise chat is coming (see the chat issue). Until then, the advisor runs in the CLI:"
 	$(VENV)/bin/tunewise recommend --help
 
+# The whole suite, slow tests included (a few minutes on 2 cores). `make test-fast` skips the slow ones.
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check assistant executor tests bench

@@ -71,7 +71,9 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     jsonl: Annotated[
         str | None,
-        typer.Option("--jsonl", help="Read JSON lines {\"id\", \"text\"} from FILE ('-' = stdin); write one line each."),
+        typer.Option(
+            "--jsonl", help="Read JSON lines {\"id\", \"text\"} from FILE ('-' = stdin); write one line each."
+        ),
     ] = None,
     plan_out: Annotated[Path | None, typer.Option("--plan-out", help="Write the training plan (YAML).")] = None,
     extractor: Annotated[
