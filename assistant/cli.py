@@ -30,6 +30,15 @@ def main() -> None:
     """Tunewise command line."""
 
 
+def _mount_executor_commands() -> None:
+    from executor.cli import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_mount_executor_commands()
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -37,3 +37,21 @@ def extractor(knowledge):
     from assistant.extract import RegexExtractor
 
     return RegexExtractor(knowledge)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(tunewise_home):
+    """The bundled SmolLM2 tokenizer (from the GGUF once, then from the cached folder)."""
+    from executor.models.registry import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def shared_datasets():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    if not root.is_dir():
+        pytest.skip("../shared/datasets is not available")
+    return root

@@ -1,0 +1,86 @@
+"""Executor commands (`tunewise data ...`), mounted on the `tunewise` CLI by assistant/cli.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+data_app = typer.Typer(help="Prepare a team's data: load, clean, redact, de-duplicate, split, report.",
+                       no_args_is_help=True)
+
+
+def _fractions(spec: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in spec.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{spec!r}: expected three numbers like 0.8,0.1,0.1", param_hint="--split") from None
+    if len(parts) != 3 or abs(sum(parts) - 1.0) > 1e-6 or min(parts) < 0:
+        raise typer.BadParameter(f"{spec!r}: three non-negative fractions summing to 1", param_hint="--split")
+    return parts  # type: ignore[return-value]
+
+
+@data_app.command("prepare")
+def prepare_command(
+    input: Annotated[Path, typer.Argument(help="A JSONL/JSON/CSV/TSV/Parquet file, a `datasets` folder or a "
+                                               "folder of .txt/.md documents.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    model: Annotated[str | None, typer.Option("--model", help="Base model (catalog id, local folder, hub id) "
+                                              "whose tokenizer and chat template are used.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: chatml, alpaca, sharegpt, openai.")] = "chatml",
+    split: Annotated[str, typer.Option("--split", help="train,validation,test fractions.")] = "0.8,0.1,0.1",
+    stratify: Annotated[str | None, typer.Option("--stratify", help="Column to stratify the split on "
+                                                 "(default: the detected label column).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    no_pii: Annotated[bool, typer.Option("--no-pii", help="Do not redact PII.")] = False,
+    mapping: Annotated[str | None, typer.Option("--map", help="Column mapping when detection is ambiguous, e.g. "
+                                                "prompt=question,completion=answer.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt for rows without one.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per example (default: model context).")] = None,
+    language: Annotated[str | None, typer.Option(help="Keep only rows in this language (en, de, fr, es, it, "
+                                                 "pt, nl).")] = None,
+    near_dup: Annotated[float, typer.Option("--near-dup-threshold", help="MinHash Jaccard threshold.")] = 0.85,
+    dedup: Annotated[bool, typer.Option(help="Remove exact and near duplicates.")] = True,
+    review: Annotated[int, typer.Option("--review", help="Rows in the human review sample.")] = 50,
+) -> None:
+    """Turn INPUT into train/validation/test splits, rejects.jsonl and a report (JSON, Markdown, PNG)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from executor.data.load import DataError
+    from executor.data.pipeline import PrepareConfig, prepare
+    from executor.data.schema import SchemaError, parse_mapping
+    from executor.models.registry import ModelError
+
+    console = Console(stderr=True)
+    try:
+        config = PrepareConfig(
+            input=input, out=out, model=model, output_format=fmt, split=_fractions(split), stratify=stratify,
+            seed=seed, redact_pii=not no_pii, deduplicate=dedup, near_duplicate_threshold=near_dup,
+            max_length=max_length, language=language, mapping=parse_mapping(mapping) if mapping else None,
+            system_prompt=system, review_size=review,
+        )
+        with Progress(TextColumn("{task.description:12s}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(stage: str, done: int, total: int | None) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            report = prepare(config, progress)
+    except (DataError, SchemaError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    rejected = {k: v for k, v in report["rejected"].items() if v}
+    console.print(f"{report['input_rows']:,} rows read as [bold]{report['detected_format']['name']}[/bold] -> "
+                  f"{report['kept']:,} kept ({', '.join(f'{k} {v:,}' for k, v in report['splits'].items())}), "
+                  f"{sum(rejected.values()):,} rejected {json.dumps(rejected) if rejected else ''}")
+    if report["pii_redacted"]:
+        console.print(f"PII redacted: {json.dumps(report['pii_redacted'])}")
+    for problem in report["template"]["problems"]:
+        console.print(f"[yellow]template problem:[/yellow] {problem}")
+    console.print(f"Report: {out / 'report.md'}")
