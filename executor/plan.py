@@ -18,7 +18,8 @@ PLAN_SCHEMA_VERSION = 1
 Approach = Literal["prompting", "rag", "fine_tuning", "rag_fine_tuning", "from_scratch"]
 Technique = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api", "none"]
 DataFormat = Literal[
-    "auto", "alpaca", "sharegpt", "chatml", "prompt_completion", "preference", "classification", "text"
+    "auto", "alpaca", "sharegpt", "chatml", "prompt_completion", "preference", "openai_preference",
+    "classification", "text", "squad",
 ]
 EvalTask = Literal["auto", "exact_match", "classification", "json", "generation"]
 

@@ -202,7 +202,7 @@ class Preparer:
         kept: list[Example] = []
         dups = nears = 0
         for n, ex in enumerate(examples, start=1):
-            strings = ex.strings()
+            strings = ex.dedup_strings()
             key = content_key(strings)
             if key in seen:
                 self._reject(ex.source, "duplicate", f"same content as {seen[key].source}", ex.to_dict())
@@ -233,7 +233,6 @@ class Preparer:
         for ex in examples:
             if ex.kind != "text":
                 template.place_system(ex)
-        template.check_masks([ex for ex in examples[:50]])
         lengths: list[int] = []
         batch = 1000
         for start in range(0, len(examples), batch):
@@ -248,6 +247,7 @@ class Preparer:
             else:
                 kept.append(ex)
                 kept_lengths.append(length)
+        template.check_masks(kept[:50])
         return template, kept, kept_lengths
 
     def _write(self, input_rows, fmt, examples, lengths, assignment, template, pii, dups, near) -> dict[str, Any]:

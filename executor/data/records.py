@@ -87,6 +87,13 @@ class Example:
         out += [s for s in (self.chosen, self.rejected, self.text) if s is not None]
         return out
 
+    def dedup_strings(self) -> list[str]:
+        """What makes two rows the same example: everything but system turns. A shared system prompt or
+        a shared reference document says nothing about whether two rows teach the same thing."""
+        out = [m["content"] for m in self.messages if m["role"] != "system"]
+        out += [s for s in (self.chosen, self.rejected, self.text) if s is not None]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.messages:

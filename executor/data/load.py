@@ -1,0 +1,698 @@
+"""Collection: stream the records out of whatever file or folder a team hands us.
+
+`iter_rows(path)` reads JSONL, JSON (an array, `{"data": [...]}`, the SQuAD layout), CSV/TSV, Parquet, a
+folder saved by `datasets` and folders of .txt/.md documents, and yields one RawRow per record with the file
+and line (or item index) it came from. A record that cannot be parsed becomes a RawRow carrying the error, so
+one bad line never stops a load; only whole-input problems (missing path, empty, binary or unsupported file)
+raise DataError. Encodings are sniffed, not assumed: files exported from Excel or old systems are often
+Latin-1/cp1252, or a mix of that and UTF-8.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from executor.data.records import RawRow, SourceRef
+
+SAMPLE_BYTES = 8192
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown")
+SUPPORTED = (*JSONL_SUFFIXES, ".json", *CSV_DELIMITERS, ".parquet", *DOCUMENT_SUFFIXES)
+COMPRESSED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")
+# Top-level keys under which a JSON object commonly holds its list of records.
+RECORD_KEYS = ("data", "rows", "examples", "records")
+DATASET_MARKERS = ("dataset_info.json", "state.json")
+
+_BOMS = (  # longest first: the UTF-32-LE BOM starts with the UTF-16-LE one
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Control bytes that do not occur in text (tab, newlines, form feed, backspace and escape do).
+_CONTROL = bytes(b for b in range(32) if b not in b"\t\n\r\x0b\x0c\x08\x1b")
+_WHITESPACE = re.compile(r"\s*")
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+# Encodings read as "UTF-8 with a cp1252 fallback" (see _decode_invalid_as_cp1252).
+_LATIN_FAMILY = {"utf-8", "utf_8", "ascii", "cp1252", "latin-1", "latin_1", "iso-8859-1", "windows-1252"}
+
+
+class DataError(ValueError):
+    """The input as a whole cannot be read (missing, empty, binary, unsupported); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- encodings
+
+def _decode_invalid_as_cp1252(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not UTF-8 are read as cp1252 (Latin-1 where cp1252 has a gap).
+
+    Files that were edited by several tools are often mostly UTF-8 with some Latin-1 lines; decoding them as
+    either encoding alone garbles the other half, this decodes both ("café" comes out right either way).
+    """
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    bad = err.object[err.start:err.end]
+    return "".join(_cp1252_char(b) for b in bad), err.end
+
+
+def _cp1252_char(byte: int) -> str:
+    try:
+        return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D are unassigned in cp1252
+        return chr(byte)
+
+
+codecs.register_error("tunewise-cp1252-fallback", _decode_invalid_as_cp1252)
+
+
+def detect_encoding(sample: bytes) -> str:
+    """Name the encoding of a file from its first bytes: BOM, then strict UTF-8, then charset_normalizer.
+
+    Returns 'utf-8' also for samples that mix UTF-8 with Latin-1 bytes (the reader decodes those bytes as
+    cp1252), and 'cp1252' for single-byte Western text.
+    """
+    for bom, name in _BOMS:
+        if sample.startswith(bom):
+            return name
+    utf16 = _bomless_utf16(sample)
+    if utf16:
+        return utf16
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)  # a cut-off last character is fine
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # UTF-8 mixed with Latin-1: valid UTF-8 sequences (which pure cp1252 text rarely forms) plus stray
+    # accented bytes between ASCII letters.
+    if _UTF8_MULTIBYTE.search(sample) and not _high_bytes_in_runs(_UTF8_MULTIBYTE.sub(b"a", sample)):
+        return "utf-8"
+    return _guess_single_byte(sample)
+
+
+def _bomless_utf16(sample: bytes) -> str | None:
+    """UTF-16 without a BOM shows as NUL in every other byte (for mostly-ASCII text)."""
+    pairs = len(sample) // 2
+    if pairs < 8:
+        return None
+    even_nul = sample[0:pairs * 2:2].count(0) / pairs
+    odd_nul = sample[1:pairs * 2:2].count(0) / pairs
+    if odd_nul > 0.4 and even_nul < 0.05:
+        return "utf-16-le"
+    if even_nul > 0.4 and odd_nul < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _guess_single_byte(sample: bytes) -> str:
+    """charset_normalizer for non-Latin scripts; cp1252 for Western text.
+
+    On short Western samples charset_normalizer often answers cp1250 ("crème" -> "crčme"); the single-byte
+    Latin code pages cannot be told apart reliably, and cp1252 is what Excel and Windows tools write.
+    """
+    if not _high_bytes_in_runs(sample):
+        return "cp1252"
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None or not _mostly_non_latin(str(best)):
+        return "cp1252"
+    return best.encoding
+
+
+def _high_bytes_in_runs(sample: bytes) -> bool:
+    """Whole words of non-ASCII bytes: another script (Cyrillic, Greek, CJK); Western text has accents
+    between ASCII letters ("café", "Grüße")."""
+    high = [i for i, b in enumerate(sample) if b > 127]
+    in_runs = sum(1 for i in high if (i > 0 and sample[i - 1] > 127) or (i + 1 < len(sample) and sample[i + 1] > 127))
+    return in_runs > len(high) / 2
+
+
+def _mostly_non_latin(text: str) -> bool:
+    import unicodedata
+
+    letters = [c for c in text if ord(c) > 127 and c.isalpha()]
+    non_latin = sum(1 for c in letters if not unicodedata.name(c, "").startswith("LATIN"))
+    return bool(letters) and non_latin > len(letters) / 2
+
+
+def _codec(encoding: str) -> tuple[str, str]:
+    """(codec, error handler) to read a file whose sniffed encoding is `encoding`."""
+    if encoding.lower() in _LATIN_FAMILY:
+        return "utf-8", "tunewise-cp1252-fallback"
+    if encoding == "utf-8-sig":
+        return "utf-8-sig", "tunewise-cp1252-fallback"
+    return encoding, "replace"
+
+
+# ---------------------------------------------------------------------------------------------- whole-input checks
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; check the path (relative paths start at {Path.cwd()})")
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of a text file, after the checks every file gets: not empty, not binary."""
+    head = _read_start(path, SAMPLE_BYTES)
+    why = _binary_reason(head)
+    if why:
+        raise DataError(f"{path} looks like a binary file ({why}), not {path.suffix or 'text'} text: "
+                        "if it is compressed, decompress it first; if it is Parquet, name it .parquet")
+    return head
+
+
+def _read_start(path: Path, size: int) -> bytes:
+    with path.open("rb") as f:
+        head = f.read(size)
+    if not head:
+        raise DataError(f"{path} is empty (0 bytes): export the data again, or point at the right file")
+    return head
+
+
+def _binary_reason(head: bytes) -> str | None:
+    if any(head.startswith(bom) for bom, _ in _BOMS) or _bomless_utf16(head):
+        return None
+    if b"\x00" in head:
+        return "NUL bytes in the first 8 KB"
+    controls = sum(head.count(bytes([c])) for c in _CONTROL)
+    if controls > len(head) * 0.1:
+        return f"{controls} control characters in the first {len(head)} bytes"
+    return None
+
+
+def _open_text(path: Path, head: bytes, newline: str | None = "") -> TextIO:
+    codec, errors = _codec(detect_encoding(head))
+    return io.TextIOWrapper(path.open("rb"), encoding=codec, errors=errors, newline=newline)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+def iter_rows(path: str | Path) -> Iterator[RawRow]:
+    """Yield one RawRow per record of a file or folder, streaming (big JSONL/CSV/Parquet are never read whole)."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        return _iter_folder(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise DataError(_unsupported_message(path))
+    if suffix == ".parquet":
+        if _read_start(path, 4) != b"PAR1":
+            raise DataError(f"{path} is not a Parquet file (no PAR1 magic bytes); check how it was exported")
+        return _iter_parquet(path)
+    head = _read_head(path)
+    if suffix in JSONL_SUFFIXES:
+        return _iter_jsonl(path, head)
+    if suffix == ".json":
+        return _iter_json(path, head)
+    if suffix in CSV_DELIMITERS:
+        return _iter_csv(path, head, CSV_DELIMITERS[suffix])
+    return iter([_document_row(path, path.name)])
+
+
+def estimate_rows(path: str | Path) -> int | None:
+    """A cheap row count for progress bars (newlines for JSONL/CSV, metadata for Parquet); None if unknown."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return _estimate_folder(path)
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES:
+            return _count_lines(path)
+        if suffix in CSV_DELIMITERS:
+            return _estimate_csv(path)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if suffix in DOCUMENT_SUFFIXES:
+            return 1
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _unsupported_message(path: Path) -> str:
+    hint = ""
+    if path.suffix.lower() in COMPRESSED_SUFFIXES:
+        hint = "; it looks compressed: decompress it first"
+    return (f"{path}: unsupported file type '{path.suffix or '(none)'}'{hint}. Supported: {', '.join(SUPPORTED)}, "
+            "a folder saved by datasets.save_to_disk, or a folder of .txt/.md documents")
+
+
+def _estimate_csv(path: Path, probe: int = 20_000) -> int:
+    """Records in a CSV: counted exactly when the first `probe` records are all, else scaled from them.
+
+    Counting newlines alone overcounts badly when quoted fields hold newlines (3 lines per record is common).
+    """
+    lines = _count_lines(path)
+    count, last_line = 0, 1
+    for count, row in enumerate(iter_rows(path), start=1):
+        last_line = row.source.line or last_line
+        if count == probe:
+            return round(count * lines / last_line)
+    return count
+
+
+def _count_lines(path: Path, exact_up_to: int = 64 << 20, sample: int = 16 << 20) -> int:
+    """Newline count; past `exact_up_to` bytes, extrapolated from the first `sample` bytes (it is only a hint)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb") as f:
+        if size > exact_up_to:
+            return round(f.read(sample).count(b"\n") * size / sample)
+        count, last = 0, b""
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            count += chunk.count(b"\n")
+            last = chunk
+    return count + (0 if last.endswith(b"\n") else 1)
+
+
+# ---------------------------------------------------------------------------------------------- JSON Lines
+
+def _iter_jsonl(path: Path, head: bytes) -> Iterator[RawRow]:
+    with _open_text(path, head) as text:
+        for number, line in enumerate(text, start=1):
+            line = line.lstrip("\ufeff")  # concatenated files can carry a BOM mid-file
+            if line.strip():
+                yield _json_line_row(str(path), number, line)
+
+
+def _json_line_row(file: str, number: int, line: str) -> RawRow:
+    source = SourceRef(file, line=number)
+    line = line.rstrip("\r\n")  # a cut line's newline would read as a control character inside a string
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        return RawRow(source, None, _json_error(e, line))
+    return _object_row(source, value)
+
+
+def _json_error(e: json.JSONDecodeError, text: str, line: int | None = None, column_base: int = 0) -> str:
+    """The decoder's message placed in the file (`text` starts on `line`, `column_base` characters into it)."""
+    newline = text.rfind("\n", 0, e.pos)
+    where = f"column {e.pos - newline if newline >= 0 else column_base + e.pos + 1}"
+    if line is not None:
+        where = f"line {line + text.count(chr(10), 0, e.pos)}, {where}"
+    message = f"invalid JSON: {e.msg}{'' if e.msg.endswith(' at') else ' at'} {where}"
+    if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+        message += " (the record ends early: is it truncated?)"
+    return message
+
+
+def _object_row(source: SourceRef, value: Any) -> RawRow:
+    if isinstance(value, dict):
+        return RawRow(source, value)
+    return RawRow(source, None, f"expected a JSON object, got {_json_type(value)}")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+def _iter_json(path: Path, head: bytes) -> Iterator[RawRow]:
+    with _open_text(path, head) as text:
+        first = _first_char(text)
+        if first == "[":
+            yield from _iter_json_array(str(path), text)
+            return
+    if first == "{" and _looks_like_jsonl(path, head):
+        yield from _iter_jsonl(path, head)
+        return
+    yield from _iter_json_document(path, head)
+
+
+def _first_char(text: TextIO) -> str:
+    while True:
+        char = text.read(1)
+        if not char or not (char.isspace() or char == "\ufeff"):
+            return char
+
+
+def _looks_like_jsonl(path: Path, head: bytes) -> bool:
+    """A .json file holding one object per line: its first line parses alone and another line follows."""
+    with _open_text(path, head) as text:
+        lines = (line for line in text if line.strip())
+        first = next(lines, "")
+        try:
+            json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return next(lines, "").lstrip().startswith("{")
+
+
+def _iter_json_document(path: Path, head: bytes) -> Iterator[RawRow]:
+    """A file holding one JSON value: read whole (its records are only known once it is parsed)."""
+    with _open_text(path, head, newline=None) as text:
+        try:
+            value = json.load(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. If the file "
+                            "holds one object per line, name it .jsonl so each line is read on its own") from e
+    if not isinstance(value, dict):  # arrays were streamed before getting here
+        raise DataError(f"{path}: expected JSON records (an array of objects), got a single {_json_type(value)}")
+    yield from _object_records(str(path), value)
+
+
+def _object_records(file: str, value: dict) -> Iterator[RawRow]:
+    key = next((k for k in RECORD_KEYS if isinstance(value.get(k), list)), None)
+    if key is None:
+        lists = [k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        if lists:
+            raise DataError(f"{file}: a JSON object whose records are under {lists}; expected them under one of "
+                            f"{list(RECORD_KEYS)}, or a JSON array / one object per line (.jsonl)")
+        yield RawRow(SourceRef(file, item=0), value)  # a single record
+        return
+    records = value[key]
+    if records and isinstance(records[0], dict) and "paragraphs" in records[0]:
+        yield from _squad_rows(file, records)
+        return
+    for index, item in enumerate(records):
+        yield _object_row(SourceRef(file, item=index), item)
+
+
+def _squad_rows(file: str, articles: list) -> Iterator[RawRow]:
+    """SQuAD layout -> one row per question: context, question, answer (the first answer's text), title, id.
+
+    Other scalar keys of the paragraph and the question (document_id, is_impossible) are kept too: splits
+    should keep all questions about one document together.
+    """
+    index = 0
+    for article in articles:
+        for paragraph in _objects_under(article, "paragraphs"):
+            for qa in paragraph.get("qas") if isinstance(paragraph.get("qas"), list) else []:
+                source = SourceRef(file, item=index)
+                index += 1
+                if isinstance(qa, dict):
+                    yield RawRow(source, _squad_row(article, paragraph, qa))
+                else:
+                    yield RawRow(source, None, f"expected a SQuAD question object, got {_json_type(qa)}")
+
+
+def _objects_under(obj: Any, key: str) -> list[dict]:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _squad_row(article: dict, paragraph: dict, qa: dict) -> dict[str, Any]:
+    answers = qa.get("answers") if isinstance(qa.get("answers"), list) else []
+    row = {
+        "context": paragraph.get("context"),
+        "question": qa.get("question"),
+        "answer": answers[0].get("text") if answers and isinstance(answers[0], dict) else None,
+        "title": article.get("title"),
+        "id": qa.get("id"),
+    }
+    for extra in (paragraph, qa):
+        row.update({k: v for k, v in extra.items() if k not in row and not isinstance(v, (list, dict))})
+    return row
+
+
+def _iter_json_array(file: str, text: TextIO) -> Iterator[RawRow]:
+    """Stream the items of a top-level JSON array, noting the line each item starts on.
+
+    An item that does not parse ends the array with one error row: past a syntax error the item boundaries
+    are unknown, so guessing further rows could invent records.
+    """
+    text.seek(0)  # back before the '[' that _first_char read, so the newlines before it are counted
+    reader = _ArrayReader(text)
+    reader.skip_whitespace()
+    reader.pos += 1  # the '['
+    index = 0
+    while True:
+        if not reader.skip_whitespace():
+            yield reader.error_row(file, index, "invalid JSON: the array is not closed (is the file truncated?)")
+            return
+        char = reader.buf[reader.pos]
+        if char == "]":  # also right after a trailing comma: lenient, nothing is lost
+            return
+        if index and char != ",":
+            yield reader.error_row(file, index, f"invalid JSON: expected ',' or ']' after item {index - 1}, "
+                                                f"found {char!r}")
+            return
+        if index:
+            reader.pos += 1
+            if not reader.skip_whitespace() or reader.buf[reader.pos] == "]":
+                continue
+        line = reader.line
+        try:
+            value = reader.decode()
+        except json.JSONDecodeError as e:
+            yield reader.error_row(file, index, reader.describe(e))
+            return
+        yield _object_row(SourceRef(file, line=line, item=index), value)
+        index += 1
+
+
+class _ArrayReader:
+    """A growing window over a text stream, decoding one JSON value at a time and counting lines."""
+
+    def __init__(self, text: TextIO, chunk: int = 1 << 16):
+        self.text, self.size = text, chunk
+        self.buf, self.pos, self.eof = "", 0, False
+        self.line = 1          # line of buf[pos]
+        self.column_base = 0   # characters of buf[0]'s line that were dropped from the window
+
+    def more(self) -> None:
+        dropped = self.buf[:self.pos]
+        newline = dropped.rfind("\n")
+        self.column_base = len(dropped) - newline - 1 if newline >= 0 else self.column_base + len(dropped)
+        data = self.text.read(self.size)
+        self.eof = not data
+        self.buf, self.pos = self.buf[self.pos:] + data, 0
+
+    def skip_whitespace(self) -> bool:
+        """Move to the next non-space character; False at the end of the file."""
+        while True:
+            end = _WHITESPACE.match(self.buf, self.pos).end()
+            self.line += self.buf.count("\n", self.pos, end)
+            self.pos = end
+            if self.pos < len(self.buf) or self.eof:
+                return self.pos < len(self.buf)
+            self.more()
+
+    def decode(self) -> Any:
+        """The value at pos; reads more of the file while the value may be cut off by the window's end."""
+        decoder = json.JSONDecoder()
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.buf, self.pos)
+                if end < len(self.buf) or self.eof:  # a number cut at the window's end would parse short
+                    self.line += self.buf.count("\n", self.pos, end)
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError:
+                if self.eof:
+                    raise
+            self.size *= 2  # grow, so one huge item costs O(n log n), not O(n^2)
+            self.more()
+
+    def describe(self, e: json.JSONDecodeError) -> str:
+        return _json_error(e, self.buf, self.line - self.buf.count("\n", 0, self.pos), self.column_base)
+
+    def error_row(self, file: str, index: int, error: str) -> RawRow:
+        return RawRow(SourceRef(file, line=self.line, item=index), None, error)
+
+
+# ---------------------------------------------------------------------------------------------- CSV / TSV
+
+def _iter_csv(path: Path, head: bytes, delimiter: str) -> Iterator[RawRow]:
+    # Documents in a cell easily pass csv's default 128 KB field limit; the limit is process-wide.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    file = str(path)
+    with _open_text(path, head) as text:
+        first, skipped = text.readline(), 0
+        while first and not first.strip():  # the csv reader never sees these, but line numbers count them
+            first, skipped = text.readline(), skipped + 1
+        if not first:
+            raise DataError(f"{path}: no header row; a CSV/TSV file needs column names on its first line")
+        if delimiter == "," and "," not in first and any(d in first for d in ";\t|"):
+            delimiter = csv.Sniffer().sniff(first, delimiters=";\t|").delimiter  # e.g. European Excel: ';'
+        reader = csv.reader(_chain([first], text), delimiter=delimiter)
+        columns = _header(path, next(reader))
+        while True:
+            start = reader.line_num + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield RawRow(SourceRef(file, line=start + skipped), None, f"invalid CSV: {e}")
+                continue
+            if not values or (len(values) == 1 and not values[0].strip() and len(columns) > 1):
+                continue  # blank line
+            yield _csv_row(file, columns, values, start + skipped, reader.line_num + skipped)
+
+
+def _chain(first: Iterable[str], rest: Iterable[str]) -> Iterator[str]:
+    yield from first
+    yield from rest
+
+
+def _header(path: Path, names: list[str]) -> list[str]:
+    columns = [name.strip().lstrip("\ufeff") or f"column_{i}" for i, name in enumerate(names, start=1)]
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise DataError(f"{path}: the header repeats column names {duplicates}; rename them so no column is lost")
+    return columns
+
+
+def _csv_row(file: str, columns: list[str], values: list[str], start: int, end: int) -> RawRow:
+    source = SourceRef(file, line=start)
+    if len(values) != len(columns):
+        error = f"expected {len(columns)} fields (one per header column), found {len(values)}"
+        if end > start:
+            error += f"; the record runs from line {start} to {end}: is a quote left open?"
+        return RawRow(source, None, error)
+    return RawRow(source, dict(zip(columns, values, strict=True)))
+
+
+# ---------------------------------------------------------------------------------------------- Parquet / Arrow
+
+def _iter_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file, index = str(path), 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                yield RawRow(SourceRef(file, item=index), record)
+                index += 1
+    except (pa.ArrowException, OSError) as e:  # a cut-off or corrupt file: no row boundaries to recover
+        raise DataError(f"{path}: cannot read the Parquet data after {index} rows ({e}); is the file complete?") from e
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+def _iter_folder(folder: Path) -> Iterator[RawRow]:
+    if (folder / "dataset_dict.json").is_file():
+        return _iter_dataset_dict(folder, _splits(folder))
+    if any((folder / marker).is_file() for marker in DATASET_MARKERS):
+        return _iter_saved_dataset(folder)
+    documents = _document_paths(folder)
+    if not documents:
+        raise DataError(f"{folder}: a folder with no {'/'.join(DOCUMENT_SUFFIXES)} files that is not a folder "
+                        "saved by datasets.save_to_disk (no dataset_info.json, state.json or dataset_dict.json)")
+    return (_document_row(p, p.relative_to(folder).as_posix()) for p in documents)
+
+
+def _estimate_folder(folder: Path) -> int | None:
+    if (folder / "dataset_dict.json").is_file():
+        return sum(_arrow_row_count(folder / split) for split in _splits(folder))
+    if any((folder / marker).is_file() for marker in DATASET_MARKERS):
+        return _arrow_row_count(folder)
+    return len(_document_paths(folder)) or None
+
+
+def _document_paths(folder: Path) -> list[Path]:
+    """Every .txt/.md/.markdown file below `folder`, sorted, skipping hidden files and folders (.git, ...)."""
+    found = [p for p in folder.rglob("*")
+             if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _document_row(path: Path, name: str) -> RawRow:
+    """One document -> {"text", "path"}. Inside a folder a bad file becomes an error row, not an exception."""
+    source = SourceRef(str(path))
+    raw = path.read_bytes()
+    if not raw:
+        return RawRow(source, {"text": "", "path": name})  # rows never disappear: cleaning rejects it as empty
+    why = _binary_reason(raw[:SAMPLE_BYTES])
+    if why:
+        return RawRow(source, None, f"looks like a binary file ({why})")
+    codec, errors = _codec(detect_encoding(raw[:SAMPLE_BYTES]))
+    with io.TextIOWrapper(io.BytesIO(raw), encoding=codec, errors=errors) as text:  # universal newlines -> \n
+        return RawRow(source, {"text": text.read(), "path": name})
+
+
+def _splits(folder: Path) -> list[str]:
+    try:
+        return list(json.loads((folder / "dataset_dict.json").read_text("utf-8"))["splits"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{folder / 'dataset_dict.json'}: cannot read the split names ({e}); "
+                        "save the dataset again with save_to_disk") from e
+
+
+def _iter_dataset_dict(folder: Path, splits: list[str]) -> Iterator[RawRow]:
+    for split in splits:
+        yield from _iter_saved_dataset(folder / split, split)
+
+
+def _iter_saved_dataset(folder: Path, split: str | None = None) -> Iterator[RawRow]:
+    """Rows of a `Dataset.save_to_disk` folder, read straight from its Arrow files (no `datasets` import).
+
+    ClassLabel columns are stored as integers; they come out as their names, which is what a model should
+    learn to answer and what the label chart should show.
+    """
+    names = _class_label_names(folder)
+    file, index = str(folder), 0
+    for arrow_file in _arrow_files(folder):
+        for batch in _arrow_batches(arrow_file):
+            for record in batch.to_pylist():
+                yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, split))
+                index += 1
+
+
+def _with_label_names(record: dict, names: dict[str, list[str]], split: str | None) -> dict:
+    for column, labels in names.items():
+        value = record.get(column)
+        if isinstance(value, int) and 0 <= value < len(labels):
+            record[column] = labels[value]
+    if split is not None:
+        record["__split__"] = split
+    return record
+
+
+def _arrow_files(folder: Path) -> list[Path]:
+    state = folder / "state.json"
+    if state.is_file():
+        try:
+            return [folder / f["filename"] for f in json.loads(state.read_text("utf-8"))["_data_files"]]
+        except (ValueError, KeyError, TypeError):
+            pass
+    files = sorted(folder.glob("*.arrow"))
+    if not files:
+        raise DataError(f"{folder}: a datasets folder without .arrow data files; save it again with save_to_disk")
+    return files
+
+
+def _arrow_batches(path: Path) -> Iterator[Any]:
+    import pyarrow as pa
+
+    try:
+        try:
+            reader = pa.ipc.open_stream(pa.memory_map(str(path)))  # what save_to_disk writes
+        except pa.ArrowInvalid:
+            reader = pa.ipc.open_file(pa.memory_map(str(path)))
+            reader = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        yield from reader
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: cannot read the Arrow data ({e}); save the dataset again with save_to_disk") from e
+
+
+def _arrow_row_count(folder: Path) -> int:
+    return sum(batch.num_rows for f in _arrow_files(folder) for batch in _arrow_batches(f))
+
+
+def _class_label_names(folder: Path) -> dict[str, list[str]]:
+    info = folder / "dataset_info.json"
+    try:
+        features = json.loads(info.read_text("utf-8")).get("features") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: spec["names"] for name, spec in features.items()
+            if isinstance(spec, dict) and spec.get("_type") == "ClassLabel" and spec.get("names")}
