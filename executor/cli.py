@@ -47,6 +47,7 @@ def prepare_command(
 ) -> None:
     """Turn INPUT into train/validation/test splits, rejects.jsonl and a report (JSON, Markdown, PNG)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from executor.data.load import DataError
@@ -73,7 +74,9 @@ def prepare_command(
 
             report = prepare(config, progress)
     except (DataError, SchemaError, ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        if isinstance(exc, SchemaError) and "mapping" in str(exc):
+            console.print("Give the mapping with --map, e.g. --map prompt=question,completion=answer")
         raise typer.Exit(2) from None
     rejected = {k: v for k, v in report["rejected"].items() if v}
     console.print(f"{report['input_rows']:,} rows read as [bold]{report['detected_format']['name']}[/bold] -> "
@@ -84,3 +87,22 @@ def prepare_command(
     for problem in report["template"]["problems"]:
         console.print(f"[yellow]template problem:[/yellow] {problem}")
     console.print(f"Report: {out / 'report.md'}")
+
+
+@data_app.command("review")
+def review_command(
+    out: Annotated[Path, typer.Argument(help="The folder `tunewise data prepare` wrote.")],
+) -> None:
+    """Tally the verdicts a reviewer recorded in OUT/review.csv and store them in OUT/report.json."""
+    from executor.data.report import read_review_verdicts, write_json
+
+    review, report_path = out / "review.csv", out / "report.json"
+    if not review.exists() or not report_path.exists():
+        typer.secho(f"error: {out} has no review.csv/report.json; run `tunewise data prepare` first", err=True,
+                    fg="red")
+        raise typer.Exit(2)
+    tally = read_review_verdicts(review)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["review"].update(tally)
+    write_json(report_path, report)
+    typer.echo(json.dumps(tally))
