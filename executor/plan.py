@@ -128,6 +128,7 @@ class TrainingSpec(_Strict):
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     packing: Literal["auto", "on", "off"] = "auto"
     save_best_by: str = "eval_loss"
+    early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None: off")
     seed: int = 42
     lora: LoraSpec | None = None
     quantization: QuantizationSpec | None = None

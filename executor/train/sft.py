@@ -1,0 +1,168 @@
+"""Supervised fine-tuning recipe: full, LoRA, QLoRA, prompt / prefix tuning.
+
+Supports: completion-only loss on chat data (assistant tokens only, mask derived from the model's own
+template), plain-text rows (continued pre-training, loss on every token), gradient accumulation,
+gradient checkpointing (off on CPU unless the plan says on), evaluation on the validation split with
+early stopping and the best checkpoint kept, resume from the last checkpoint, TensorBoard logging.
+Refuses up front: preference rows (use technique dpo/rlhf), QLoRA without bitsandbytes.
+Padding-free packing needs flash-attention's variable-length kernels; with sdpa (CPU, or a GPU
+without flash-attn) batches are padded per batch instead.
+
+    setup -> load tokenizer + data -> build model (+ adapter) -> fit -> save adapter/model -> merge
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from executor.models.loader import load_causal_lm
+from executor.models.registry import load_tokenizer
+from executor.train.common import RunContext, standard_callbacks, trainer_arguments
+from executor.train.data import PadCollator, find_splits, read_split, sft_features
+
+ADAPTER_TECHNIQUES = ("lora", "qlora", "prompt_tuning")
+
+
+def load_rows(ctx: RunContext) -> dict[str, list[dict[str, Any]]]:
+    splits = find_splits(ctx.data_dir)
+    rows = {name: read_split(path) for name, path in splits.items() if name in ("train", "validation")}
+    if ctx.dry_run:  # a few rows are enough to find mistakes
+        rows = {name: split[:32] for name, split in rows.items()}
+    return rows
+
+
+def peft_config(ctx: RunContext, tokenizer):
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
+
+    t = ctx.plan.training
+    if ctx.plan.technique in ("lora", "qlora", "dpo", "rlhf") and t.lora is not None:
+        return LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                          target_modules=t.lora.target_modules, task_type=TaskType.CAUSAL_LM)
+    if ctx.plan.technique == "prompt_tuning":
+        pt = t.prompt_tuning
+        if pt.kind == "prefix":
+            return PrefixTuningConfig(num_virtual_tokens=pt.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
+        if pt.init_text:
+            return PromptTuningConfig(num_virtual_tokens=pt.num_virtual_tokens, task_type=TaskType.CAUSAL_LM,
+                                      prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=pt.init_text,
+                                      tokenizer_name_or_path=tokenizer.name_or_path)
+        return PromptTuningConfig(num_virtual_tokens=pt.num_virtual_tokens, task_type=TaskType.CAUSAL_LM,
+                                  prompt_tuning_init=PromptTuningInit.RANDOM)
+    return None
+
+
+def build_model(ctx: RunContext, tokenizer):
+    """The base model (or the stand-in for dry runs and tests), with the plan's adapter attached."""
+    plan = ctx.plan
+    quantization = plan.training.quantization if plan.technique == "qlora" else None
+    if ctx.model_factory is not None:
+        model = ctx.model_factory(tokenizer)
+        if quantization is not None:
+            model = _quantize_tiny(model, quantization)
+        model.to(ctx.placement.device if quantization is None else "cpu")
+    else:
+        model = load_causal_lm(plan.base_model.id if plan.base_model.source != "local" else plan.base_model.path,
+                               ctx.placement, quantization)
+    model.config.use_cache = False  # the KV cache only costs memory during training
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = peft_config(ctx, tokenizer)
+    if config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, config)
+    return model
+
+
+def _quantize_tiny(model, quantization):
+    """Quantize an in-memory stand-in the way from_pretrained would (save, reload with bitsandbytes)."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return AutoModelForCausalLM.from_pretrained(tmp, quantization_config=BitsAndBytesConfig(
+            load_in_4bit=quantization.bits == 4, load_in_8bit=quantization.bits == 8,
+            bnb_4bit_quant_type=quantization.quant_type, bnb_4bit_use_double_quant=quantization.double_quant,
+            bnb_4bit_compute_dtype=torch.float32), device_map={"": "cpu"})
+
+
+def train_sft(ctx: RunContext) -> dict[str, Any]:
+    from transformers import Trainer, TrainingArguments
+
+    plan, t = ctx.plan, ctx.plan.training
+    tokenizer = load_tokenizer(_tokenizer_name(plan))
+    rows = load_rows(ctx)
+    features = {}
+    dropped = 0
+    for name, split in rows.items():
+        features[name], lost = sft_features(tokenizer, split, t.max_seq_length)
+        dropped += lost
+    if dropped:
+        ctx.notes.append(f"{dropped} rows had no assistant token within max_seq_length={t.max_seq_length} and "
+                         "were skipped")
+    if not features["train"]:
+        raise ValueError("no trainable rows: every row lost its assistant tokens to truncation")
+    has_validation = bool(features.get("validation"))
+    model = build_model(ctx, tokenizer)
+    args = TrainingArguments(**trainer_arguments(ctx, len(features["train"]), has_validation))
+    callbacks, stop = standard_callbacks(ctx, has_validation)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=features["train"], eval_dataset=features.get("validation"),
+        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
+    )
+    resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    if stop is not None and stop.triggered:  # "crashed": leave the checkpoints, write nothing final
+        return {"stopped_at_step": trainer.state.global_step}
+    return save_outputs(ctx, trainer, tokenizer, output, rows)
+
+
+def _tokenizer_name(plan) -> str | None:
+    return plan.base_model.path if plan.base_model.source == "local" else plan.base_model.id
+
+
+def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str, Any]:
+    plan = ctx.plan
+    adapter = plan.technique in ADAPTER_TECHNIQUES or plan.technique in ("dpo", "rlhf") and plan.training.lora
+    target = ctx.run_dir / ("adapter" if adapter else "model")
+    trainer.model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    result: dict[str, Any] = {
+        "steps": trainer.state.global_step,
+        "train_rows": len(rows["train"]),
+        "validation_rows": len(rows.get("validation", [])),
+        "train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 2),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "weights": target.name,
+    }
+    if plan.technique in ("lora", "qlora") or (plan.technique == "dpo" and plan.training.lora):
+        result["merged"] = merge_lora(ctx, target, tokenizer)
+    return result
+
+
+def merge_lora(ctx: RunContext, adapter_dir: Path, tokenizer) -> str:
+    """Merge the adapter into a 16-bit copy of the base (never into 4-bit weights: merging into a
+    quantized base degrades the model), saved as a plain Hugging Face folder."""
+    import torch
+    from peft import PeftModel
+
+    from executor.models.loader import Placement
+
+    if ctx.model_factory is not None:
+        base = ctx.model_factory(tokenizer)
+    else:
+        name = _tokenizer_name(ctx.plan)
+        base = load_causal_lm(name, Placement("cpu", "float32"))
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged = merged.to(torch.bfloat16)
+    merged.config.use_cache = True
+    target = ctx.run_dir / "merged"
+    merged.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target.name
