@@ -31,9 +31,10 @@ def main() -> None:
 
 
 def _mount_executor_commands() -> None:
-    from executor.cli import data_app
+    from executor.cli import data_app, train_command
 
     app.add_typer(data_app, name="data")
+    app.command("train")(train_command)
 
 
 _mount_executor_commands()

@@ -106,3 +106,55 @@ def review_command(
     report["review"].update(tally)
     write_json(report_path, report)
     typer.echo(json.dumps(tally))
+
+
+def train_command(
+    plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml", help="A plan from `tunewise recommend --plan-out`.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Prepared data folder (default: the plan's "
+                                              "data.path).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<plan name>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap optimizer steps (a quick smoke run).")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate plan and data, then run a few steps with a "
+                                          "tiny model sharing the base model's tokenizer.")] = False,
+) -> None:
+    """Train a plan: full, LoRA, QLoRA, prompt tuning, DPO, RLHF, or hosted API fine-tuning."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from executor.models.registry import ModelError
+    from executor.paths import data_dir as home
+    from executor.plan import PlanError, load_plan
+    from executor.train.api import HostedFineTuneError
+    from executor.train.data import DataDirError
+    from executor.train.runner import PlanCannotRun, train
+
+    console = Console(stderr=True)
+    try:
+        plan = load_plan(plan_path)
+        run_dir = out or home() / "runs" / plan_path.stem
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"{plan.technique} on {plan.base_model.id}", total=None, info="")
+
+            def progress(step: int, total: int, record: dict) -> None:
+                info = []
+                if record.get("loss") is not None:
+                    info.append(f"loss {record['loss']:.4f}")
+                if record.get("eval_loss") is not None:
+                    info.append(f"eval {record['eval_loss']:.4f}")
+                if record.get("tokens_per_second"):
+                    info.append(f"{record['tokens_per_second']:.0f} tok/s")
+                bar.update(task, completed=step, total=total or None, info=", ".join(info))
+
+            result = train(plan, data, run_dir, resume=resume, max_steps=max_steps, dry_run=dry_run,
+                           progress=progress)
+    except (PlanError, PlanCannotRun, ModelError, DataDirError, HostedFineTuneError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    for note in result.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"Trained {result.get('steps', '?')} steps: loss {result.get('first_loss')} -> "
+                  f"{result.get('final_loss')}, best eval loss {result.get('best_eval_loss')}. Run: {run_dir}")

@@ -62,8 +62,9 @@ def memory_gb(device: str) -> float:
 class MetricsCallback(TrainerCallback):
     """Appends every Trainer log to metrics.jsonl (resumed runs keep appending) and reports progress."""
 
-    def __init__(self, ctx: RunContext):
+    def __init__(self, ctx: RunContext, stage: str | None = None):
         self.ctx = ctx
+        self.stage = stage
         self.last_time: float | None = None
         self.last_tokens = 0
 
@@ -91,6 +92,8 @@ class MetricsCallback(TrainerCallback):
             "memory_gb": memory_gb(self.ctx.placement.device),
             "time": round(time.time(), 3),
         }
+        if self.stage:
+            record["stage"] = self.stage
         record.update({k: v for k, v in logs.items() if k not in record and isinstance(v, int | float)})
         with self.ctx.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -112,10 +115,11 @@ class StopAfter(TrainerCallback):
             self.triggered = True
 
 
-def standard_callbacks(ctx: RunContext, has_validation: bool) -> tuple[list, StopAfter | None]:
+def standard_callbacks(ctx: RunContext, has_validation: bool, stage: str | None = None
+                       ) -> tuple[list, StopAfter | None]:
     from transformers import EarlyStoppingCallback
 
-    callbacks: list = [MetricsCallback(ctx)]
+    callbacks: list = [MetricsCallback(ctx, stage)]
     patience = ctx.plan.training.early_stopping_patience
     if has_validation and patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))

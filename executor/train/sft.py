@@ -141,7 +141,7 @@ def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "weights": target.name,
     }
-    if plan.technique in ("lora", "qlora") or (plan.technique == "dpo" and plan.training.lora):
+    if plan.technique in ("lora", "qlora") or (plan.technique in ("dpo", "rlhf") and plan.training.lora):
         result["merged"] = merge_lora(ctx, target, tokenizer)
     return result
 
