@@ -109,11 +109,12 @@ def review_command(
 
 
 def train_command(
-    plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml", help="A plan from `tunewise recommend --plan-out`.")],
+    plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml",
+                                              help="A plan from `tunewise recommend --plan-out`.")],
     data: Annotated[Path | None, typer.Option("--data", help="Prepared data folder (default: the plan's "
                                               "data.path).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<plan name>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap optimizer steps (a quick smoke run).")]
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate plan and data, then run a few steps with a "
