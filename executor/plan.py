@@ -129,6 +129,8 @@ class TrainingSpec(_Strict):
     packing: Literal["auto", "on", "off"] = "auto"
     save_best_by: str = "eval_loss"
     early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None: off")
+    eval_max_rows: int | None = Field(256, ge=1, description="Validation rows used during training (None: all); "
+                                      "the full test split is for evaluation after training")
     seed: int = 42
     lora: LoraSpec | None = None
     quantization: QuantizationSpec | None = None

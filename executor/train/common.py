@@ -71,15 +71,20 @@ class MetricsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_time = time.perf_counter()
         self.last_tokens = state.num_input_tokens_seen or 0
+        self.eval_seconds = 0.0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
         now = time.perf_counter()
         tokens = state.num_input_tokens_seen or 0
         rate = None
-        if "loss" in logs and self.last_time is not None and now > self.last_time:
-            rate = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-            self.last_time, self.last_tokens = now, tokens
+        if "eval_runtime" in logs:
+            self.eval_seconds += float(logs["eval_runtime"])  # training throughput excludes evaluation time
+        if "loss" in logs and self.last_time is not None:
+            busy = now - self.last_time - self.eval_seconds
+            if busy > 0:
+                rate = round((tokens - self.last_tokens) / busy, 1)
+            self.last_time, self.last_tokens, self.eval_seconds = now, tokens, 0.0
         record = {
             "step": state.global_step,
             "epoch": round(state.epoch, 4) if state.epoch is not None else None,
