@@ -150,3 +150,34 @@ def test_plans_that_cannot_run_fail_before_loading_weights(chat_data, tmp_path, 
     folder.mkdir(exist_ok=True)
     with pytest.raises(PlanCannotRun, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(plan, folder, tmp_path / "run", model_factory=lambda tok: pytest.fail("weights were loaded"))
+
+
+def test_packing_does_not_let_examples_see_each_other(smol_tokenizer):
+    """The packed (padding-free) batch gives the same loss as the padded one: no cross-contamination."""
+    import torch
+    from transformers import DataCollatorWithFlattening
+
+    from executor.train.data import PadCollator
+
+    model = tiny_llama(smol_tokenizer).eval()
+    model.config.use_cache = False  # as in training: with a KV cache transformers does not look for packing
+    features = [tokenize_chat(smol_tokenizer, row["messages"], 128) for row in chat_rows(3)]
+    features[1] = tokenize_chat(smol_tokenizer, [{"role": "user", "content": "A longer question about Kenya?"},
+                                                 {"role": "assistant", "content": "Nairobi, as always."}], 128)
+    padded = PadCollator(smol_tokenizer.pad_token_id)(features)
+    packed = DataCollatorWithFlattening(return_position_ids=True)([{k: f[k] for k in ("input_ids", "labels")}
+                                                                   for f in features])
+    with torch.no_grad():
+        loss_padded = model(**padded).loss
+        loss_packed = model(input_ids=packed["input_ids"], labels=packed["labels"],
+                            position_ids=packed["position_ids"]).loss
+        # Without the position ids the examples would attend across boundaries, and the loss would differ.
+        loss_leaky = model(input_ids=packed["input_ids"], labels=packed["labels"]).loss
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), abs=1e-4)
+    assert abs(loss_leaky.item() - loss_padded.item()) > 1e-4
+
+
+def test_packed_training_runs(chat_data, tmp_path):
+    result = train(plan_for("lora", packing="on"), chat_data, tmp_path / "packed", max_steps=6,
+                   model_factory=tiny_llama)
+    assert result["steps"] == 6 and result["final_loss"] < result["first_loss"]

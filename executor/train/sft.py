@@ -120,13 +120,25 @@ def train_sft(ctx: RunContext) -> dict[str, Any]:
     callbacks, stop = standard_callbacks(ctx, has_validation)
     trainer = Trainer(
         model=model, args=args, train_dataset=features["train"], eval_dataset=features.get("validation"),
-        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
+        data_collator=collator(ctx, tokenizer), processing_class=tokenizer, callbacks=callbacks,
     )
     resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop is not None and stop.triggered:  # "crashed": leave the checkpoints, write nothing final
         return {"stopped_at_step": trainer.state.global_step}
     return save_outputs(ctx, trainer, tokenizer, output, rows)
+
+
+def collator(ctx: RunContext, tokenizer):
+    """Padding-free packing when the plan asks for it: the batch becomes one row with position ids that
+    restart at each example, and transformers' masking builds a block-diagonal causal mask from them (sdpa,
+    eager and flash-attention alike), so examples never attend to each other. Otherwise: pad per batch.
+    `auto` stays padded until the GPU benchmarks show packing pays for this path."""
+    if ctx.plan.training.packing == "on" and ctx.plan.technique != "prompt_tuning":
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(return_position_ids=True)
+    return PadCollator(tokenizer.pad_token_id)
 
 
 def _tokenizer_name(plan) -> str | None:
