@@ -1,0 +1,1 @@
+"""Evaluation: before vs after on held-out data, with measured baselines."""
