@@ -31,10 +31,11 @@ def main() -> None:
 
 
 def _mount_executor_commands() -> None:
-    from executor.cli import data_app, train_command
+    from executor.cli import data_app, eval_command, train_command
 
     app.add_typer(data_app, name="data")
     app.command("train")(train_command)
+    app.command("eval")(eval_command)
 
 
 _mount_executor_commands()

@@ -159,3 +159,45 @@ def train_command(
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print(f"Trained {result.get('steps', '?')} steps: loss {result.get('first_loss')} -> "
                   f"{result.get('final_loss')}, best eval loss {result.get('best_eval_loss')}. Run: {run_dir}")
+
+
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory from `tunewise train`.")],
+    test: Annotated[Path | None, typer.Option("--test", help="Test file (default: the run's test split).")] = None,
+    task: Annotated[str, typer.Option("--task", help="auto, exact_match, classification, json, generation.")]
+    = "auto",
+    baselines: Annotated[str | None, typer.Option("--baselines", help="Comma list of zero_shot, few_shot, rag "
+                                                  "(default: the plan's).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate the first N test rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Compare the tuned model with its base and the cheaper baselines on the test split."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from executor.evaluate.report import comparison_rows
+    from executor.evaluate.runner import EvalError, evaluate
+    from executor.models.registry import ModelError
+    from executor.plan import PlanError
+    from executor.train.data import DataDirError
+
+    console = Console(stderr=True)
+    chosen = tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines is not None else None
+    try:
+        report = evaluate(run_dir, test_file=test, task=task, baselines=chosen, limit=limit)
+    except (EvalError, PlanError, ModelError, DataDirError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False))
+        return
+    metrics, rows = comparison_rows(report)
+    table = Table(title=f"{report['task']} on {report['n']} test examples (95% CI)")
+    table.add_column("system")
+    for metric in metrics:
+        table.add_column(metric)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(f"Report: {run_dir / 'report.md'}")

@@ -1,0 +1,93 @@
+"""Prompts for each compared system: the test prompt as trained, and the cheaper baselines.
+
+    base / tuned   the prompt exactly as in the data (what the tuned model was trained on)
+    zero_shot      the base model with an instruction saying what to answer (e.g. the label set)
+    few_shot       zero_shot plus k worked examples from the train split as earlier turns
+    rag            zero_shot plus the k most similar train examples (or corpus passages), retrieved with
+                   Chroma + MiniLM, in the system prompt
+    rag_tuned      the tuned model with the same retrieved context (the RAG + LoRA pattern)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+TASK_INSTRUCTIONS = {
+    "classification": "Answer with exactly one label from this list and nothing else: {labels}.",
+    "exact_match": "Solve the problem step by step, then give the final answer on the last line as '#### <answer>'.",
+    "json": "Answer with valid JSON only.",
+    "generation": "",
+}
+
+
+def split_prompt(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """(prompt turns, reference reply): the last assistant turn is the reference."""
+    return messages[:-1], messages[-1]["content"]
+
+
+def _with_system(prompt: list[dict[str, str]], extra: str) -> list[dict[str, str]]:
+    if not extra:
+        return list(prompt)
+    if prompt and prompt[0]["role"] == "system":
+        return [{"role": "system", "content": f"{prompt[0]['content']}\n\n{extra}"}, *prompt[1:]]
+    return [{"role": "system", "content": extra}, *prompt]
+
+
+def instruction(task: str, labels: Sequence[str]) -> str:
+    return TASK_INSTRUCTIONS[task].format(labels=", ".join(labels))
+
+
+def zero_shot(prompt, task: str, labels: Sequence[str]) -> list[dict[str, str]]:
+    return _with_system(prompt, instruction(task, labels))
+
+
+def few_shot(prompt, task: str, labels: Sequence[str], shots: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """Worked examples as earlier user/assistant turns, before the real question."""
+    turns = []
+    for example in shots:
+        turns += [m for m in example if m["role"] != "system"]
+    system = [m for m in prompt if m["role"] == "system"]
+    rest = [m for m in prompt if m["role"] != "system"]
+    return _with_system([*system, *turns, *rest], instruction(task, labels))
+
+
+def pick_shots(train: list[list[dict[str, str]]], k: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    return random.Random(seed).sample(train, min(k, len(train)))
+
+
+class Retriever:
+    """The train split (or a corpus) in a throwaway Chroma collection, MiniLM-embedded."""
+
+    def __init__(self, passages: list[str]):
+        import tempfile
+
+        import chromadb
+        from chromadb.config import Settings
+
+        from executor.embeddings import TunewiseMiniLM
+
+        self._dir = tempfile.TemporaryDirectory(prefix="tunewise-eval-rag-")
+        client = chromadb.PersistentClient(path=self._dir.name, settings=Settings(anonymized_telemetry=False))
+        self.collection = client.create_collection("eval-rag", embedding_function=TunewiseMiniLM(),
+                                                   metadata={"hnsw:space": "cosine"})
+        for start in range(0, len(passages), 2000):
+            chunk = passages[start:start + 2000]
+            self.collection.add(ids=[str(start + i) for i in range(len(chunk))], documents=chunk)
+
+    def search(self, query: str, k: int) -> list[str]:
+        result = self.collection.query(query_texts=[query[:2000]], n_results=k)
+        return result["documents"][0]
+
+
+def rag(prompt, task: str, labels: Sequence[str], retrieved: list[str]) -> list[dict[str, str]]:
+    context = "\n\n".join(f"[{i + 1}] {passage}" for i, passage in enumerate(retrieved))
+    extra = f"Relevant examples and passages:\n{context}"
+    return _with_system(_with_system(prompt, extra), instruction(task, labels))
+
+
+def as_passage(messages: list[dict[str, str]]) -> str:
+    """A train example as a retrievable passage: 'question -> answer'."""
+    user = " ".join(m["content"] for m in messages if m["role"] == "user")
+    answer = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+    return f"{user} -> {answer}"

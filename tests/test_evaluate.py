@@ -1,0 +1,98 @@
+"""End to end: train a tiny model, then evaluate it against its base and the baselines with CIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from executor.evaluate.runner import EvalError, detect_task, evaluate, record_human_preference
+from executor.models.loader import tiny_llama
+from executor.plan import TrainingPlan
+from executor.train.runner import train
+
+CITIES = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Peru", "Lima"), ("Japan", "Tokyo")]
+
+
+def rows(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        country, city = CITIES[i % len(CITIES)]
+        out.append({"messages": [{"role": "system", "content": "Answer with the capital only."},
+                                 {"role": "user", "content": f"Capital of {country}?"},
+                                 {"role": "assistant", "content": city}], "label": city})
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tunewise_home) -> Path:
+    base = tmp_path_factory.mktemp("eval")
+    data = base / "data"
+    data.mkdir()
+    for split, n in (("train", 40), ("validation", 5), ("test", 10)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(n)))
+    plan = TrainingPlan.model_validate({
+        "approach": "fine_tuning", "technique": "lora", "base_model": {"id": "smollm2-135m-instruct"},
+        "training": {"method": "lora", "epochs": 1, "learning_rate": 2e-2, "per_device_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "max_seq_length": 128, "early_stopping_patience": None,
+                     "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "evaluation": {"baselines": ["zero_shot", "few_shot", "rag"], "few_shot_k": 2},
+        "hardware": {"device": "cpu"}})
+    run = base / "run"
+    train(plan, data, run, max_steps=30, model_factory=tiny_llama)
+    return run
+
+
+def test_report_compares_every_system_with_confidence_intervals(trained_run):
+    report = evaluate(trained_run, model_factory=tiny_llama)
+    assert report["task"] == "classification" and report["n"] == 10
+    assert set(report["systems"]) == {"base", "tuned", "zero_shot", "few_shot", "rag"}
+    for system, metrics in report["systems"].items():
+        for name in ("accuracy", "macro_f1"):
+            m = metrics[name]
+            assert set(m) == {"value", "ci_low", "ci_high", "n"} and m["n"] == 10, (system, name)
+            assert m["ci_low"] <= m["value"] <= m["ci_high"]
+    base_ppl, tuned_ppl = report["systems"]["base"]["perplexity"], report["systems"]["tuned"]["perplexity"]
+    assert tuned_ppl["value"] < base_ppl["value"]  # trained on the same distribution: the tuned model is less surprised
+    saved = json.loads((trained_run / "report.json").read_text())
+    assert saved["systems"]["tuned"]["accuracy"] == report["systems"]["tuned"]["accuracy"]
+    examples = [json.loads(line) for line in (trained_run / "eval_examples.jsonl").read_text().splitlines()]
+    assert len(examples) == 10 and {"input", "reference", "base", "tuned", "few_shot"} <= set(examples[0])
+    assert (trained_run / "eval_comparison.png").stat().st_size > 0
+    md = (trained_run / "report.md").read_text()
+    assert "| tuned |" in md and "accuracy" in md
+
+
+def test_cli_eval_json_and_limit(trained_run, monkeypatch):
+    from assistant.cli import app
+
+    import executor.evaluate.runner as runner_module
+
+    original = runner_module.evaluate
+    monkeypatch.setattr(runner_module, "evaluate",
+                        lambda *a, **kw: original(*a, **{**kw, "model_factory": tiny_llama}))
+    result = CliRunner().invoke(app, ["eval", str(trained_run), "--limit", "4", "--baselines", "zero_shot",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 4 and set(report["systems"]) == {"base", "tuned", "zero_shot"}
+    bad = CliRunner().invoke(app, ["eval", str(trained_run), "--baselines", "oracle"])
+    assert bad.exit_code == 2 and "unknown ['oracle']" in bad.stderr
+
+
+def test_human_preferences_are_recorded(trained_run):
+    record_human_preference(trained_run, 0, "tuned")
+    record_human_preference(trained_run, 1, "base")
+    summary = record_human_preference(trained_run, 2, "tie")
+    assert summary["n"] == 3 and summary["value"] == pytest.approx(0.5)
+    with pytest.raises(EvalError, match="use base, tuned or tie"):
+        record_human_preference(trained_run, 3, "both")
+
+
+def test_task_detection():
+    assert detect_task(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == "classification"
+    assert detect_task(['{"x": 1}', '{"x": 2}'], [None, None]) == "json"
+    assert detect_task(["so 3 + 4 = 7\n#### 7", "#### 12"], [None, None]) == "exact_match"
+    assert detect_task(["A long free-form answer.", "Another one."], [None, None]) == "generation"
