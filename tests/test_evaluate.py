@@ -66,9 +66,8 @@ def test_report_compares_every_system_with_confidence_intervals(trained_run):
 
 
 def test_cli_eval_json_and_limit(trained_run, monkeypatch):
-    from assistant.cli import app
-
     import executor.evaluate.runner as runner_module
+    from assistant.cli import app
 
     original = runner_module.evaluate
     monkeypatch.setattr(runner_module, "evaluate",
@@ -96,3 +95,36 @@ def test_task_detection():
     assert detect_task(['{"x": 1}', '{"x": 2}'], [None, None]) == "json"
     assert detect_task(["so 3 + 4 = 7\n#### 7", "#### 12"], [None, None]) == "exact_match"
     assert detect_task(["A long free-form answer.", "Another one."], [None, None]) == "generation"
+
+
+def test_llm_judge_controls_position_bias():
+    from executor.evaluate.judge import judged_win_rate, verdict
+
+    assert verdict("B") == "B" and verdict("I think answer a.") == "A" and verdict("no idea") == "TIE"
+    always_first = lambda prompt: "A"  # noqa: E731 - a judge with pure position bias
+    estimate = judged_win_rate(["q1", "q2"], ["base1", "base2"], ["tuned1", "tuned2"], always_first)
+    assert estimate.value == 0.5  # flips with the order: every example is a tie, never a win
+    prefers_tuned = lambda prompt: "A" if prompt.index("tuned") < prompt.index("base") else "B"  # noqa: E731
+    assert judged_win_rate(["q"], ["base x"], ["tuned x"], prefers_tuned).value == 1.0
+
+
+def test_generation_runs_use_the_judge(tmp_path, tunewise_home):
+    data = tmp_path / "data"
+    data.mkdir()
+    chat = [{"messages": [{"role": "user", "content": f"Describe item {i}"},
+                          {"role": "assistant", "content": f"Item {i} is a sturdy blue box for storage."}]}
+            for i in range(12)]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
+    plan = TrainingPlan.model_validate({
+        "approach": "fine_tuning", "technique": "lora", "base_model": {"id": "smollm2-135m-instruct"},
+        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
+                     "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
+        "evaluation": {"baselines": []}, "hardware": {"device": "cpu"}})
+    train(plan, data, tmp_path / "run", max_steps=3, model_factory=tiny_llama)
+    calls = []
+    report = evaluate(tmp_path / "run", limit=3, model_factory=tiny_llama,
+                      judge=lambda prompt: calls.append(prompt) or "TIE")
+    assert report["task"] == "generation" and len(calls) == 6  # two orders per example
+    assert report["systems"]["tuned"]["win_rate_vs_base"]["value"] == 0.5
+    assert report["systems"]["tuned"]["win_rate_judge"] == "llm_both_orders"

@@ -20,10 +20,12 @@ from typing import Any
 from executor.evaluate import metrics as M
 from executor.evaluate import prompts as P
 from executor.evaluate.generate import assistant_nll, generate
+from executor.evaluate.judge import api_judge
 from executor.plan import load_plan
 from executor.train.data import find_splits, read_split
 
 TASKS = ("exact_match", "classification", "json", "generation")
+JUDGED_EXAMPLES = 100
 BASELINES = ("zero_shot", "few_shot", "rag")
 
 
@@ -143,6 +145,7 @@ def evaluate(
     shots: int | None = None,
     model_factory: Callable | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    judge: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     from executor.models.loader import choose_placement, load_causal_lm
     from executor.models.registry import load_tokenizer
@@ -198,8 +201,9 @@ def evaluate(
         chosen = P.pick_shots(train_rows, k)
         systems["few_shot"] = [P.few_shot(p, task, label_set, chosen) for p in prompts]
     retrieved: list[list[str]] = []
-    if "rag" in baselines and train_rows:
-        retriever = P.Retriever([P.as_passage(r) for r in train_rows])
+    if "rag" in baselines and (train_rows or corpus_passages(plan)):
+        # A document corpus when the plan names one, else the train split as question -> answer passages.
+        retriever = P.Retriever(corpus_passages(plan) or [P.as_passage(r) for r in train_rows])
         retrieved = [retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k) for p in prompts]
         systems["rag"] = [P.rag(p, task, label_set, r) for p, r in zip(prompts, retrieved, strict=True)]
 
@@ -232,6 +236,15 @@ def evaluate(
     win = _reward_win_rate(run_dir, tokenizer, prompts, outputs["base"], outputs["tuned"], placement.device)
     if win is not None:
         results["tuned"]["win_rate_vs_base"] = win
+        results["tuned"]["win_rate_judge"] = "reward_model"
+    elif task == "generation" and (judge or api_judge()) is not None:
+        from executor.evaluate.judge import judged_win_rate
+
+        n = min(len(prompts), JUDGED_EXAMPLES)  # each example costs two API calls
+        requests = [prompts[i][-1]["content"] for i in range(n)]
+        results["tuned"]["win_rate_vs_base"] = judged_win_rate(
+            requests, outputs["base"][:n], outputs["tuned"][:n], judge or api_judge()).to_dict()
+        results["tuned"]["win_rate_judge"] = "llm_both_orders"
     del tuned
 
     from executor.evaluate.report import write_reports
@@ -248,6 +261,28 @@ def evaluate(
         "labels": label_set if task == "classification" else None,
     }
     return write_reports(run_dir, report, examples)
+
+
+def corpus_passages(plan) -> list[str]:
+    """The plan's RAG corpus (a folder or file `tunewise data prepare` can read), chunked by paragraphs."""
+    corpus = (plan.retrieval.corpus_path if plan.retrieval else None) or plan.data.corpus_path
+    if not corpus:
+        return []
+    from executor.data.load import iter_rows
+
+    size = plan.retrieval.chunk_size if plan.retrieval else 800
+    passages: list[str] = []
+    for row in iter_rows(Path(corpus)):
+        text = str((row.data or {}).get("text") or "")
+        current = ""
+        for paragraph in text.split("\n\n"):
+            if current and len(current) + len(paragraph) > size:
+                passages.append(current)
+                current = ""
+            current = f"{current}\n\n{paragraph}".strip()
+        if current:
+            passages.append(current)
+    return passages
 
 
 def _headline(task: str) -> str:
