@@ -418,3 +418,17 @@ def test_fractional_epochs_are_refused_before_any_upload(tmp_path, fake, client)
     with pytest.raises(HostedFineTuneError, match=r"training\.epochs = 1\.5.*whole epochs"):
         run_hosted_finetune(plan(epochs=1.5), tmp_path / "data", tmp_path / "run", client=client, poll_seconds=0.01)
     assert fake.requests == []
+
+
+def test_tunewise_train_runs_a_hosted_plan(tmp_path, fake, monkeypatch, tunewise_home):
+    """The same path `tunewise train` takes: preflight, the recipe, result.json in the run directory."""
+    from executor.train.runner import train
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("TUNEWISE_API_POLL_SECONDS", "0.01")
+    write_split(tmp_path / "data", "train", [chat_row(i) for i in range(5)])
+    result = train(plan(epochs=1), tmp_path / "data", tmp_path / "run")
+    assert result["technique"] == "api" and result["status"] == "succeeded"
+    assert result["fine_tuned_model"].startswith("ft:gpt-4o-mini")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["job_id"] == result["job_id"]

@@ -171,7 +171,9 @@ def train(
     if plan.technique == "api":
         from executor.train.api import run_hosted_finetune
 
-        return write_result(ctx, run_hosted_finetune(as_run, data_dir, run_dir))
+        # The job runs on OpenAI's side; we poll it (TUNEWISE_API_POLL_SECONDS, default 10 s).
+        poll = float(os.environ.get("TUNEWISE_API_POLL_SECONDS", "10"))
+        return write_result(ctx, run_hosted_finetune(as_run, data_dir, run_dir, poll_seconds=poll))
     if plan.technique in SFT_TECHNIQUES:
         from executor.train.sft import train_sft
 
