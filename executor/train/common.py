@@ -183,7 +183,8 @@ def trainer_arguments(ctx: RunContext, train_rows: int, has_validation: bool, **
     checkpointing = {"on": True, "off": False}.get(t.gradient_checkpointing, False)  # auto: off (CPU: costs time)
     if t.gradient_checkpointing == "auto" and on_gpu:
         checkpointing = (ctx.plan.base_model.params_b or 0) >= 1.0
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ctx.run_dir / "tensorboard"))
+    # The Trainer reads this when training starts; set it for every run (several can run in one process).
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(ctx.run_dir / "tensorboard")
     args: dict[str, Any] = {
         "output_dir": str(ctx.checkpoints),
         "num_train_epochs": t.epochs,
