@@ -31,9 +31,11 @@ def main() -> None:
 
 
 def _mount_executor_commands() -> None:
-    from executor.cli import data_app, eval_command, train_command
+    from executor.cli import data_app, eval_command, runs_app, train_command, worker_command
 
     app.add_typer(data_app, name="data")
+    app.add_typer(runs_app, name="runs")
+    app.command("worker")(worker_command)
     app.command("train")(train_command)
     app.command("eval")(eval_command)
 

@@ -201,3 +201,109 @@ def eval_command(
         table.add_row(*row)
     Console().print(table)
     typer.echo(f"Report: {run_dir / 'report.md'}")
+
+
+runs_app = typer.Typer(help="The run queue: submit plans, follow, cancel and resume runs.", no_args_is_help=True)
+
+
+def _store():
+    from executor.runs.store import RunStore
+
+    return RunStore()
+
+
+@runs_app.command("submit")
+def runs_submit(
+    plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml")],
+    data: Annotated[Path | None, typer.Option("--data", help="Prepared data folder.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
+) -> None:
+    """Queue a plan; prints the run id alone on its last line."""
+    from executor.plan import PlanError, load_plan
+
+    try:
+        plan = load_plan(plan_path)
+    except PlanError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    folder = data or (Path(plan.data.path) if plan.data.path else None)
+    run_id = _store().submit(plan.to_yaml(), data_dir=str(folder.resolve()) if folder else None,
+                             max_steps=max_steps, priority=priority, plan_path=str(plan_path))
+    typer.echo(run_id)
+
+
+@runs_app.command("list")
+def runs_list() -> None:
+    """All runs, oldest first."""
+    for run in _store().list():
+        typer.echo(f"{run['id']}  {run['status']:9s}  attempt {run['attempt']}  {run['run_dir']}")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Status, progress, latest metrics and run directory."""
+    from executor.runs.store import RunNotFound
+
+    store = _store()
+    try:
+        run = store.get(run_id)
+    except RunNotFound:
+        typer.secho(f"error: no run {run_id!r} (see `tunewise runs list`)", err=True, fg="red")
+        raise typer.Exit(2) from None
+    events = store.events(run_id)
+    progress = [e["data"] for e in events if e["kind"] == "progress"]
+    info = {k: run[k] for k in ("id", "status", "attempt", "max_attempts", "run_dir", "error", "created_at",
+                                "started_at", "finished_at")}
+    info["progress"] = {"step": progress[-1]["step"], "total": progress[-1]["total"]} if progress else None
+    info["latest_metrics"] = progress[-1] if progress else None
+    info["artifacts"] = store.artifacts(run_id)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:15s} {value}")
+
+
+@runs_app.command("logs")
+def runs_logs(run_id: str, follow: Annotated[bool, typer.Option("--follow")] = False) -> None:
+    """The run's event log (status, progress, messages); --follow until the run ends."""
+    import time as _time
+
+    store = _store()
+    last = 0
+    while True:
+        for event in store.events(run_id, after=last):
+            last = event["id"]
+            typer.echo(f"{event['kind']:8s} {json.dumps(event['data'])}")
+        if not follow or store.get(run_id)["status"] in ("succeeded", "failed", "cancelled"):
+            return
+        _time.sleep(1.0)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str) -> None:
+    """Cancel a queued or running run."""
+    typer.echo(_store().request_cancel(run_id))
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: str) -> None:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+    try:
+        _store().resume(run_id)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    typer.echo("queued")
+
+
+def worker_command(
+    once: Annotated[bool, typer.Option("--once", help="Drain the queue, then exit.")] = False,
+    slots: Annotated[int | None, typer.Option("--slots", help="Concurrent runs (default: one per GPU, "
+                                              "one on CPU).")] = None,
+) -> None:
+    """Run queued plans, each in its own process, with heartbeats, cancellation and crash recovery."""
+    from executor.runs.worker import main as worker_main
+
+    worker_main((["--once"] if once else []) + (["--slots", str(slots)] if slots else []))

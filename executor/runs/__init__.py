@@ -1,0 +1,1 @@
+"""Runs: the queue between "approved" and "trained" - a SQLite store, a worker, child processes."""

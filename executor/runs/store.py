@@ -1,0 +1,180 @@
+"""The run store: runs, their append-only event log and artifacts, in SQLite (WAL) under the data directory.
+
+Every state change is a transaction, so a run is claimed by exactly one worker, and a crash loses nothing that
+was committed before it. States: queued -> running -> succeeded | failed | cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from executor.paths import data_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, owner TEXT, plan TEXT NOT NULL, plan_path TEXT, data_dir TEXT, max_steps INTEGER,
+    status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL,
+    finished_at REAL, attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
+    run_dir TEXT NOT NULL, error TEXT, worker TEXT, pid INTEGER, heartbeat_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
+CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
+    PRIMARY KEY (run_id, name));
+"""
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class RunNotFound(KeyError):
+    pass
+
+
+class RunStore:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else data_dir() / "runs.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions below
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # ------------------------------------------------------------------ runs
+    def submit(self, plan_yaml: str, *, data_dir: str | None, max_steps: int | None = None, owner: str = "",
+               priority: int = 0, max_attempts: int = 3, runs_root: Path | None = None,
+               plan_path: str | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_dir = (runs_root or data_dir_root()) / run_id
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs (id, owner, plan, plan_path, data_dir, max_steps, status, priority, created_at, "
+                "max_attempts, run_dir) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (run_id, owner, plan_yaml, plan_path, data_dir, max_steps, priority, time.time(), max_attempts,
+                 str(run_dir)))
+        self.add_event(run_id, "status", {"status": "queued"})
+        return run_id
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return dict(row)
+
+    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY created_at"
+            return [dict(r) for r in db.execute(query, (status,) if status else ())]
+
+    def claim(self, worker: str, orphan_after: float) -> dict[str, Any] | None:
+        """Atomically take the next run: orphans first (running, heartbeat stale: their worker died), then the
+        queue by priority and age. An orphan that used up its attempts is failed instead."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for orphan in db.execute(
+                        "SELECT * FROM runs WHERE status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?)",
+                        (now - orphan_after,)).fetchall():
+                    if orphan["attempt"] >= orphan["max_attempts"]:
+                        db.execute("UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                                   (now, f"crashed {orphan['attempt']} times (last: worker stopped answering)",
+                                    orphan["id"]))
+                    else:
+                        db.execute("UPDATE runs SET status = 'queued', worker = NULL, pid = NULL WHERE id = ?",
+                                   (orphan["id"],))
+                    self._event(db, orphan["id"], "status", {"status": "orphaned", "worker": orphan["worker"]})
+                row = db.execute("SELECT * FROM runs WHERE status = 'queued' AND cancel_requested = 0 "
+                                 "ORDER BY priority DESC, created_at LIMIT 1").fetchone()
+                if row is None:
+                    db.execute("COMMIT")
+                    return None
+                db.execute("UPDATE runs SET status = 'running', worker = ?, attempt = attempt + 1, "
+                           "started_at = COALESCE(started_at, ?), heartbeat_at = ? WHERE id = ?",
+                           (worker, now, now, row["id"]))
+                self._event(db, row["id"], "status", {"status": "running", "worker": worker,
+                                                      "attempt": row["attempt"] + 1})
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self.get(row["id"])
+
+    def heartbeat(self, run_id: str, pid: int | None = None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE runs SET heartbeat_at = ?, pid = COALESCE(?, pid) WHERE id = ?",
+                       (time.time(), pid, run_id))
+
+    def finish(self, run_id: str, status: str, error: str | None = None) -> None:
+        assert status in FINAL
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                       (status, error, time.time(), run_id))
+        self.add_event(run_id, "status", {"status": status, **({"error": error} if error else {})})
+
+    def requeue(self, run_id: str, reason: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = 'queued', worker = NULL, pid = NULL WHERE id = ?", (run_id,))
+        self.add_event(run_id, "status", {"status": "queued", "reason": reason})
+
+    def request_cancel(self, run_id: str) -> str:
+        run = self.get(run_id)
+        if run["status"] in FINAL:
+            return run["status"]
+        with self._connect() as db:
+            db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        if run["status"] == "queued":
+            self.finish(run_id, "cancelled")
+            return "cancelled"
+        return "cancelling"
+
+    def resume(self, run_id: str) -> None:
+        """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+        run = self.get(run_id)
+        if run["status"] not in ("failed", "cancelled"):
+            raise ValueError(f"run {run_id} is {run['status']}; only failed or cancelled runs can be resumed")
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = 'queued', cancel_requested = 0, error = NULL, finished_at = NULL, "
+                       "attempt = 0 WHERE id = ?", (run_id,))
+        self.add_event(run_id, "status", {"status": "queued", "reason": "resumed by request"})
+
+    # ------------------------------------------------------------------ events and artifacts
+    @staticmethod
+    def _event(db: sqlite3.Connection, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        db.execute("INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
+                   (run_id, time.time(), kind, json.dumps(data)))
+
+    def add_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        with self._connect() as db:
+            self._event(db, run_id, kind, data)
+
+    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after))
+            return [{"id": r["id"], "time": r["time"], "kind": r["kind"], "data": json.loads(r["data"])}
+                    for r in rows]
+
+    def add_artifact(self, run_id: str, name: str, path: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?, ?, ?)", (run_id, name, path))
+
+    def artifacts(self, run_id: str) -> dict[str, str]:
+        with self._connect() as db:
+            return {r["name"]: r["path"] for r in db.execute("SELECT * FROM artifacts WHERE run_id = ?", (run_id,))}
+
+
+def data_dir_root() -> Path:
+    return data_dir() / "runs"

@@ -1,0 +1,158 @@
+"""The run queue with real child processes and a tiny local model: succeed, fail, FIFO, cancel, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from executor.plan import TrainingPlan
+from executor.runs.store import RunStore
+from executor.runs.worker import Worker
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    from executor.models.loader import tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("runs-data")
+    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}"},
+                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(24)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def plan_yaml(model_dir: Path) -> str:
+    return TrainingPlan.model_validate({
+        "approach": "fine_tuning", "technique": "lora",
+        "base_model": {"id": str(model_dir), "source": "local", "path": str(model_dir)},
+        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
+        "hardware": {"device": "cpu"}}).to_yaml()
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    return RunStore(tmp_path / "runs.sqlite")
+
+
+def submit(store, tiny_model_dir, data, tmp_path, **kw) -> str:
+    return store.submit(plan_yaml(tiny_model_dir), data_dir=str(data), runs_root=tmp_path / "runs", **kw)
+
+
+def test_submit_then_succeed(store, tiny_model_dir, data, tmp_path):
+    run_id = submit(store, tiny_model_dir, data, tmp_path, max_steps=4)
+    Worker(store, heartbeat_seconds=0.2).run(once=True, timeout=300)
+    run = store.get(run_id)
+    assert run["status"] == "succeeded" and run["attempt"] == 1, run
+    kinds = [e["kind"] for e in store.events(run_id)]
+    assert kinds[0] == "status" and "progress" in kinds and "result" in kinds
+    assert [e["data"]["status"] for e in store.events(run_id) if e["kind"] == "status"] == [
+        "queued", "running", "succeeded"]
+    assert "adapter" in store.artifacts(run_id) and Path(run["run_dir"], "result.json").exists()
+
+
+def test_failing_plan_fails_with_its_reason(store, tiny_model_dir, tmp_path):
+    run_id = store.submit(plan_yaml(tiny_model_dir), data_dir=str(tmp_path / "missing"),
+                          runs_root=tmp_path / "runs")
+    Worker(store, heartbeat_seconds=0.2).run(once=True, timeout=300)
+    run = store.get(run_id)
+    assert run["status"] == "failed" and "data.path" in run["error"] and run["attempt"] == 1
+
+
+def test_one_slot_runs_in_order(store, tiny_model_dir, data, tmp_path):
+    first = submit(store, tiny_model_dir, data, tmp_path, max_steps=2)
+    second = submit(store, tiny_model_dir, data, tmp_path, max_steps=2)
+    urgent = submit(store, tiny_model_dir, data, tmp_path, max_steps=2, priority=5)
+    Worker(store, slots=1, heartbeat_seconds=0.2).run(once=True, timeout=300)
+    runs = {r["id"]: r for r in store.list()}
+    assert all(runs[r]["status"] == "succeeded" for r in (first, second, urgent))
+    order = sorted(runs, key=lambda r: runs[r]["started_at"])
+    assert order == [urgent, first, second]
+    assert runs[first]["finished_at"] <= runs[second]["started_at"]
+
+
+def test_cancel_while_running(store, tiny_model_dir, data, tmp_path):
+    run_id = submit(store, tiny_model_dir, data, tmp_path, max_steps=100000)
+    worker = Worker(store, heartbeat_seconds=0.2)
+    thread = threading.Thread(target=worker.run, kwargs={"once": True, "timeout": 300})
+    thread.start()
+    deadline = time.time() + 120
+    while not any(e["kind"] == "progress" for e in store.events(run_id)):
+        assert time.time() < deadline, "the run never made progress"
+        time.sleep(0.2)
+    assert store.request_cancel(run_id) == "cancelling"
+    thread.join(timeout=60)
+    assert store.get(run_id)["status"] == "cancelled"
+    assert store.request_cancel(run_id) == "cancelled"
+
+
+def test_queued_runs_cancel_at_once(store, tiny_model_dir, data, tmp_path):
+    run_id = submit(store, tiny_model_dir, data, tmp_path)
+    assert store.request_cancel(run_id) == "cancelled" and store.get(run_id)["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_worker_resumes_to_the_same_step_count(store, tiny_model_dir, data, tmp_path):
+    steps = 24
+    run_id = submit(store, tiny_model_dir, data, tmp_path, max_steps=steps)
+    worker = subprocess.Popen([sys.executable, "-m", "executor.runs.worker", "--once", "--store", str(store.path),
+                               "--heartbeat", "0.2", "--orphan-after", "2"], start_new_session=True)
+    run_dir = Path(store.get(run_id)["run_dir"])
+    deadline = time.time() + 180
+    while len(list((run_dir / "checkpoints").glob("checkpoint-*"))) < 2:
+        assert time.time() < deadline and worker.poll() is None, "no checkpoint before the deadline"
+        time.sleep(0.2)
+    child = store.get(run_id)["pid"]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    for _ in range(100):  # the run process dies with its worker (PR_SET_PDEATHSIG)
+        try:
+            os.kill(child, 0)
+            time.sleep(0.1)
+        except ProcessLookupError:
+            break
+    else:
+        pytest.fail("the run process outlived its worker")
+    before = [e for e in store.events(run_id) if e["kind"] == "progress"]
+    assert store.get(run_id)["status"] == "running"  # as the crash left it
+    time.sleep(2.5)  # past orphan_after: the heartbeat is stale
+    Worker(store, heartbeat_seconds=0.2, orphan_after=2).run(once=True, timeout=300)
+    run = store.get(run_id)
+    assert run["status"] == "succeeded" and run["attempt"] == 2, run
+    events = store.events(run_id)
+    assert [e for e in events if e["kind"] == "progress"][: len(before)] == before  # nothing recorded was lost
+    assert any(e["kind"] == "status" and e["data"]["status"] == "orphaned" for e in events)
+    result = next(e["data"] for e in events if e["kind"] == "result")
+    assert result["steps"] == steps
+
+
+def test_runs_cli_submit_prints_the_id_last(tiny_model_dir, data, tmp_path, monkeypatch, tunewise_home):
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(plan_yaml(tiny_model_dir))
+    result = CliRunner().invoke(app, ["runs", "submit", str(plan), "--data", str(data), "--max-steps", "2"])
+    assert result.exit_code == 0
+    run_id = result.stdout.strip().splitlines()[-1]
+    shown = CliRunner().invoke(app, ["runs", "show", run_id, "--json"])
+    assert json.loads(shown.stdout)["status"] == "queued"
+    assert CliRunner().invoke(app, ["runs", "cancel", run_id]).stdout.strip() == "cancelled"
+    assert "cancelled" in CliRunner().invoke(app, ["runs", "list"]).stdout
