@@ -268,17 +268,10 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 @runs_app.command("logs")
 def runs_logs(run_id: str, follow: Annotated[bool, typer.Option("--follow")] = False) -> None:
     """The run's event log (status, progress, messages); --follow until the run ends."""
-    import time as _time
-
     store = _store()
-    last = 0
-    while True:
-        for event in store.events(run_id, after=last):
-            last = event["id"]
-            typer.echo(f"{event['kind']:8s} {json.dumps(event['data'])}")
-        if not follow or store.get(run_id)["status"] in ("succeeded", "failed", "cancelled"):
-            return
-        _time.sleep(1.0)
+    events = store.follow(run_id, interval=1.0) if follow else store.events(run_id)
+    for event in events:
+        typer.echo(f"{event['kind']:8s} {json.dumps(event['data'])}")
 
 
 @runs_app.command("cancel")

@@ -156,3 +156,26 @@ def test_runs_cli_submit_prints_the_id_last(tiny_model_dir, data, tmp_path, monk
     assert json.loads(shown.stdout)["status"] == "queued"
     assert CliRunner().invoke(app, ["runs", "cancel", run_id]).stdout.strip() == "cancelled"
     assert "cancelled" in CliRunner().invoke(app, ["runs", "list"]).stdout
+
+
+def test_failures_are_explained():
+    import errno
+
+    from executor.runs.child import explain
+
+    oom = explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert "out of memory" in oom and "per_device_batch_size" in oom and "qlora" in oom
+    full = explain(OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints"))
+    assert "disk full" in full and "/data/run/checkpoints" in full and "tunewise runs resume" in full
+    assert explain(ValueError("bad")) == "ValueError: bad"
+
+
+def test_follow_streams_events_until_the_run_ends(store, tiny_model_dir, data, tmp_path):
+    run_id = submit(store, tiny_model_dir, data, tmp_path, max_steps=3)
+    thread = threading.Thread(target=Worker(store, heartbeat_seconds=0.2).run, kwargs={"once": True, "timeout": 300})
+    thread.start()
+    seen = list(store.follow(run_id, interval=0.1, timeout=300))
+    thread.join()
+    assert [e["id"] for e in seen] == sorted({e["id"] for e in seen})  # in order, each once
+    assert seen[-1]["kind"] == "status" and seen[-1]["data"]["status"] == "succeeded"
+    assert any(e["kind"] == "progress" for e in seen)

@@ -181,3 +181,18 @@ def test_packed_training_runs(chat_data, tmp_path):
     result = train(plan_for("lora", packing="on"), chat_data, tmp_path / "packed", max_steps=6,
                    model_factory=tiny_llama)
     assert result["steps"] == 6 and result["final_loss"] < result["first_loss"]
+
+
+def test_a_half_written_checkpoint_falls_back_to_the_previous_one(chat_data, tmp_path):
+    plan = plan_for("lora", lr_scheduler="linear")
+    straight = train(plan, chat_data, tmp_path / "straight", max_steps=10, model_factory=tiny_llama)
+    train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, stop_after_step=6)
+    checkpoints = sorted((tmp_path / "crashed" / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    newest = checkpoints[-1]
+    (newest / "trainer_state.json").write_text('{"global_step": 6, "log_hist')  # cut off mid-write
+    resumed = train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, resume=True)
+    assert not newest.exists() or (newest / "trainer_state.json").read_text().startswith('{\n')
+    assert any("incomplete" in note for note in resumed["notes"])
+    assert resumed["steps"] == 10
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-4)

@@ -244,3 +244,24 @@ def write_result(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any]:
         result["loss_curve"] = "loss_curve.png"
     (ctx.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def drop_broken_checkpoints(checkpoints: Path) -> list[str]:
+    """Remove checkpoints a crash left half-written (no readable trainer state or no weights), newest first,
+    so that resuming falls back to the previous good one. Returns the names removed."""
+    import shutil
+
+    removed = []
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for folder in found:
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+        except (OSError, ValueError):
+            has_weights = False
+        if has_weights:
+            break
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from executor.models.registry import load_tokenizer
-from executor.train.common import RunContext, standard_callbacks, trainer_arguments
+from executor.train.common import RunContext, drop_broken_checkpoints, standard_callbacks, trainer_arguments
 from executor.train.sft import _tokenizer_name, build_model, load_rows, peft_config, save_outputs
 
 
@@ -57,6 +57,9 @@ def train_dpo(ctx: RunContext, tokenizer, rows) -> dict[str, Any]:
         eval_dataset=_pairs_dataset(rows["validation"]) if rows.get("validation") else None,
         processing_class=tokenizer, callbacks=callbacks,
     )
+    if ctx.resume:
+        for name in drop_broken_checkpoints(ctx.checkpoints):
+            ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
     resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop is not None and stop.triggered:
@@ -157,6 +160,9 @@ def train_rlhf(ctx: RunContext, tokenizer, rows) -> dict[str, Any]:
     callbacks, stop = standard_callbacks(ctx, False, stage="policy")
     trainer = GRPOTrainer(model=policy, reward_funcs=reward_model, args=args, train_dataset=prompts,
                           processing_class=tokenizer, reward_processing_classes=tokenizer, callbacks=callbacks)
+    if ctx.resume:
+        for name in drop_broken_checkpoints(ctx.checkpoints):
+            ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
     resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop is not None and stop.triggered:
