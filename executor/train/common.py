@@ -74,6 +74,8 @@ class MetricsCallback(TrainerCallback):
         self.eval_seconds = 0.0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return  # one writer per run, however many processes train it
         logs = dict(logs or {})
         now = time.perf_counter()
         tokens = state.num_input_tokens_seen or 0

@@ -20,6 +20,7 @@ from executor.models.registry import ModelError, catalog, resolve
 from executor.plan import TrainingPlan, dump_plan
 from executor.train.common import RunContext, write_result
 from executor.train.data import DataDirError, find_splits, read_split
+from executor.train.distributed import is_main_process
 
 SFT_TECHNIQUES = ("full", "lora", "qlora", "prompt_tuning")
 PREFERENCE_TECHNIQUES = ("dpo", "rlhf")
@@ -158,10 +159,12 @@ def train(
     if resume and not any((run_dir / "checkpoints").glob("checkpoint-*")):
         raise PlanCannotRun(f"--resume: {run_dir} has no checkpoints to resume from")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and (run_dir / "metrics.jsonl").exists():
+    main = is_main_process()  # under torchrun only rank 0 writes the run directory
+    if main and not resume and (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a fresh run starts a fresh log; a resumed one appends
     as_run = plan.model_copy(update={"data": plan.data.model_copy(update={"path": str(data_dir)})})
-    dump_plan(as_run, run_dir / "plan.yaml")
+    if main:
+        dump_plan(as_run, run_dir / "plan.yaml")
     if dry_run:
         max_steps = min(max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)
         model_factory = model_factory or tiny_llama
@@ -182,6 +185,6 @@ def train(
         from executor.train.preference import train_preference
 
         result = train_preference(ctx)
-    if "stopped_at_step" in result:
+    if "stopped_at_step" in result or not main:
         return result
     return write_result(ctx, result)

@@ -152,6 +152,8 @@ def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str,
     plan = ctx.plan
     adapter = plan.technique in ADAPTER_TECHNIQUES or plan.technique in ("dpo", "rlhf") and plan.training.lora
     target = ctx.run_dir / ("adapter" if adapter else "model")
+    if not trainer.is_world_process_zero():
+        return {"steps": trainer.state.global_step}
     trainer.model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     result: dict[str, Any] = {
