@@ -267,3 +267,13 @@ def drop_broken_checkpoints(checkpoints: Path) -> list[str]:
         removed.append(folder.name)
     return removed
 
+
+def resume_point(ctx: RunContext) -> bool | None:
+    """What Trainer.train(resume_from_checkpoint=...) gets: True to continue from the last good checkpoint
+    (half-written ones removed first, and said so), None to start fresh."""
+    if not ctx.resume:
+        return None
+    for name in drop_broken_checkpoints(ctx.checkpoints):
+        ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
+    return True if any(ctx.checkpoints.glob("checkpoint-*")) else None
+

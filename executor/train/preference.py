@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from executor.models.registry import load_tokenizer
-from executor.train.common import RunContext, drop_broken_checkpoints, standard_callbacks, trainer_arguments
-from executor.train.sft import _tokenizer_name, build_model, load_rows, peft_config, save_outputs
+from executor.train.common import RunContext, resume_point, standard_callbacks, trainer_arguments
+from executor.train.sft import _tokenizer_name, build_model, load_rows, save_outputs
 
 
 def _pairs_dataset(rows: list[dict[str, Any]]):
@@ -50,27 +50,18 @@ def train_dpo(ctx: RunContext, tokenizer, rows) -> dict[str, Any]:
     t = ctx.plan.training
     args = DPOConfig(**_common_args(ctx, rows), beta=t.preference.beta, loss_type=[t.preference.loss_type],
                      max_length=t.max_seq_length)
-    model = _policy(ctx, tokenizer)
+    # With a LoRA adapter the adapter-disabled base is the frozen reference; without one trl copies the model.
+    model = build_model(ctx, tokenizer)
     callbacks, stop = standard_callbacks(ctx, bool(rows.get("validation")))
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args, train_dataset=_pairs_dataset(rows["train"]),
         eval_dataset=_pairs_dataset(rows["validation"]) if rows.get("validation") else None,
         processing_class=tokenizer, callbacks=callbacks,
     )
-    if ctx.resume:
-        for name in drop_broken_checkpoints(ctx.checkpoints):
-            ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
-    resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    output = trainer.train(resume_from_checkpoint=resume_point(ctx))
     if stop is not None and stop.triggered:
         return {"stopped_at_step": trainer.state.global_step}
     return save_outputs(ctx, trainer, tokenizer, output, rows)
-
-
-def _policy(ctx: RunContext, tokenizer):
-    """The policy with its LoRA adapter (if the plan has one); without an adapter, trl copies the model as
-    the frozen reference."""
-    return build_model(ctx, tokenizer)
 
 
 def train_reward_model(ctx: RunContext, tokenizer, rows) -> tuple[Any, dict[str, Any]]:
@@ -156,19 +147,13 @@ def train_rlhf(ctx: RunContext, tokenizer, rows) -> dict[str, Any]:
                                      per_device_train_batch_size=batch),
                       num_generations=r.num_generations, max_completion_length=min(128, t.max_seq_length // 2),
                       beta=r.kl_beta, temperature=1.0)
-    policy = _policy(ctx, tokenizer)
+    policy = build_model(ctx, tokenizer)
     callbacks, stop = standard_callbacks(ctx, False, stage="policy")
     trainer = GRPOTrainer(model=policy, reward_funcs=reward_model, args=args, train_dataset=prompts,
                           processing_class=tokenizer, reward_processing_classes=tokenizer, callbacks=callbacks)
-    if ctx.resume:
-        for name in drop_broken_checkpoints(ctx.checkpoints):
-            ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
-    resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    output = trainer.train(resume_from_checkpoint=resume_point(ctx))
     if stop is not None and stop.triggered:
         return {"stopped_at_step": trainer.state.global_step}
     result = save_outputs(ctx, trainer, tokenizer, output, rows)
     return {**result, **reward_result}
 
-
-__all__ = ["train_preference", "peft_config"]

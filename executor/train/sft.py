@@ -18,7 +18,7 @@ from typing import Any
 
 from executor.models.loader import load_causal_lm
 from executor.models.registry import load_tokenizer
-from executor.train.common import RunContext, drop_broken_checkpoints, standard_callbacks, trainer_arguments
+from executor.train.common import RunContext, resume_point, standard_callbacks, trainer_arguments
 from executor.train.data import PadCollator, find_splits, read_split, sft_features
 
 ADAPTER_TECHNIQUES = ("lora", "qlora", "prompt_tuning")
@@ -122,11 +122,7 @@ def train_sft(ctx: RunContext) -> dict[str, Any]:
         model=model, args=args, train_dataset=features["train"], eval_dataset=features.get("validation"),
         data_collator=collator(ctx, tokenizer), processing_class=tokenizer, callbacks=callbacks,
     )
-    if ctx.resume:
-        for name in drop_broken_checkpoints(ctx.checkpoints):
-            ctx.notes.append(f"{name} was incomplete (a crash while saving); resumed from the one before")
-    resume = ctx.resume and any(ctx.checkpoints.glob("checkpoint-*"))
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    output = trainer.train(resume_from_checkpoint=resume_point(ctx))
     if stop is not None and stop.triggered:  # "crashed": leave the checkpoints, write nothing final
         return {"stopped_at_step": trainer.state.global_step}
     return save_outputs(ctx, trainer, tokenizer, output, rows)
