@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -260,8 +261,8 @@ class Advisor:
         kn = self.knowledge
         decision = self.engine.decide(profile)
         facts = decision.facts
-        counterfactuals = self._counterfactuals(profile)
-        questions = self._questions(profile, decision, counterfactuals)
+        counterfactuals = self.engine.counterfactuals(profile)
+        questions = [Question(**asdict(q)) for q in self.engine.questions(profile, decision, counterfactuals)]
 
         model, model_why = choose_base_model(facts, decision.approach, decision.technique, kn)
         examples = facts.get("example_count")
@@ -322,35 +323,6 @@ class Advisor:
         )
 
     # ------------------------------------------------------------------ pieces
-    def _counterfactuals(self, profile: UseCaseProfile) -> list[tuple[Any, Any, Decision]]:
-        """The decision under every answer to every question (one table serves questions and alternatives)."""
-        table = []
-        for question in self.knowledge.questions:
-            for option in question.options:
-                table.append((question, option, self.engine.counterfactual(profile, question.field, option.value)))
-        return table
-
-    def _questions(self, profile, decision, table) -> list[Question]:
-        by_field: dict[str, dict[str, str]] = {}
-        order = {q.field: i for i, q in enumerate(self.knowledge.questions)}
-        for question, option, alt in table:
-            if getattr(profile, question.field).known:
-                continue
-            changes = by_field.setdefault(question.field, {})
-            if alt.key != decision.key:
-                changes[option.label] = f"{alt.approach}/{alt.technique}"
-        asked = []
-        for question in self.knowledge.questions:
-            changes = by_field.get(question.field)
-            if changes:
-                asked.append(Question(
-                    field=question.field, text=question.text,
-                    options=[o.model_dump() for o in question.options],
-                    impact=round(len(changes) / len(question.options), 3), would_change_to=changes,
-                ))
-        asked.sort(key=lambda q: (-q.impact, order[q.field]))
-        return asked
-
     def _alternatives(self, decision: Decision, table) -> list[Alternative]:
         out: list[Alternative] = []
         seen = {decision.key}

@@ -200,26 +200,24 @@ class RulesEngine:
         values[field_name] = value
         return decide(derive(values, self.knowledge), self.rules)
 
-    def questions(self, profile: UseCaseProfile, decision: Decision) -> list[AskedQuestion]:
+    def counterfactuals(self, profile: UseCaseProfile) -> list[tuple[Question, Any, Decision]]:
+        """The decision under every answer to every question (one table serves questions and alternatives)."""
+        return [(q, option, self.counterfactual(profile, q.field, option.value))
+                for q in self.knowledge.questions for option in q.options]
+
+    def questions(self, profile: UseCaseProfile, decision: Decision,
+                  table: list[tuple[Question, Any, Decision]] | None = None) -> list[AskedQuestion]:
         """Unknown fields whose answer would change the decision, most decision-relevant first."""
-        asked = []
-        for order, question in enumerate(self.knowledge.questions):
-            if getattr(profile, question.field).known:
-                continue
-            changes = {}
-            for option in question.options:
-                alt = self.counterfactual(profile, question.field, option.value)
-                if alt.key != decision.key:
-                    changes[option.label] = f"{alt.approach}/{alt.technique}"
-            if changes:
-                asked.append((len(changes) / len(question.options), -order, question, changes))
-        asked.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        return [
-            AskedQuestion(
-                q.field, q.text, [o.model_dump() for o in q.options], round(impact, 3), changes
-            )
-            for impact, _, q, changes in asked
+        changes: dict[str, dict[str, str]] = {}
+        for question, option, alt in table if table is not None else self.counterfactuals(profile):
+            if not getattr(profile, question.field).known and alt.key != decision.key:
+                changes.setdefault(question.field, {})[option.label] = f"{alt.approach}/{alt.technique}"
+        asked = [
+            AskedQuestion(q.field, q.text, [o.model_dump() for o in q.options],
+                          round(len(changes[q.field]) / len(q.options), 3), changes[q.field])
+            for q in self.knowledge.questions if q.field in changes
         ]
+        return sorted(asked, key=lambda q: -q.impact)  # stable: ties keep questions.yaml's order
 
     def reasons(self, decision: Decision) -> list[Rule]:
         """Fired rules that pushed toward the decision, strongest first; hard constraints included."""
@@ -261,7 +259,3 @@ class RulesEngine:
             t in COMPATIBLE_TECHNIQUES[decision.approach] and decision.technique_scores.get(t, 0.0) >= chosen_t
             for t in rule.effect.forbid_technique
         )
-
-
-def question_for(knowledge: Knowledge, field_name: str) -> Question | None:
-    return next((q for q in knowledge.questions if q.field == field_name), None)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -312,12 +312,3 @@ class Preparer:
 
 def prepare(config: PrepareConfig, progress: Progress | None = None) -> dict[str, Any]:
     return Preparer(config, progress).run()
-
-
-def config_dict(config: PrepareConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data.pop("tokenizer", None)
-    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-
-
-__all__: Iterable[str] = ["PrepareConfig", "prepare", "Preparer", "config_dict"]
