@@ -31,6 +31,7 @@ def main() -> None:
 
 
 def _mount_executor_commands() -> None:
+    from assistant.chat.users_cli import users_app
     from executor.cli import data_app, eval_command, runs_app, train_command, worker_command
 
     app.add_typer(data_app, name="data")
@@ -38,6 +39,7 @@ def _mount_executor_commands() -> None:
     app.command("worker")(worker_command)
     app.command("train")(train_command)
     app.command("eval")(eval_command)
+    app.add_typer(users_app, name="users")
 
 
 _mount_executor_commands()
