@@ -1,0 +1,322 @@
+"""The OpenAI-compatible HTTP API over an Engine: /v1/models, /v1/chat/completions, /v1/completions.
+
+Responses and stream chunks have OpenAI's shapes, so the official client, LangChain's ChatOpenAI and the
+assistant's OpenAI backend (OPENAI_BASE_URL) work against it. Streams are server-sent events ending with
+`data: [DONE]`. Errors are OpenAI error bodies, {"error": {"message", "type", "param", "code"}}:
+400 for a malformed request or one past the context window, 401 for a missing or wrong API key,
+404 for an unknown model or path, 500 when generation fails.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from executor.serve.engine import DEFAULT_MAX_TOKENS, Engine, GenerationRequest
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.type, self.param, self.code)
+
+
+def error_response(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
+                        status_code=status)
+
+
+# --- request bodies (unknown fields are ignored, as clients send many optional ones) ---------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value):
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("up to 4 non-empty stop sequences")
+        return stops
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `engine`; with `api_key`, every /v1 call needs `Authorization: Bearer KEY`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await engine.start()
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="Tunewise OpenAI-compatible server", lifespan=lifespan)
+    app.state.engine = engine
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first['msg']}" if param else f"invalid request body: {first['msg']}"
+        return error_response(400, message, param=param, code="invalid_value" if param else "invalid_json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return error_response(exc.status_code, message, code=code)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not secrets.compare_digest(given.encode(), api_key.encode()):
+                return error_response(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY' "
+                                      "(the key given to `tunewise serve --api-key` or TUNEWISE_API_KEY).",
+                                      code="invalid_api_key")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": engine.model_id}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [_model_card(engine)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        _check_model(engine, model_id)
+        return _model_card(engine)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest):
+        _check_model(engine, body.model)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        try:
+            prompt = engine.chat_prompt(messages)
+        except Exception as exc:  # a template that refuses the conversation (roles out of order, ...)
+            raise APIError(400, f"messages: the model's chat template rejected them: {exc}", param="messages",
+                           code="invalid_value") from None
+        max_tokens = _max_tokens(engine, len(prompt), body.max_completion_tokens or body.max_tokens, "messages")
+        requests = [await engine.submit(_request(prompt, max_tokens, body)) for _ in range(body.n)]
+        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return _sse(_chat_stream(engine, ident, requests, len(prompt), include_usage), requests)
+        results = [await _collect(r) for r in requests]
+        return {
+            "id": ident, "object": "chat.completion", "created": int(time.time()), "model": engine.model_id,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": reason} for i, (text, reason, _) in enumerate(results)],
+            "usage": _usage(len(prompt), sum(n for _, _, n in results)),
+        }
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        _check_model(engine, body.model)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts:
+            raise APIError(400, "prompt: must not be an empty list", param="prompt", code="invalid_value")
+        encoded = [engine.text_prompt(p) for p in prompts]
+        limits = [_max_tokens(engine, len(ids), body.max_tokens, "prompt", default=16) for ids in encoded]
+        requests = [await engine.submit(_request(ids, limit, body))
+                    for ids, limit in zip(encoded, limits, strict=True) for _ in range(body.n)]
+        ident = f"cmpl-{uuid.uuid4().hex}"
+        prompt_tokens = sum(len(ids) for ids in encoded) * body.n
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return _sse(_completion_stream(engine, ident, requests, prompt_tokens, include_usage), requests)
+        results = [await _collect(r) for r in requests]
+        return {
+            "id": ident, "object": "text_completion", "created": int(time.time()), "model": engine.model_id,
+            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+                        for i, (text, reason, _) in enumerate(results)],
+            "usage": _usage(prompt_tokens, sum(n for _, _, n in results)),
+        }
+
+    return app
+
+
+def _model_card(engine: Engine) -> dict[str, Any]:
+    return {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "tunewise",
+            "context_length": engine.context_length}
+
+
+def _check_model(engine: Engine, name: str) -> None:
+    if name != engine.model_id:
+        raise APIError(404, f"The model `{name}` does not exist. This server serves `{engine.model_id}` "
+                       "(GET /v1/models).", param="model", code="model_not_found")
+
+
+def _max_tokens(engine: Engine, prompt_tokens: int, asked: int | None, param: str,
+                default: int = DEFAULT_MAX_TOKENS) -> int:
+    room = engine.context_length - prompt_tokens
+    if asked is not None and prompt_tokens + asked > engine.context_length or room <= 0:
+        completion = asked if asked is not None else 0
+        raise APIError(400, f"This model's maximum context length is {engine.context_length} tokens. However, you "
+                       f"requested {prompt_tokens + completion} tokens ({prompt_tokens} in the {param}, {completion} "
+                       "in the completion). Please reduce the length of the messages or completion.",
+                       param=param, code="context_length_exceeded")
+    return asked if asked is not None else min(default, room)
+
+
+def _request(prompt: list[int], max_tokens: int, body: _Sampling) -> GenerationRequest:
+    return GenerationRequest(prompt_ids=prompt, max_tokens=max_tokens, temperature=body.temperature,
+                             top_p=body.top_p, stop=list(body.stop or []))
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def _collect(request: GenerationRequest) -> tuple[str, str, int]:
+    parts = []
+    while True:
+        event = await request.events.get()
+        if event[0] == "text":
+            parts.append(event[1])
+        elif event[0] == "done":
+            return "".join(parts), event[1], event[2]
+        else:
+            raise APIError(500, f"generation failed: {event[1]}", type="server_error")
+
+
+def _sse(chunks, requests: list[GenerationRequest]) -> StreamingResponse:
+    async def body():
+        try:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk)}\n\n"
+        except APIError as exc:
+            error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        finally:
+            for request in requests:  # a client that hung up stops using the batch
+                request.cancelled = True
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(requests: list[GenerationRequest]):
+    """(choice index, event) from every request as they come, until all are done."""
+    import asyncio
+
+    pending = {asyncio.ensure_future(r.events.get()): i for i, r in enumerate(requests)}
+    while pending:
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            index = pending.pop(future)
+            event = future.result()
+            if event[0] == "error":
+                for other in pending:
+                    other.cancel()
+                raise APIError(500, f"generation failed: {event[1]}", type="server_error")
+            yield index, event
+            if event[0] == "text":
+                pending[asyncio.ensure_future(requests[index].events.get())] = index
+
+
+async def _chat_stream(engine: Engine, ident: str, requests, prompt_tokens: int, include_usage: bool):
+    created = int(time.time())
+
+    def chunk(choices, usage=None):
+        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": engine.model_id,
+                "choices": choices}
+        if include_usage:
+            body["usage"] = usage
+        return body
+
+    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                  "finish_reason": None} for i in range(len(requests))])
+    completion = 0
+    async for index, event in _events(requests):
+        if event[0] == "text":
+            yield chunk([{"index": index, "delta": {"content": event[1]}, "logprobs": None, "finish_reason": None}])
+        else:
+            completion += event[2]
+            yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": event[1]}])
+    if include_usage:
+        yield chunk([], _usage(prompt_tokens, completion))
+
+
+async def _completion_stream(engine: Engine, ident: str, requests, prompt_tokens: int, include_usage: bool):
+    created = int(time.time())
+
+    def chunk(choices, usage=None):
+        body = {"id": ident, "object": "text_completion", "created": created, "model": engine.model_id,
+                "choices": choices}
+        if include_usage:
+            body["usage"] = usage
+        return body
+
+    completion = 0
+    async for index, event in _events(requests):
+        if event[0] == "text":
+            yield chunk([{"index": index, "text": event[1], "logprobs": None, "finish_reason": None}])
+        else:
+            completion += event[2]
+            yield chunk([{"index": index, "text": "", "logprobs": None, "finish_reason": event[1]}])
+    if include_usage:
+        yield chunk([], _usage(prompt_tokens, completion))

@@ -1,0 +1,267 @@
+"""The generation engine behind the server: one model, requests batched as they arrive, tokens streamed.
+
+Requests go into an asyncio queue. The batcher takes the first one, waits a few milliseconds for more
+(up to `max_batch_size`), groups them by sampling settings (one `generate` call runs one setting), and
+runs each group as one left-padded batch in a worker thread, so the event loop keeps accepting requests
+while the model works; requests that arrive meanwhile form the next batch.
+
+Tokens reach each request through a stopping criterion, which `generate` calls after every step with
+the whole batch: it hands each row its new token, decides per row whether the row is finished (end of
+turn, its own max_tokens, a stop string, the client gone), and returns those flags, so a short request
+in a batch finishes and answers without waiting for the longest one's tokens to be used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    # Filled in by the engine; read by the HTTP layer.
+    events: asyncio.Queue | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    cancelled: bool = False
+    queued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def sampling_key(self) -> tuple[bool, float, float]:
+        greedy = self.temperature <= 1e-5
+        return (not greedy, 0.0 if greedy else self.temperature, 1.0 if greedy else self.top_p)
+
+
+class _Row:
+    """Decoding state of one request inside a batch: tokens, text sent so far, finish reason."""
+
+    def __init__(self, request: GenerationRequest, tokenizer, eos_ids: set[int]):
+        self.request = request
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.ids: list[int] = []
+        self.sent = ""
+        self.finish_reason: str | None = None
+
+    def _emit(self, kind: str, *payload) -> None:
+        request = self.request
+        request.loop.call_soon_threadsafe(request.events.put_nowait, (kind, *payload))
+
+    def add(self, token: int) -> None:
+        if self.finish_reason is not None:
+            return
+        if self.request.cancelled:
+            self.finish_reason = "cancelled"
+            return
+        if token in self.eos_ids:
+            self._finish("stop")
+            return
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        for stop in self.request.stop:
+            at = text.find(stop)
+            if at != -1:
+                self._send(text[:at])
+                self._finish("stop")
+                return
+        if len(self.ids) >= self.request.max_tokens:
+            self._send(text)
+            self._finish("length")
+            return
+        self._send(text[: self._safe_length(text)])
+
+    def _safe_length(self, text: str) -> int:
+        """How much of the text can go out now: not a half-decoded character, not the start of a stop string."""
+        limit = len(text) - (1 if text.endswith("\ufffd") else 0)  # a character split across tokens
+        head, hold = text[:limit], 0
+        for stop in self.request.stop:
+            for size in range(min(len(stop) - 1, len(head)), 0, -1):
+                if head.endswith(stop[:size]):
+                    hold = max(hold, size)
+                    break
+        return max(limit - hold, len(self.sent))
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self.sent):
+            self._emit("text", text[len(self.sent):])
+            self.sent = text
+
+    def _finish(self, reason: str) -> None:
+        self.finish_reason = reason
+        self._emit("done", reason, len(self.ids))
+
+    def close(self, reason: str = "length") -> None:
+        """generate ended (its max_new_tokens reached) with this row still open."""
+        if self.finish_reason is None:
+            self._send(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+            self._finish(reason)
+
+
+class _Dispatch:
+    """A StoppingCriteria: routes each step's new tokens to their rows; returns which rows are finished."""
+
+    def __init__(self, rows: list[_Row], prompt_length: int):
+        self.rows = rows
+        self.seen = prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        for step in range(self.seen, input_ids.shape[1]):
+            for row, token in zip(self.rows, input_ids[:, step].tolist(), strict=True):
+                row.add(token)
+        self.seen = input_ids.shape[1]
+        return torch.tensor([row.finish_reason is not None for row in self.rows], device=input_ids.device)
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    generated_tokens: int = 0
+
+
+class Engine:
+    """One loaded model; `submit` a request and read its events (("text", delta) ... ("done", reason, n))."""
+
+    def __init__(self, model, tokenizer, model_id: str, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0,
+                 context_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.max_batch_size = max(1, max_batch_size)
+        self.batch_wait = batch_wait_ms / 1000
+        self.context_length = context_length or _context_length(model)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.stats = EngineStats()
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._lock = threading.Lock()  # one generate at a time on the one model
+        tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row ends at the same step
+
+    # --- prompts -------------------------------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def text_prompt(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    # --- the batcher ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._run(), name="tunewise-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def submit(self, request: GenerationRequest) -> GenerationRequest:
+        if self._queue is None:
+            await self.start()
+        request.loop = asyncio.get_running_loop()
+        request.events = asyncio.Queue()
+        await self._queue.put(request)
+        return request
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.batch_wait
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0 and self._queue.empty():
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), max(remaining, 0)))
+                except TimeoutError:
+                    break
+            groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
+            for request in batch:
+                if not request.cancelled:
+                    groups[request.sampling_key].append(request)
+            for group in groups.values():
+                try:
+                    await asyncio.to_thread(self.generate_batch, group)
+                except Exception as exc:  # the requests answer with the error; the server keeps serving
+                    for request in group:
+                        request.loop.call_soon_threadsafe(request.events.put_nowait, ("error", str(exc)))
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> None:
+        """One left-padded `generate` over requests that share sampling settings (runs in a worker thread)."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        rows = [_Row(r, self.tokenizer, self.eos_ids) for r in requests]
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer.pad({"input_ids": [r.prompt_ids for r in requests]}, padding=True,
+                                   return_tensors="pt")
+        prompt_length = batch["input_ids"].shape[1]
+        do_sample, temperature, top_p = requests[0].sampling_key
+        kwargs: dict[str, Any] = {"do_sample": do_sample}
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:  # the model's generation_config may ask for sampling; greedy means greedy
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with self._lock, torch.inference_mode():
+            self.model.generate(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=max(r.max_tokens for r in requests), stopping_criteria=StoppingCriteriaList(
+                    [_Dispatch(rows, prompt_length)]), pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.eos_ids), **kwargs)
+        for row in rows:
+            row.close()
+        self.stats.batches += 1
+        self.stats.requests += len(requests)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(requests))
+        self.stats.generated_tokens += sum(len(row.ids) for row in rows)
+
+
+def _context_length(model) -> int:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    # A chat model ends its turn with the template's end-of-turn token even where eos says otherwise.
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
+        if token_id is not None:
+            ids.add(int(token_id))
+    return ids

@@ -1,0 +1,74 @@
+"""Run the server: `serve` blocks (the CLI), `start_in_thread` returns a handle with the base URL (tests,
+the chat playground, the benchmark).
+
+Bound to 127.0.0.1 unless told otherwise: a model server on every interface of a laptop is a surprise.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from executor.serve.app import build_app
+from executor.serve.engine import Engine
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+
+
+@dataclass
+class ServerHandle:
+    base_url: str  # ends with /v1, as the OpenAI client's base_url expects
+    engine: Engine
+    _server: object
+    _thread: threading.Thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+
+def make_engine(target: str, *, device: str = "auto", model_id: str | None = None, max_batch_size: int = 32,
+                batch_wait_ms: float = 5.0) -> Engine:
+    from executor.serve.loading import load_for_serving
+
+    loaded = load_for_serving(target, device=device, model_id=model_id)
+    return Engine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch_size=max_batch_size,
+                  batch_wait_ms=batch_wait_ms)
+
+
+def _config(engine: Engine, api_key: str | None, host: str, port: int):
+    import uvicorn
+
+    return uvicorn.Config(build_app(engine, api_key), host=host, port=port, log_level="warning",
+                          access_log=False, lifespan="on")
+
+
+def start_in_thread(engine: Engine, *, host: str = DEFAULT_HOST, port: int = 0, api_key: str | None = None,
+                    startup_timeout: float = 30.0) -> ServerHandle:
+    """Serve `engine` from a background thread; port 0 picks a free port. Returns once it accepts requests."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(engine, api_key, host, port))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tunewise-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server on {host}:{port} did not start within {startup_timeout:.0f} s")
+        time.sleep(0.02)
+    return ServerHandle(f"http://{host}:{port}/v1", engine, server, thread)
+
+
+def serve(engine: Engine, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    uvicorn.Server(_config(engine, api_key, host, port)).run()
