@@ -40,6 +40,11 @@ def _mount_executor_commands() -> None:
     app.command("train")(train_command)
     app.command("eval")(eval_command)
     app.add_typer(users_app, name="users")
+    from executor.export.cli import export_command, plan_app, serve_command
+
+    app.command("export")(export_command)
+    app.command("serve")(serve_command)
+    app.add_typer(plan_app, name="plan")
 
 
 _mount_executor_commands()
