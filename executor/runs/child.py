@@ -1,20 +1,27 @@
 """One run, in its own process (isolation, clean GPU memory, cancellable): `python -m executor.runs.child ID`.
 
-Reads the run from the store, trains (resuming from the last checkpoint on a retry), and writes progress,
-metrics and the outcome to the store's event log. Dies with its worker (PR_SET_PDEATHSIG), so a worker
-killed with -9 leaves an orphan the next worker resumes rather than a training nobody watches.
+Reads the run from the store, trains (resuming from the last checkpoint on a retry), evaluates when the run
+asked for it, and writes progress, metrics and the outcome to the store's event log. Several GPUs given to the
+run (CUDA_VISIBLE_DEVICES, set by the worker) mean a multi-process launch through accelerate (DDP or FSDP,
+see executor.train.distributed). Dies with its worker (PR_SET_PDEATHSIG), so a worker killed with -9 leaves an
+orphan the next worker resumes rather than a training nobody watches.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import signal
+import socket
+import subprocess
 import sys
 import traceback
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+ARTIFACTS = ("adapter", "model", "merged", "loss_curve.png", "metrics.jsonl", "result.json")
+REPORT_ARTIFACTS = ("report.json", "report.md", "eval_comparison.png", "eval_examples.jsonl")
 
 
 def die_with_parent() -> None:
@@ -36,36 +43,106 @@ def explain(exc: BaseException) -> str:
     return f"{name}: {exc}"
 
 
+def record_failure(store, run_id: str, exc: BaseException) -> None:
+    store.add_event(run_id, "error", {"error": explain(exc), "traceback": traceback.format_exc()[-4000:]})
+
+
+def progress_reporter(store, run_id: str):
+    def progress(step: int, total: int, record: dict) -> None:
+        store.add_event(run_id, "progress", {"step": step, "total": total, **{k: v for k, v in record.items()
+                                                                            if v is not None}})
+    return progress
+
+
+def visible_devices() -> tuple[int, float | None]:
+    """GPUs this process may use (the worker narrowed CUDA_VISIBLE_DEVICES to the run's share) and the
+    memory of one. TUNEWISE_CPU_PROCESSES=N gives a CPU-only machine N gloo processes per run."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1e9
+    return int(os.environ.get("TUNEWISE_CPU_PROCESSES", "0")), None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_distributed(store, run: dict, plan, launch, run_dir: Path, resume: bool) -> bool:
+    from executor.train.distributed import launch_command
+
+    plan_file = run_dir / "submitted_plan.yaml"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(run["plan"], encoding="utf-8")
+    command = launch_command(plan_file, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, launch.nproc,
+                             max_steps=run["max_steps"], resume=resume, port=free_port(), mode=launch.mode,
+                             run_id=run["id"], store=str(store.path))
+    # The launched processes share this one's process group, so a cancel (killpg) reaches them all.
+    return subprocess.run(command, check=False).returncode == 0
+
+
+def _evaluate(store, run: dict, run_dir: Path) -> None:
+    from executor.evaluate.runner import evaluate
+
+    store.add_event(run["id"], "stage", {"stage": "evaluate"})
+
+    def progress(system: str, done: int, total: int) -> None:
+        store.add_event(run["id"], "eval_progress", {"system": system, "done": done, "total": total})
+
+    try:
+        report = evaluate(run_dir, limit=run["eval_limit"], progress=progress)
+    except Exception as exc:  # noqa: BLE001 - the trained model stands; the run says why it has no report
+        store.add_event(run["id"], "evaluation_error", {"error": explain(exc)})
+        return
+    headline = report["headline_metric"]
+    summary = {name: (metrics.get(headline) or {}).get("value") for name, metrics in report["systems"].items()}
+    store.add_event(run["id"], "evaluation", {"headline_metric": headline, "n": report["n"], "task": report["task"],
+                                              "systems": summary})
+    for name in REPORT_ARTIFACTS:
+        if (run_dir / name).exists():
+            store.add_artifact(run["id"], name, str(run_dir / name))
+
+
 def main(run_id: str, store_path: str | None = None) -> int:
     die_with_parent()
     import yaml
 
     from executor.plan import TrainingPlan
     from executor.runs.store import RunStore
+    from executor.train.distributed import choose_launch
     from executor.train.runner import train
 
     store = RunStore(store_path)
     run = store.get(run_id)
     run_dir = Path(run["run_dir"])
-    resume = any((run_dir / "checkpoints").glob("checkpoint-*"))
+    trained = (run_dir / "result.json").exists()  # a retry after a crash during evaluation skips training
+    resume = not trained and any((run_dir / "checkpoints").glob("checkpoint-*"))
     if resume:
         store.add_event(run_id, "message", {"text": f"resuming from the last checkpoint (attempt {run['attempt']})"})
-
-    def progress(step: int, total: int, record: dict) -> None:
-        store.add_event(run_id, "progress", {"step": step, "total": total, **{k: v for k, v in record.items()
-                                                                            if v is not None}})
-
     try:
         plan = TrainingPlan.model_validate(yaml.safe_load(run["plan"]))
-        result = train(plan, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, resume=resume,
-                       max_steps=run["max_steps"], progress=progress)
+        if not trained:
+            gpus, memory = visible_devices()
+            launch = choose_launch(plan, gpus, memory)
+            store.add_event(run_id, "stage", {"stage": "train", "processes": launch.nproc, "mode": launch.mode,
+                                              "why": launch.why})
+            if launch.nproc > 1:
+                if not _train_distributed(store, run, plan, launch, run_dir, resume):
+                    return 1  # rank 0 recorded an explained error, or the processes crashed (the worker retries)
+            else:
+                result = train(plan, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, resume=resume,
+                               max_steps=run["max_steps"], progress=progress_reporter(store, run_id))
+                store.add_event(run_id, "result", result)
+        for name in ARTIFACTS:
+            if (run_dir / name).exists():
+                store.add_artifact(run_id, name, str(run_dir / name))
+        if run["evaluate"] and plan.technique not in ("none", "api"):
+            _evaluate(store, run, run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded with its reason
-        store.add_event(run_id, "error", {"error": explain(exc), "traceback": traceback.format_exc()[-4000:]})
+        record_failure(store, run_id, exc)
         return 1
-    store.add_event(run_id, "result", result)
-    for name in ("adapter", "model", "merged", "loss_curve.png", "metrics.jsonl", "result.json"):
-        if (run_dir / name).exists():
-            store.add_artifact(run_id, name, str(run_dir / name))
     return 0
 
 

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from executor.paths import data_dir
 
 SCHEMA = """
@@ -21,7 +23,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL,
     finished_at REAL, attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
     run_dir TEXT NOT NULL, error TEXT, worker TEXT, pid INTEGER, heartbeat_at REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT NULL DEFAULT 1, evaluate INTEGER NOT NULL DEFAULT 0,
+    eval_limit INTEGER, backend TEXT, external_id TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
@@ -31,6 +34,9 @@ CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
 CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (run_id, name));
 """
+# Columns added after the first release: a store written by an older Tunewise gets them on open.
+ADDED_COLUMNS = {"gpus": "INTEGER NOT NULL DEFAULT 1", "evaluate": "INTEGER NOT NULL DEFAULT 0",
+                 "eval_limit": "INTEGER", "backend": "TEXT", "external_id": "TEXT"}
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -44,6 +50,10 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            present = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, decl in ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions below
@@ -55,15 +65,20 @@ class RunStore:
     # ------------------------------------------------------------------ runs
     def submit(self, plan_yaml: str, *, data_dir: str | None, max_steps: int | None = None, owner: str = "",
                priority: int = 0, max_attempts: int = 3, runs_root: Path | None = None,
-               plan_path: str | None = None) -> str:
+               plan_path: str | None = None, evaluate: bool = False, eval_limit: int | None = None) -> str:
+        """Queue a plan. `evaluate`: after training, the run evaluates itself on the test split (at most
+        `eval_limit` rows) and records the report as artifacts."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = (runs_root or data_dir_root()) / run_id
+        hardware = (yaml.safe_load(plan_yaml) or {}).get("hardware") or {}
+        gpus = max(1, int(hardware.get("gpu_count") or 1))  # what the run asks for; the worker caps it
         with self._connect() as db:
             db.execute(
                 "INSERT INTO runs (id, owner, plan, plan_path, data_dir, max_steps, status, priority, created_at, "
-                "max_attempts, run_dir) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                "max_attempts, run_dir, gpus, evaluate, eval_limit) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, owner, plan_yaml, plan_path, data_dir, max_steps, priority, time.time(), max_attempts,
-                 str(run_dir)))
+                 str(run_dir), gpus, int(evaluate), eval_limit))
         self.add_event(run_id, "status", {"status": "queued"})
         return run_id
 
@@ -74,14 +89,24 @@ class RunStore:
             raise RunNotFound(run_id)
         return dict(row)
 
-    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+        where, values = [], []
+        for column, value in (("status", status), ("owner", owner)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at"
         with self._connect() as db:
-            query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY created_at"
-            return [dict(r) for r in db.execute(query, (status,) if status else ())]
+            return [dict(r) for r in db.execute(query, values)]
 
-    def claim(self, worker: str, orphan_after: float) -> dict[str, Any] | None:
+    def claim(self, worker: str, orphan_after: float, free_gpus: int | None = None, total_gpus: int | None = None,
+              backend: str = "local") -> dict[str, Any] | None:
         """Atomically take the next run: orphans first (running, heartbeat stale: their worker died), then the
-        queue by priority and age. An orphan that used up its attempts is failed instead."""
+        queue by priority and age. An orphan that used up its attempts is failed instead.
+
+        `free_gpus`: when the head of the queue asks for more GPUs than are free, nothing is claimed; the head waits
+        (strict FIFO with priority: a small run never overtakes a big one and starves it). The caller caps each
+        request at the GPUs it has, so a run asking for 8 on a 4-GPU worker waits for 4."""
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -99,12 +124,12 @@ class RunStore:
                     self._event(db, orphan["id"], "status", {"status": "orphaned", "worker": orphan["worker"]})
                 row = db.execute("SELECT * FROM runs WHERE status = 'queued' AND cancel_requested = 0 "
                                  "ORDER BY priority DESC, created_at LIMIT 1").fetchone()
-                if row is None:
+                if row is None or (free_gpus is not None and min(row["gpus"], total_gpus or 1) > free_gpus):
                     db.execute("COMMIT")
                     return None
                 db.execute("UPDATE runs SET status = 'running', worker = ?, attempt = attempt + 1, "
-                           "started_at = COALESCE(started_at, ?), heartbeat_at = ? WHERE id = ?",
-                           (worker, now, now, row["id"]))
+                           "started_at = COALESCE(started_at, ?), heartbeat_at = ?, backend = ?, external_id = NULL "
+                           "WHERE id = ?", (worker, now, now, backend, row["id"]))
                 self._event(db, row["id"], "status", {"status": "running", "worker": worker,
                                                       "attempt": row["attempt"] + 1})
                 db.execute("COMMIT")
@@ -112,6 +137,22 @@ class RunStore:
                 db.execute("ROLLBACK")
                 raise
         return self.get(row["id"])
+
+    def set_external_id(self, run_id: str, external_id: str) -> None:
+        """The id of the run in another system (a Ray job id), so a later worker can find it again."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET external_id = ? WHERE id = ?", (external_id, run_id))
+
+    def adopt(self, run_id: str, worker: str, orphan_after: float) -> bool:
+        """Take over a running run whose worker stopped answering but whose process lives on elsewhere (a Ray
+        job): only one worker wins, and the run keeps its attempt count."""
+        with self._connect() as db:
+            changed = db.execute("UPDATE runs SET worker = ?, heartbeat_at = ? WHERE id = ? AND status = 'running' "
+                                 "AND (heartbeat_at IS NULL OR heartbeat_at < ?)",
+                                 (worker, time.time(), run_id, time.time() - orphan_after)).rowcount
+        if changed:
+            self.add_event(run_id, "status", {"status": "running", "worker": worker, "adopted": True})
+        return bool(changed)
 
     def heartbeat(self, run_id: str, pid: int | None = None) -> None:
         with self._connect() as db:

@@ -1,9 +1,13 @@
 """The worker: claims runs atomically, runs each in a child process, heartbeats, cancels, recovers orphans.
 
 `tunewise worker` runs forever; `--once` drains the queue and exits. Slots: one training at a time per GPU
-(configurable); a CPU-only machine runs one at a time. A run whose child crashes is retried from its last
-checkpoint until it has used `max_attempts`; a run whose worker died (no heartbeat for `orphan_after`
-seconds) is picked up by the next worker the same way.
+(configurable); a run whose plan asks for several GPUs gets that many (capped at the machine's) and waits at
+the head of the queue until they are free; a CPU-only machine runs one at a time. A run whose child crashes is
+retried from its last checkpoint until it has used `max_attempts`; a run whose worker died (no heartbeat for
+`orphan_after` seconds) is picked up by the next worker the same way.
+
+Where the child runs is the launcher's business: a local process group (default), or a Ray job on a cluster
+when TUNEWISE_RAY_ADDRESS is set (executor.runs.ray_backend). The run store records the state either way.
 """
 
 from __future__ import annotations
@@ -15,59 +19,101 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from executor.runs.store import RunStore
 
 
-def default_slots() -> int:
+def visible_gpus() -> list[int]:
     try:
         import torch
 
-        return max(1, torch.cuda.device_count())
+        return list(range(torch.cuda.device_count()))
     except ImportError:
-        return 1
+        return []
+
+
+class Launcher(Protocol):
+    name: str
+
+    def start(self, run: dict, env: dict[str, str]) -> Any: ...
+    def poll(self, handle: Any) -> int | None: ...  # None while running, else the exit code
+    def stop(self, handle: Any) -> None: ...
+
+
+class LocalLauncher:
+    """The child as a local process in its own session (its process group is what a cancel kills)."""
+
+    name = "local"
+
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    def start(self, run: dict, env: dict[str, str]) -> subprocess.Popen:
+        log_path = self.store.path.parent / f"run-{run['id']}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "executor.runs.child", run["id"], str(self.store.path)],
+                                       env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.store.heartbeat(run["id"], process.pid)
+        return process
+
+    def poll(self, handle: subprocess.Popen) -> int | None:
+        return handle.poll()
+
+    def stop(self, handle: subprocess.Popen) -> None:
+        os.killpg(handle.pid, signal.SIGTERM)
+        try:
+            handle.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(handle.pid, signal.SIGKILL)
+            handle.wait()
 
 
 @dataclass
 class Active:
     run: dict
-    process: subprocess.Popen
-    gpu: int | None
+    handle: Any
+    gpus: list[int]
 
 
 @dataclass
 class Worker:
     store: RunStore
-    slots: int = 1
+    slots: int | None = None
     heartbeat_seconds: float = 2.0
     orphan_after: float = 30.0
+    gpus: list[int] | None = None
+    launcher: Launcher | None = None
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     active: dict[str, Active] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.gpus is None:
+            self.gpus = visible_gpus()
+        if self.slots is None:
+            self.slots = max(1, len(self.gpus))
+        if self.launcher is None:
+            self.launcher = LocalLauncher(self.store)
+
+    def _free_gpus(self) -> list[int]:
+        used = {g for a in self.active.values() for g in a.gpus}
+        return [g for g in self.gpus if g not in used]
+
     def _spawn(self, run: dict) -> None:
-        used = {a.gpu for a in self.active.values()}
-        gpu = next((g for g in range(self.slots) if g not in used), None) if self.slots > 1 else None
         env = dict(os.environ)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        log = open(os.path.join(os.path.dirname(str(self.store.path)), f"run-{run['id']}.log"), "ab")  # noqa: SIM115
-        process = subprocess.Popen([sys.executable, "-m", "executor.runs.child", run["id"], str(self.store.path)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.store.heartbeat(run["id"], process.pid)
-        self.active[run["id"]] = Active(run, process, gpu)
+        share: list[int] = []
+        if self.gpus:
+            share = self._free_gpus()[:min(run["gpus"], len(self.gpus))]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, share))
+        handle = self.launcher.start(run, env)
+        self.active[run["id"]] = Active(run, handle, share)
 
     def _check(self, run_id: str, active: Active) -> None:
-        code = active.process.poll()
+        code = self.launcher.poll(active.handle)
         current = self.store.get(run_id)
         if code is None:
             if current["cancel_requested"]:
-                os.killpg(active.process.pid, signal.SIGTERM)
-                try:
-                    active.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(active.process.pid, signal.SIGKILL)
-                    active.process.wait()
+                self.launcher.stop(active.handle)
                 self.store.finish(run_id, "cancelled")
                 del self.active[run_id]
             else:
@@ -85,11 +131,28 @@ class Worker:
         else:
             self.store.requeue(run_id, f"the run process died (exit code {code}); resuming from its last checkpoint")
 
+    def _adopt_orphans(self) -> None:
+        """Runs whose worker died but whose process outlived it (a Ray job) are watched again, not restarted."""
+        adopt = getattr(self.launcher, "adopt", None)
+        if adopt is None:
+            return
+        stale = time.time() - self.orphan_after
+        for run in self.store.list(status="running"):
+            if (run["id"] in self.active or run["backend"] != self.launcher.name or not run["external_id"]
+                    or (run["heartbeat_at"] or 0) >= stale):
+                continue
+            handle = adopt(run)
+            if handle is not None and self.store.adopt(run["id"], self.name, self.orphan_after):
+                self.active[run["id"]] = Active(run, handle, [])
+
     def tick(self) -> None:
         for run_id, active in list(self.active.items()):
             self._check(run_id, active)
+        self._adopt_orphans()
         while len(self.active) < self.slots:
-            run = self.store.claim(self.name, self.orphan_after)
+            free = len(self._free_gpus()) if self.gpus else None
+            run = self.store.claim(self.name, self.orphan_after, free_gpus=free,
+                                   total_gpus=len(self.gpus) if self.gpus else None, backend=self.launcher.name)
             if run is None:
                 break
             self._spawn(run)
@@ -98,11 +161,21 @@ class Worker:
         started = time.monotonic()
         while True:
             self.tick()
-            if once and not self.active:
+            if once and not self.active and not self.store.list(status="queued"):
                 return
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker still busy after {timeout} s")
             time.sleep(self.heartbeat_seconds)
+
+
+def make_launcher(store: RunStore):
+    """Ray when TUNEWISE_RAY_ADDRESS is set, local processes otherwise."""
+    address = os.environ.get("TUNEWISE_RAY_ADDRESS")
+    if address:
+        from executor.runs.ray_backend import RayLauncher
+
+        return RayLauncher(store, address)
+    return LocalLauncher(store)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,8 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--store", default=None)
     args = parser.parse_args(argv)
-    Worker(RunStore(args.store), slots=args.slots or default_slots(), heartbeat_seconds=args.heartbeat,
-           orphan_after=args.orphan_after).run(once=args.once)
+    store = RunStore(args.store)
+    launcher = make_launcher(store)
+    # On Ray the cluster schedules GPUs: the worker only bounds how many runs it keeps in flight.
+    gpus = [] if launcher.name == "ray" else None
+    Worker(store, slots=args.slots or (4 if launcher.name == "ray" else None), heartbeat_seconds=args.heartbeat,
+           orphan_after=args.orphan_after, gpus=gpus, launcher=launcher).run(once=args.once)
 
 
 if __name__ == "__main__":

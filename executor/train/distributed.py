@@ -1,18 +1,66 @@
-"""Several processes, one plan: DDP through torchrun (NCCL on GPUs, gloo on CPUs).
+"""Several processes, one plan: DDP, or FSDP for models that do not fit one GPU, launched through `accelerate`.
 
-The worker (or a person) launches `torchrun --nproc_per_node N -m executor.train.distributed PLAN DATA RUN_DIR`;
-the Trainer shards batches across the processes and averages gradients. Only the main process writes the
-run directory (plan, metrics, weights, result); every process computes.
+The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.train.distributed PLAN DATA
+RUN_DIR`; the Trainer shards batches across the processes (NCCL on GPUs, gloo on CPUs) and averages gradients,
+or, under FSDP, shards the parameters too. Only the main process writes the run directory and the run store
+(plan, metrics, weights, result, progress events); every process computes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+# Bytes of GPU memory per parameter while training, by technique: bf16 weights + grads + fp32 AdamW states
+# (2 + 2 + 12) for full fine-tuning; frozen bf16 weights (2) or 4-bit (0.6) plus adapters for the others.
+# The activations come on top; FSDP is chosen when the weights and optimizer state alone leave too little.
+BYTES_PER_PARAM = {"full": 16.0, "lora": 2.2, "qlora": 0.7, "prompt_tuning": 2.1, "dpo": 4.4, "rlhf": 4.4}
+HEADROOM = 0.7  # the share of a GPU the model state may take before activations no longer fit
+
+
+@dataclass(frozen=True)
+class Launch:
+    nproc: int
+    mode: Literal["single", "ddp", "fsdp"]
+    why: str
+
+
+def model_state_gb(plan) -> float | None:
+    """Weights + gradients + optimizer state of the plan's model in GB, or None when its size is unknown."""
+    if plan.estimates.gpu_memory_gb:  # the advisor's estimate includes activations; prefer it when present
+        return plan.estimates.gpu_memory_gb
+    params_b = plan.base_model.params_b
+    if not params_b:
+        return None
+    return params_b * BYTES_PER_PARAM.get(plan.technique, 16.0)
+
+
+def choose_launch(plan, gpus: int, gpu_memory_gb: float | None) -> Launch:
+    """How many processes a run gets and whether they replicate (DDP) or shard (FSDP) the model.
+
+    A plan asks for `hardware.gpu_count` GPUs (0 or 1: one); it gets at most the GPUs the worker gave it.
+    DDP keeps a whole copy per GPU, so it is only chosen while the model state fits one GPU with room for
+    activations; otherwise FSDP shards it, the only way such a model trains at all.
+    """
+    wanted = max(1, plan.hardware.gpu_count or 1)
+    nproc = max(1, min(wanted, gpus))
+    if nproc == 1:
+        why = "one GPU" if gpus else "no GPU: one process on the CPU"
+        if wanted > 1:
+            why += f" (the plan asks for {wanted}; {gpus or 'none'} available to this run)"
+        return Launch(1, "single", why)
+    state = model_state_gb(plan)
+    if state is not None and gpu_memory_gb and state > HEADROOM * gpu_memory_gb:
+        if plan.technique == "qlora":  # bitsandbytes 4-bit weights do not shard under FSDP here
+            return Launch(nproc, "ddp", f"{nproc} GPUs, DDP: a QLoRA model is not sharded (state {state:.1f} GB)")
+        return Launch(nproc, "fsdp", f"{nproc} GPUs, FSDP: the model state ({state:.1f} GB) does not fit "
+                                     f"{HEADROOM:.0%} of one {gpu_memory_gb:.0f} GB GPU")
+    return Launch(nproc, "ddp", f"{nproc} GPUs, DDP: the model fits one GPU, so each holds a copy")
 
 
 def is_main_process() -> bool:
@@ -20,16 +68,29 @@ def is_main_process() -> bool:
 
 
 def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max_steps: int | None = None,
-                   resume: bool = False, port: int | None = None) -> list[str]:
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    command = [torchrun, "--nproc_per_node", str(nproc), "--nnodes", "1"]
+                   resume: bool = False, port: int | None = None, mode: str = "ddp", run_id: str | None = None,
+                   store: str | None = None) -> list[str]:
+    # `--multi_gpu` is accelerate's name for "several local processes"; on a machine without CUDA the Trainer
+    # falls back to gloo on the CPU, which is how the tests exercise this path.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if mode == "fsdp":
+        # Transformer-layer wrapping uses the model's own `_no_split_modules`; a full state dict on the main
+        # process keeps the saved adapter / model folder the same as a single-GPU run's.
+        command += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+                    "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_cpu_ram_efficient_loading", "true",
+                    "--fsdp_reshard_after_forward", "true"]
+    else:
+        command.append("--multi_gpu")
     if port:
-        command += ["--master_port", str(port)]
+        command += ["--main_process_port", str(port)]
     command += ["-m", "executor.train.distributed", str(plan), str(data or ""), str(run_dir)]
     if max_steps:
         command += ["--max-steps", str(max_steps)]
     if resume:
         command.append("--resume")
+    if run_id:
+        command += ["--run-id", run_id] + (["--store", store] if store else [])
     return command
 
 
@@ -44,12 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--run-id", help="Report progress and the outcome to this run in the run store.")
+    parser.add_argument("--store", help="The run store's SQLite file (default: the data directory's).")
     args = parser.parse_args(argv)
     from executor.plan import load_plan
     from executor.train.runner import train
 
-    train(load_plan(args.plan), Path(args.data) if args.data else None, args.run_dir, resume=args.resume,
-          max_steps=args.max_steps)
+    store = progress = None
+    if args.run_id and is_main_process():
+        from executor.runs.child import progress_reporter
+        from executor.runs.store import RunStore
+
+        store = RunStore(args.store)
+        progress = progress_reporter(store, args.run_id)
+    try:
+        result = train(load_plan(args.plan), Path(args.data) if args.data else None, args.run_dir,
+                       resume=args.resume, max_steps=args.max_steps, progress=progress)
+    except BaseException as exc:
+        if store is not None:
+            from executor.runs.child import record_failure
+
+            record_failure(store, args.run_id, exc)
+        raise
+    if store is not None:
+        store.add_event(args.run_id, "result", result)
     return 0
 
 
