@@ -218,6 +218,8 @@ def runs_submit(
     data: Annotated[Path | None, typer.Option("--data", help="Prepared data folder.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate on the test split after training.")] = False,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="Evaluate on at most N test rows.")] = None,
 ) -> None:
     """Queue a plan; prints the run id alone on its last line."""
     from executor.plan import PlanError, load_plan
@@ -229,7 +231,8 @@ def runs_submit(
         raise typer.Exit(2) from None
     folder = data or (Path(plan.data.path) if plan.data.path else None)
     run_id = _store().submit(plan.to_yaml(), data_dir=str(folder.resolve()) if folder else None,
-                             max_steps=max_steps, priority=priority, plan_path=str(plan_path))
+                             max_steps=max_steps, priority=priority, plan_path=str(plan_path),
+                             evaluate=evaluate or eval_limit is not None, eval_limit=eval_limit)
     typer.echo(run_id)
 
 
@@ -254,7 +257,11 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     events = store.events(run_id)
     progress = [e["data"] for e in events if e["kind"] == "progress"]
     info = {k: run[k] for k in ("id", "status", "attempt", "max_attempts", "run_dir", "error", "created_at",
-                                "started_at", "finished_at")}
+                                "started_at", "finished_at", "gpus", "backend", "external_id")}
+    stages = [e["data"] for e in events if e["kind"] == "stage"]
+    info["stage"] = stages[-1] if stages else None
+    evaluation = [e["data"] for e in events if e["kind"] == "evaluation"]
+    info["evaluation"] = evaluation[-1] if evaluation else None
     info["progress"] = {"step": progress[-1]["step"], "total": progress[-1]["total"]} if progress else None
     info["latest_metrics"] = progress[-1] if progress else None
     info["artifacts"] = store.artifacts(run_id)
