@@ -81,6 +81,7 @@ def test_schema_has_a_column_for_everything_chainlit_writes(home):
     assert columns(db, "threads") == {"id", "createdAt", "name", "userId", "userIdentifier", "tags", "metadata"}
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.stat().st_mode & 0o777 == 0o600
 
 
 def test_schema_upgrade_adds_missing_columns(home):

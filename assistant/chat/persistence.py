@@ -78,6 +78,8 @@ def create_schema(db_path: Path) -> None:
     """Create Chainlit's tables (idempotent), add columns a newer schema has and an older file lacks, and put
     the database in WAL mode so the chat's reads do not wait on its writes."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    # Conversations are private: owner-only, like the users file. SQLite gives its -wal/-shm files the same mode.
+    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
     with sqlite3.connect(db_path, timeout=30) as db:
         db.execute("PRAGMA journal_mode=WAL")
         for table, columns in SCHEMA.items():

@@ -79,7 +79,8 @@ def ensure_worker(store_path: str | os.PathLike | None = None, *, extra_args: li
             return None
         store = store_file(store_path)
         log = open(store.with_name("worker.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
-        env = dict(os.environ)
+        # The chat's login secrets have no business in training processes (which run third-party code).
+        env = {k: v for k, v in os.environ.items() if k not in ("CHAINLIT_AUTH_SECRET", "TUNEWISE_USERS")}
         env[LOCK_FD_ENV] = str(fd)
         # The package may not be installed (a bare checkout): run from the project root with it on the path.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
