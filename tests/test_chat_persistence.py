@@ -233,6 +233,19 @@ def test_user_b_cannot_list_read_rename_or_delete_user_a_threads(home, monkeypat
             assert response.status_code == 401
             assert (await clients["x"].post("/project/threads", json=page)).status_code == 401  # not logged in
 
+            # Resuming a thread over the websocket: Chainlit's connect handler checks the author too.
+            from chainlit.session import WebsocketSession
+            from chainlit.socket import connect
+
+            def socket_login(client):
+                return {"HTTP_COOKIE": "; ".join(f"{k}={v}" for k, v in client.cookies.items())}
+
+            resume = {"threadId": thread_id, "clientType": "webapp"}
+            with pytest.raises(ConnectionRefusedError, match="authorization failed"):
+                await connect("sid-bob", socket_login(b), {**resume, "sessionId": "session-bob"})
+            assert await connect("sid-alice", socket_login(a), {**resume, "sessionId": "session-alice"}) is True
+            await WebsocketSession.get_by_id("session-alice").delete()
+
             thread = (await a.get(f"/project/thread/{thread_id}")).json()
             assert thread["name"] == "alice's plan" and thread["steps"][0]["output"] == "our data is confidential"
             # The file link Alice was given works; Bob gets no link, and guessing one fails.
