@@ -142,6 +142,31 @@ def test_thread_steps_and_files_survive_a_restart(home):
     assert asyncio.run(delete()) is None and not stored.exists()
 
 
+def test_a_crafted_thread_id_cannot_read_other_users_messages(home):
+    """Chainlit's layer pastes thread ids into SQL text; a thread id comes from the browser. Without the layer's
+    UUID check this UNION, sent as Bob's thread id, returns Alice's messages as elements of Bob's thread."""
+    import json
+
+    async def attack():
+        layer = persistence.make_data_layer()
+        await seed_thread(layer, "alice", "alice's plan", "ALICE-SECRET: the merger closes Friday")
+        bob = await layer.create_user(User(identifier="bob"))
+        own = str(uuid.uuid4())
+        in_session(own, bob)
+        await layer.update_thread(own, name="bob's thread", user_id=bob.id)
+        payload = (f"') UNION SELECT s2.id, '{own}', 'text', NULL, NULL, NULL, s2.output, 'inline', NULL, NULL, "
+                   "NULL, NULL, NULL, NULL FROM steps s2 --")
+        with pytest.raises(ValueError, match="not a UUID"):
+            await layer.update_thread(payload, name="x", user_id=bob.id)
+        seen = await layer.get_all_user_threads(user_id=bob.id)
+        await layer.close()
+        return seen
+
+    seen = asyncio.run(attack())
+    assert [t["name"] for t in seen] == ["bob's thread"]
+    assert "ALICE-SECRET" not in json.dumps(seen)
+
+
 # ------------------------------------------------------------------------------------------ element files
 def test_element_files_are_served_only_with_a_valid_signature(home):
     app = FastAPI()

@@ -19,9 +19,11 @@ import hmac
 import json
 import mimetypes
 import os
+import re
 import sqlite3
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,15 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
                       for key, value in parameters.items()}
         return await super().execute_sql(query, parameters)
 
+    async def update_thread(self, thread_id: str, *args, **kwargs):
+        # Chainlit pastes the ids of a user's threads into its step and element queries as text
+        # ("WHERE s.threadId IN ('id1','id2')"), and a thread id can come from the browser (the websocket's
+        # threadId). A crafted id would be SQL in that query (a UNION reading other users' steps), so only
+        # UUIDs, which is what Chainlit itself generates, may create or change a thread. create_step goes
+        # through here too.
+        _require_uuid(thread_id)
+        return await super().update_thread(thread_id, *args, **kwargs)
+
     async def get_all_user_threads(self, user_id: str | None = None, thread_id: str | None = None):
         threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
         for thread in threads or []:
@@ -120,6 +131,15 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
             for element in thread.get("elements", []):
                 _decode(element, ("props",))
         return threads
+
+
+def _require_uuid(thread_id: str) -> None:
+    try:
+        uuid.UUID(str(thread_id))
+    except ValueError:
+        raise ValueError(f"thread id {thread_id!r} is not a UUID; refused") from None
+    if not re.fullmatch(r"[0-9a-fA-F-]{32,36}", str(thread_id)):  # UUID() also accepts braces and 'urn:uuid:'
+        raise ValueError(f"thread id {thread_id!r} is not a plain UUID; refused")
 
 
 def _decode(row: dict, fields: tuple[str, ...]) -> None:
