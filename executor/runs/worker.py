@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--store", default=None)
     args = parser.parse_args(argv)
+    from executor.runs.autostart import hold_worker_lock
+
+    hold_worker_lock(args.store)  # the chat sees this worker and does not start another beside it
     store = RunStore(args.store)
     launcher = make_launcher(store)
     # On Ray the cluster schedules GPUs: the worker only bounds how many runs it keeps in flight.
