@@ -290,7 +290,7 @@ class RunPermissionError(PermissionError):
 def runs_for(user: Any, store: RunStore | None = None) -> list[dict[str, Any]]:
     """The runs `user` submitted (`RunStore.submit(..., owner=user.identifier)`), oldest first."""
     owner = user_identifier(user)
-    return [run for run in (store or RunStore()).list() if run["owner"] == owner]
+    return (store or RunStore()).list(owner=owner)
 
 
 def get_run_for(user: Any, run_id: str, store: RunStore | None = None) -> dict[str, Any]:
