@@ -1,0 +1,212 @@
+"""One user's conversation with Tunewise, as plain Python: messages in, replies out.
+
+The Chainlit handlers (app.py) turn events into calls here and `Reply` objects into Chainlit messages, so
+everything a user can say and every answer can be tested without a UI. The state is JSON (`to_state`),
+kept in Chainlit's user session and thread metadata, so a resumed thread continues where it stopped.
+
+    free text            -> describe the use case (extract, merge, show what was understood, ask or recommend)
+    "set key=value ..."  -> correct facts (profile fields) or edit hyperparameters (launch settings)
+    "what if ..."        -> the decision with the changed facts, next to the current one
+    questions on a run   -> answered from the run's own files (results.py) and the guidance
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.chat import cards, interview, launch, results
+from assistant.chat.interview import Interview
+
+UPLOAD_ACTION = "upload_data"
+LAUNCH_ACTION = "launch_run"
+CANCEL_ACTION = "cancel_run"
+ANSWER_ACTION = "answer"
+RECOMMEND_ACTION = "recommend_now"
+KEEP_WHAT_IF_ACTION = "keep_what_if"
+PLAN_ACTION = "show_plan"
+PLAY_ACTION = "play_example"
+PICK_ACTION = "pick"
+
+
+@dataclass(frozen=True)
+class Button:
+    name: str
+    label: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    kind: str                 # "text" (a cited passage, opened from the message) | "image"
+    name: str
+    content: str | None = None
+    path: str | None = None
+
+
+@dataclass
+class Reply:
+    content: str
+    buttons: list[Button] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    refresh_settings: bool = False  # the launch settings changed: push them to the settings panel
+
+
+def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachment]:
+    return [Attachment("text", c.name, c.content) for c in citations]
+
+
+class Conversation:
+    def __init__(self, advisor, backend, state: dict[str, Any] | None = None, store=None):
+        state = state or {}
+        self.advisor = advisor
+        self.backend = backend
+        self.store = store
+        self.interview = Interview.from_state(state.get("interview"))
+        self.edits: dict[str, Any] = dict(state.get("edits") or {})  # launch settings the user changed
+        self.upload: dict[str, Any] | None = state.get("upload")
+        self.run_id: str | None = state.get("run_id")
+        self.what_if: dict[str, Any] | None = state.get("what_if")  # the last hypothetical, until kept or replaced
+        self.pair: dict[str, Any] | None = state.get("pair")  # the playground comparison awaiting a vote
+        self._rec = None
+        self._rec_key = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"interview": self.interview.to_state(), "edits": self.edits, "upload": self.upload,
+                "run_id": self.run_id, "what_if": self.what_if, "pair": self.pair}
+
+    # ------------------------------------------------------------------ the advice
+    def recommendation(self, profile=None):
+        profile = profile or self.interview.profile
+        key = profile.model_dump_json()
+        if profile is not self.interview.profile:
+            return self.advisor.recommend(self.interview.text, profile=profile)
+        if key != self._rec_key:
+            self._rec, self._rec_key = self.advisor.recommend(self.interview.text, profile=profile), key
+        return self._rec
+
+    def settings(self) -> dict[str, Any]:
+        """The launch settings: the recommended plan's values with the user's edits on top."""
+        plan = self.recommendation().plan
+        return {**launch.default_settings(plan), **self.edits}
+
+    def card(self) -> Reply:
+        rec = self.recommendation()
+        intro = self.backend.phrase(cards.summary(rec))
+        card = cards.recommendation_card(rec, intro)
+        buttons = [Button(PLAN_ACTION, "Show the plan")]
+        if rec.plan.training is not None:
+            buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(LAUNCH_ACTION, "Approve & launch"), *buttons]
+        content = card.content + "".join(f"\n\n> {note}" for note in self.backend.notes)
+        return Reply(content, buttons, citation_attachments(card.citations), refresh_settings=True)
+
+    def _questions_or_card(self) -> list[Reply]:
+        rec = self.recommendation()
+        asked = self.interview.next_questions(rec.questions)
+        if not asked:
+            self.interview.done = True
+            return [self.card()]
+        self.interview.mark_asked([q.field for q in asked])
+        replies = []
+        for n, q in enumerate(asked, start=1):
+            buttons = [Button(ANSWER_ACTION, o["label"], {"field": q.field, "value": o["value"], "label": o["label"]})
+                       for o in q.options]
+            if n == len(asked):
+                buttons.append(Button(RECOMMEND_ACTION, "Skip: recommend now"))
+            replies.append(Reply(f"**{q.text}**", buttons))
+        return replies
+
+    # ------------------------------------------------------------------ turns
+    def describe(self, text: str) -> list[Reply]:
+        extracted = self.backend.extract(text)
+        changed = self.interview.describe(text, extracted)
+        facts = interview.understood_markdown(self.interview.profile, self.advisor.knowledge, changed)
+        notes = "".join(f"\n\n> {note}" for note in self.backend.notes)
+        if not interview.understood(self.interview.profile, self.advisor.knowledge):
+            return [Reply(facts + notes)]
+        return [Reply(facts + notes), *self._questions_or_card()]
+
+    def answer(self, field_name: str, value: Any, label: str | None = None) -> list[Reply]:
+        self.interview.answer(field_name, value, label)
+        return self._questions_or_card()
+
+    def recommend_now(self) -> list[Reply]:
+        self.interview.done = True
+        return [self.card()]
+
+    def set_command(self, pairs: dict[str, str]) -> list[Reply]:
+        facts, problems = interview.set_facts(self.interview, pairs)
+        unknown = [k for k in pairs if k not in facts and k not in launch.SETTING_KEYS
+                   and k not in interview.FIELD_NAMES]
+        edits = {k: v for k, v in pairs.items() if k in launch.SETTING_KEYS}
+        edited = []
+        if edits and not self.interview.texts:
+            problems.append("describe your use case first: the settings belong to the recommended plan")
+        elif edits:
+            for key, raw in edits.items():
+                try:
+                    self.edits[key] = launch.parse_setting(key, raw)
+                    edited.append(key)
+                except launch.LaunchError as exc:
+                    problems.append(str(exc))
+        lines = []
+        if facts:
+            knowledge, profile = self.advisor.knowledge, self.interview.profile
+            lines.append("Noted: " + ", ".join(
+                f"`{f}` = {interview.show_value(knowledge, f, getattr(profile, f).value)}" for f in facts) + ".")
+        if edited:
+            lines += ["Launch settings:", "", launch.settings_markdown(self.settings())]
+        lines += [f"Could not set: {p}" for p in problems]
+        if unknown:
+            lines.append(f"Unknown name{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. Facts are the names in "
+                         f"“What I understood”; launch settings are {', '.join(launch.SETTING_KEYS)}.")
+        replies = [Reply("\n".join(lines) or "Nothing to set.", refresh_settings=bool(edited))]
+        if facts and self.interview.done:
+            replies.append(self.card())
+        return replies
+
+    def ask_what_if(self, clause: str) -> list[Reply]:
+        if not self.interview.texts:
+            return [Reply("Describe your use case first; then ask “what if …” to see how the advice would change.")]
+        hypothetical = self.interview.what_if(clause, self.backend.extract(clause))
+        before = self.recommendation()
+        after = self.recommendation(hypothetical.profile) if hypothetical.profile is not None else before
+        text = interview.what_if_markdown(hypothetical, self.advisor.knowledge, before, after)
+        if not hypothetical.changes:
+            return [Reply(text)]
+        self.what_if = {"clause": clause, "changes": {k: list(v) for k, v in hypothetical.changes.items()}}
+        return [Reply(text, [Button(KEEP_WHAT_IF_ACTION, "Make this my situation")],
+                      citation_attachments(cards.recommendation_card(after).citations))]
+
+    def keep_what_if(self) -> list[Reply]:
+        if not self.what_if:
+            return [Reply("There is no “what if” to keep.")]
+        changes = {k: tuple(v) for k, v in self.what_if["changes"].items()}
+        self.interview.apply(interview.WhatIf(self.what_if["clause"], changes))
+        self.what_if = None
+        self.interview.done = True
+        return [self.card()]
+
+    def show_plan(self) -> list[Reply]:
+        plan = self.recommendation().plan
+        return [Reply(f"The plan (the one contract between advisor and executor):\n\n```yaml\n{plan.to_yaml()}```")]
+
+    def results_answer(self, question: str, run_dir: str | None) -> list[Reply]:
+        run = results.RunResults.load(run_dir) if run_dir else None
+        search = self.advisor.index.search if self.advisor.index is not None else None
+        answer = results.answer_question(question, run, search)
+        return [Reply(answer.text, attachments=citation_attachments(answer.citations))]
+
+    def handle_text(self, text: str, run_dir: str | None = None) -> list[Reply]:
+        """Route a typed message (the playground and uploads are handled by the app, which owns the I/O)."""
+        pairs = interview.parse_set_command(text)
+        if pairs is not None:
+            return self.set_command(pairs)
+        clause = interview.what_if_clause(text)
+        if clause is not None:
+            return self.ask_what_if(clause)
+        if self.run_id and results.is_results_question(text):
+            return self.results_answer(text, run_dir)
+        if self.interview.done and results.is_results_question(text) and self.interview.texts:
+            return self.results_answer(text, None)
+        return self.describe(text)

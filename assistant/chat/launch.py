@@ -1,0 +1,303 @@
+"""Approve & launch: the plan's editable hyperparameters, the run queue, and a run's live progress.
+
+    recommendation plan + prepared data + edited settings -> TrainingPlan (validated) -> RunStore.submit
+      -> events (status, progress, evaluation, result, error) folded into a RunView
+      -> progress text (step/epoch, loss, eval loss, tokens/s, ETA) and a Plotly loss curve
+
+Only the plan crosses into the executor; nothing here touches trainer internals.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from executor.plan import ModelRef, TrainingPlan
+
+CPU_DEMO_MAX_STEPS = 30   # a CPU demo run with the bundled 135M model: a few minutes, not hours
+CPU_EVAL_LIMIT = 20       # test rows evaluated after a CPU run (greedy generation is ~15 tokens/s per system)
+GPU_EVAL_LIMIT = 200
+SYSTEM_LABELS = {"base": "base model", "tuned": "tuned model", "zero_shot": "zero-shot prompting",
+                 "few_shot": "few-shot prompting", "rag": "RAG", "rag_tuned": "tuned model with retrieval"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    label: str
+    kind: str          # "text" | "int" | "float"
+    description: str
+
+
+SETTINGS = (
+    Setting("base_model", "Base model", "text", "A catalog id (smollm2-135m-instruct, ...) or a local model folder"),
+    Setting("max_steps", "Max steps (0 = the whole plan)", "int",
+            "Caps training; small on CPU so a demo takes minutes"),
+    Setting("epochs", "Epochs", "float", "Passes over the training split"),
+    Setting("learning_rate", "Learning rate", "float", "e.g. 2e-4 for LoRA, 2e-5 for full fine-tuning"),
+    Setting("per_device_batch_size", "Batch size per device", "int", "Examples per step on each device"),
+    Setting("gradient_accumulation_steps", "Gradient accumulation", "int", "Steps summed before each update"),
+    Setting("max_seq_length", "Max sequence length", "int", "Tokens per example (longer rows are truncated)"),
+    Setting("lora_r", "LoRA rank", "int", "Adapter rank (LoRA / QLoRA / DPO plans)"),
+    Setting("lora_alpha", "LoRA alpha", "int", "Adapter scaling, usually 2 x rank"),
+    Setting("eval_limit", "Test rows to evaluate (0 = skip)", "int", "Evaluated after training against the baselines"),
+)
+SETTING_KEYS = tuple(s.key for s in SETTINGS)
+
+
+class LaunchError(ValueError):
+    """A launch that cannot go ahead; the message names the setting and what to do."""
+
+
+def runs_on_cpu(plan: TrainingPlan) -> bool:
+    return plan.hardware.device == "cpu" or (plan.hardware.device == "auto" and not plan.hardware.gpu_count)
+
+
+def default_settings(plan: TrainingPlan) -> dict[str, Any]:
+    t = plan.training
+    cpu = runs_on_cpu(plan)
+    values: dict[str, Any] = {
+        "base_model": plan.base_model.path or plan.base_model.id,
+        "max_steps": CPU_DEMO_MAX_STEPS if cpu else 0,
+        "eval_limit": CPU_EVAL_LIMIT if cpu else GPU_EVAL_LIMIT,
+    }
+    if t is not None:
+        values.update(epochs=t.epochs, learning_rate=t.learning_rate, per_device_batch_size=t.per_device_batch_size,
+                      gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length)
+        if t.lora is not None:
+            values.update(lora_r=t.lora.r, lora_alpha=t.lora.alpha)
+    return values
+
+
+def parse_setting(key: str, raw: Any) -> Any:
+    setting = next((s for s in SETTINGS if s.key == key), None)
+    if setting is None:
+        raise LaunchError(f"unknown setting {key!r}; editable: {', '.join(SETTING_KEYS)}")
+    if raw is None or raw == "":
+        raise LaunchError(f"{key}: a value is needed")
+    try:
+        if setting.kind == "int":
+            value = float(str(raw).replace(",", "").replace("_", ""))
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if setting.kind == "float":
+            return float(str(raw).replace(",", "").replace("_", ""))
+    except ValueError:
+        raise LaunchError(f"{key}: expected {'a whole number' if setting.kind == 'int' else 'a number'}, "
+                          f"got {raw!r}") from None
+    return str(raw).strip()
+
+
+def update_settings(current: dict[str, Any], edits: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Apply the editable keys among `edits`; returns (new settings, problems). Unknown keys are ignored."""
+    new, problems = dict(current), []
+    for key, raw in edits.items():
+        if key not in SETTING_KEYS:
+            continue
+        try:
+            new[key] = parse_setting(key, raw)
+        except LaunchError as exc:
+            problems.append(str(exc))
+    return new, problems
+
+
+def model_ref(name: str, knowledge) -> ModelRef:
+    """A catalog id (or alias) or an existing local folder as the plan's base model."""
+    entry = knowledge.models.get(name) if knowledge is not None else None
+    if entry is None and knowledge is not None:
+        entry = next((m for m in knowledge.models.values() if name.lower() in [a.lower() for a in m.aliases]), None)
+    if entry is not None:
+        return ModelRef(id=entry.id, source="hub" if entry.source == "hub" else entry.source, hf_id=entry.hf_id,
+                        params_b=entry.params_b)
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "config.json").exists():
+        return ModelRef(id=str(path), source="local", path=str(path.resolve()))
+    raise LaunchError(f"base_model: {name!r} is neither a catalog model nor a local model folder (with config.json)")
+
+
+def plan_with_settings(plan: TrainingPlan, settings: dict[str, Any], knowledge, data_dir: str | Path | None
+                       ) -> TrainingPlan:
+    """The recommended plan with the user's edits and the prepared data, validated as a whole."""
+    if plan.training is None:
+        raise LaunchError(f"technique {plan.technique!r} trains nothing here: there is no run to launch "
+                          "(prompting and RAG are evaluated as baselines, hosted fine-tuning needs an API key)")
+    raw = plan.model_dump(mode="json")
+    if settings.get("base_model") and settings["base_model"] not in (plan.base_model.id, plan.base_model.path):
+        raw["base_model"] = model_ref(settings["base_model"], knowledge).model_dump(mode="json")
+    training = raw["training"]
+    for key in ("epochs", "learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "max_seq_length"):
+        if settings.get(key) is not None:
+            training[key] = settings[key]
+    if training.get("lora") is not None:
+        if settings.get("lora_r") is not None:
+            training["lora"]["r"] = settings["lora_r"]
+        if settings.get("lora_alpha") is not None:
+            training["lora"]["alpha"] = settings["lora_alpha"]
+    if data_dir is not None:
+        raw["data"]["path"] = str(data_dir)
+    try:
+        return TrainingPlan.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise LaunchError(f"the edited plan is not valid: {problems}") from None
+
+
+def settings_markdown(settings: dict[str, Any]) -> str:
+    rows = ["| setting | value |", "|---|---|"]
+    for s in SETTINGS:
+        if s.key in settings:
+            value = settings[s.key]
+            shown = "whole plan" if s.key == "max_steps" and not value else value
+            rows.append(f"| {s.label} `{s.key}` | {shown} |")
+    return "\n".join(rows)
+
+
+def submit_run(store, plan: TrainingPlan, data_dir: str | Path, settings: dict[str, Any], owner: str) -> str:
+    """Queue the run; with `eval_limit` > 0 the run evaluates itself on that many test rows after training."""
+    limit = int(settings.get("eval_limit") or 0)
+    return store.submit(plan.to_yaml(), data_dir=str(data_dir), max_steps=settings.get("max_steps") or None,
+                        owner=owner, evaluate=limit > 0, eval_limit=limit or None)
+
+
+# ---------------------------------------------------------------------- following a run
+
+
+@dataclass
+class RunView:
+    """What the chat shows about a run, folded from its event log (so it can be rebuilt on resume)."""
+
+    run_id: str
+    status: str = "queued"
+    step: int = 0
+    total: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    error: str | None = None
+    stage: str = "train"      # "train" | "evaluate"
+    eval_progress: dict[str, Any] | None = None  # {system, done, total} of the evaluation under way
+    evaluation: dict[str, Any] | None = None
+    evaluation_error: str | None = None
+    result: dict[str, Any] | None = None
+    first_progress: tuple[float, int] | None = None
+    last_progress: tuple[float, int] | None = None
+    last_event: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+    def fold(self, event: dict[str, Any]) -> None:
+        self.last_event = max(self.last_event, event.get("id", 0))
+        kind, data = event["kind"], event["data"]
+        if kind == "status":
+            self.status = data["status"] if data["status"] != "orphaned" else self.status
+            if data.get("error"):
+                self.error = data["error"]
+        elif kind == "progress":
+            self.step = data.get("step", self.step)
+            self.total = data.get("total") or self.total
+            self.epoch = data.get("epoch", self.epoch)
+            if data.get("loss") is not None:
+                self.loss = data["loss"]
+                self.losses.append((self.step, data["loss"]))
+            if data.get("eval_loss") is not None:
+                self.eval_loss = data["eval_loss"]
+                self.eval_losses.append((self.step, data["eval_loss"]))
+            if data.get("tokens_per_second") is not None:
+                self.tokens_per_second = data["tokens_per_second"]
+            now = event.get("time") or time.time()
+            if self.first_progress is None:
+                self.first_progress = (now, self.step)
+            self.last_progress = (now, self.step)
+        elif kind == "message":
+            self.messages.append(str(data.get("text", "")))
+        elif kind == "error":
+            self.error = data.get("error")
+        elif kind == "stage":
+            self.stage = data.get("stage", self.stage)
+        elif kind == "eval_progress":
+            self.stage, self.eval_progress = "evaluate", data
+        elif kind == "evaluation":
+            self.evaluation = data
+        elif kind == "evaluation_error":
+            self.evaluation_error = data.get("error")
+        elif kind == "result":
+            self.result = data
+
+    def eta_seconds(self) -> float | None:
+        if not (self.first_progress and self.last_progress and self.total):
+            return None
+        (t0, s0), (t1, s1) = self.first_progress, self.last_progress
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return (self.total - s1) * (t1 - t0) / (s1 - s0)
+
+    def markdown(self) -> str:
+        if self.status == "queued" and not self.step:
+            return f"Run `{self.run_id}` is queued; it starts when a worker is free."
+        parts = [f"**{self.status}**"]
+        if self.total:
+            parts.append(f"step {self.step}/{self.total}")
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch:.2f}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval loss {self.eval_loss:.4f}")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:,.0f} tokens/s")
+        eta = self.eta_seconds()
+        if eta is not None and not self.finished:
+            parts.append(f"ETA {format_duration(eta)}")
+        text = " · ".join(parts)
+        if self.stage == "evaluate" and not self.finished:
+            p = self.eval_progress
+            where = f": {SYSTEM_LABELS.get(p['system'], p['system'])} {p['done']}/{p['total']}" if p else " (loading)"
+            text += "\n\nEvaluating on the test split" + where
+        if self.evaluation_error:
+            text += f"\n\nEvaluation failed: {self.evaluation_error}"
+        if self.error:
+            text += f"\n\nError: {self.error}"
+        return text
+
+    def figure(self):
+        """The loss curve as a Plotly figure (training loss and, when there is one, validation loss)."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        if self.losses:
+            fig.add_trace(go.Scatter(x=[s for s, _ in self.losses], y=[v for _, v in self.losses],
+                                     mode="lines+markers", name="training loss"))
+        if self.eval_losses:
+            fig.add_trace(go.Scatter(x=[s for s, _ in self.eval_losses], y=[v for _, v in self.eval_losses],
+                                     mode="lines+markers", name="validation loss"))
+        fig.update_layout(title=f"Loss, run {self.run_id}", xaxis_title="step", yaxis_title="loss",
+                          margin={"l": 40, "r": 10, "t": 40, "b": 40}, height=320)
+        return fig
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def view_from_store(store, run_id: str) -> RunView:
+    view = RunView(run_id)
+    for event in store.events(run_id):
+        view.fold(event)
+    view.status = store.get(run_id)["status"]
+    return view

@@ -1,0 +1,322 @@
+"""The chat's handlers through Chainlit's own server paths, without a browser.
+
+A real `WebsocketSession` whose `emit` records what the browser would receive, and Chainlit's own entry
+points: `socket.connection_successful` (chat start), `socket.process_message` (a typed message),
+`server.call_action` (a clicked button), `socket.change_settings` (the settings panel). So the decorators,
+the context, the emitter and the element files are Chainlit's; only the socket is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+MANUALS = ("We answer questions from our product manuals in our brand voice. We have 2,000 past support "
+           "conversations and one 24 GB GPU. The manuals change every quarter.")
+DESCRIPTION = ("We classify customer support emails into 5 categories. We have 3,000 labeled examples and "
+               "no GPU, so it must train on a CPU.")
+
+
+@pytest.fixture(scope="module")
+def chat_app(advisor, tunewise_home, tmp_path_factory):
+    import os
+
+    os.environ.setdefault("TUNEWISE_USERS", "alice:alice-password,bob:bob-password")
+    import chainlit.config
+
+    chainlit.config.FILES_DIRECTORY = tmp_path_factory.mktemp("chainlit-files")
+    from assistant.chat import app
+
+    app.set_advisor(advisor)
+    return app
+
+
+class Browser:
+    """What one logged-in browser tab sees: every event Chainlit emits to it, and the answers it gives."""
+
+    def __init__(self, user: str = "alice", thread_id: str | None = None):
+        from chainlit.session import WebsocketSession
+        from chainlit.user import User
+
+        self.events: list[tuple[str, dict]] = []
+        self.files_to_upload: list[dict] = []
+        self.session = WebsocketSession(
+            id=str(uuid.uuid4()), socket_id=str(uuid.uuid4()), emit=self._emit, emit_call=self._emit_call,
+            user_env={}, client_type="webapp", user=User(identifier=user), thread_id=thread_id)
+        self.errors: list[str] = []
+
+    async def _emit(self, event: str, data) -> None:
+        self.events.append((event, data))
+
+    async def _emit_call(self, event: str, data, timeout):
+        self.events.append((f"call:{event}", data))
+        if data["spec"]["type"] == "file":
+            return [{"id": f["id"]} for f in self.files_to_upload]
+        raise AssertionError(f"unexpected ask {data['spec']}")
+
+    # ---------------------------------------------------------------- the user's side
+    async def open(self) -> None:
+        from chainlit.socket import connection_successful
+
+        self.session.restored = True  # a fresh tab: Chainlit starts the chat
+        await connection_successful(self.session.socket_id)
+        await self.session.current_task
+
+    async def say(self, text: str, files: list[Path] | None = None) -> None:
+        from chainlit.socket import process_message
+
+        refs = [{"id": self._file(p)} for p in files or []]
+        payload = {"message": {"id": str(uuid.uuid4()), "threadId": self.session.thread_id, "name": "alice",
+                               "type": "user_message", "output": text, "createdAt": ""},
+                   "fileReferences": refs or None}
+        await process_message(self.session, payload)
+
+    def _file(self, path: Path) -> str:
+        fid = str(uuid.uuid4())
+        self.session.files[fid] = {"id": fid, "name": path.name, "path": path, "size": path.stat().st_size,
+                                   "type": "application/octet-stream"}
+        return fid
+
+    async def click(self, name: str, label: str | None = None) -> None:
+        """Click the most recent button with this name (and label)."""
+        from chainlit.server import call_action
+        from chainlit.types import CallActionRequest
+
+        action = next(a for e, a in reversed(self.events)
+                      if e == "action" and a["name"] == name and (label is None or a["label"] == label))
+        await call_action(CallActionRequest(action=action, sessionId=self.session.id), current_user=None)
+
+    async def upload_via_button(self, path: Path) -> None:
+        self.files_to_upload = [{"id": self._file(path)}]
+        await self.click("upload_data")
+
+    async def change_settings(self, settings: dict) -> None:
+        from chainlit.socket import change_settings
+
+        await change_settings(self.session.socket_id, settings)
+
+    # ---------------------------------------------------------------- what was shown
+    def messages(self) -> list[str]:
+        return [d["output"] for e, d in self.events if e == "new_message" and d["type"] == "assistant_message"]
+
+    def last(self, containing: str) -> str:
+        return next(m for m in reversed(self.messages()) if containing in m)
+
+    def actions(self) -> list[dict]:
+        return [d for e, d in self.events if e == "action"]
+
+    def elements(self, kind: str | None = None) -> list[dict]:
+        return [d for e, d in self.events if e == "element" and (kind is None or d["type"] == kind)]
+
+    def element_text(self, element: dict) -> str:
+        """The content Chainlit stored for an element (the browser fetches it by its key)."""
+        return Path(self.session.files[element["chainlitKey"]]["path"]).read_text(encoding="utf-8")
+
+    def steps(self) -> list[dict]:
+        return [d for e, d in self.events if e in ("new_message", "update_message") and d["type"] not in (
+            "assistant_message", "user_message")]
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+class ChainlitErrors(logging.Handler):
+    """Chainlit's wrappers log handler exceptions instead of raising them: collect them to fail the test."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def run_chat(chat_app):
+    """Run an async scenario with a browser; fails on any exception Chainlit swallowed."""
+    from chainlit.logger import logger
+
+    import chainlit.data
+
+    handler = ChainlitErrors()
+    logger.addHandler(handler)
+
+    def run(scenario, browser: Browser | None = None):
+        browser = browser or Browser()
+        # The data layer's engine belongs to one event loop; each scenario runs in a fresh one.
+        chainlit.data._data_layer, chainlit.data._data_layer_initialized = None, False
+
+        async def main():
+            await scenario(browser)
+
+        asyncio.run(main())
+        errors = [r.getMessage() + (f"\n{r.exc_text}" if r.exc_text else "") for r in handler.records]
+        assert not errors, errors
+        return browser
+
+    yield run
+    logger.removeHandler(handler)
+
+
+# ---------------------------------------------------------------------- interview and recommendation
+
+
+def test_chat_start_shows_the_backend_and_the_settings(run_chat):
+    async def scenario(b: Browser):
+        await b.open()
+
+    b = run_chat(scenario)
+    assert "Language backend: Offline" in b.messages()[-1]
+    settings = next(d for e, d in b.events if e == "chat_settings")
+    backend = next(w for w in settings if w["id"] == "backend")
+    assert backend["initial"] == "offline" and "offline" in [v["value"] for v in backend["items"]] \
+        if "items" in backend else backend["initial"] == "offline"
+
+
+def test_interview_asks_decision_changing_questions_then_recommends(run_chat, advisor):
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(MANUALS)
+        facts = b.last("What I understood")
+        assert "| GPU memory (GB) `gpu_memory_gb` (new) | 24 |" in facts
+        assert "“The manuals change every quarter.”" in facts
+        # The questions are exactly the advisor's most decision-changing ones, with their options as buttons.
+        asked = advisor.recommend(profile=await b_profile(b)).questions[:2]
+        shown = [m for m in b.messages() if m.startswith("**")]
+        assert shown[-2:] == [f"**{q.text}**" for q in asked]
+        labels = [a["label"] for a in b.actions() if a["name"] == "answer" and a["payload"]["field"] == asked[0].field]
+        assert labels == [o["label"] for o in asked[0].options]
+        # Answer the first question with its button: the answer becomes a user fact.
+        first = asked[0]
+        option = first.options[0]
+        await b.click("answer", option["label"])
+        profile = await b_profile(b)
+        assert getattr(profile, first.field).value == option["value"]
+        assert getattr(profile, first.field).source == "user"
+        await b.click("recommend_now")
+        card = b.last("**Why**")
+        final = advisor.recommend(MANUALS, profile=profile)  # the text steers retrieval
+        from assistant.chat.cards import option_name
+
+        assert card.startswith(f"### {option_name(final.approach, final.technique)}")
+        assert final.base_model_info["name"] in card
+        for reason in final.reasons:
+            assert reason.text in card
+        # Citations travel as side elements named by their ids, and the ids are in the card's text.
+        cited = {e["name"]: e for e in b.elements("text")}
+        assert {c.id for c in final.citations} <= set(cited)
+        assert all(cid in card and cited[cid]["display"] == "side" for cid in (c.id for c in final.citations))
+        first_cited = final.citations[0]
+        assert first_cited.passage.strip()[:60] in b.element_text(cited[first_cited.id])
+        assert {"Upload a dataset", "Approve & launch"} <= {a["label"] for a in b.actions()}
+
+    run_chat(scenario)
+
+
+async def b_profile(b: Browser):
+    from chainlit.user_session import user_sessions
+
+    from assistant.chat.interview import Interview
+
+    return Interview.from_state(user_sessions[b.session.id]["conversation"]["interview"]).profile
+
+
+def test_what_if_redecides_and_can_be_kept(run_chat, advisor):
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(MANUALS)
+        await b.click("recommend_now")
+        before = advisor.recommend(profile=await b_profile(b))
+        await b.say("What if we only had a 12 GB GPU?")
+        text = b.last("**What if**")
+        assert text.startswith("**What if** GPU memory (GB): 24 → 12")
+        after = advisor.recommend(profile=(await b_profile(b)).with_fact("gpu_memory_gb", 12.0))
+        assert before.base_model != after.base_model  # 12 GB does not hold the 24 GB choice
+        assert f"to **" in text and after.base_model_info["name"] in text
+        assert (await b_profile(b)).gpu_memory_gb.value == 24.0  # nothing kept yet
+        await b.click("keep_what_if")
+        assert (await b_profile(b)).gpu_memory_gb.value == 12.0
+        assert after.base_model_info["name"] in b.last("**Why**")
+
+    run_chat(scenario)
+
+
+def test_set_command_corrects_facts_and_edits_launch_settings(run_chat):
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(DESCRIPTION)
+        await b.click("recommend_now")
+        await b.say("set example_count=12k max_steps=7 learning_rate=3e-4 lora_r=banana")
+        reply = b.last("Noted")
+        assert "`example_count` = 12,000" in reply
+        assert "| Max steps (0 = the whole plan) `max_steps` | 7 |" in reply
+        assert "| Learning rate `learning_rate` | 0.0003 |" in reply
+        assert "Could not set: lora_r: expected a whole number, got 'banana'" in reply
+        settings = [d for e, d in b.events if e == "chat_settings"][-1]
+        assert next(w for w in settings if w["id"] == "max_steps")["initial"] == 7
+        # The settings panel edits the same values.
+        await b.change_settings({"backend": "offline", "max_steps": 9})
+        assert "| Max steps (0 = the whole plan) `max_steps` | 9 |" in b.messages()[-1]
+
+    run_chat(scenario)
+
+
+# ---------------------------------------------------------------------- data
+
+
+def support_rows(n: int = 40) -> list[dict]:
+    rows = [{"instruction": f"Customer {i} asks: where is my order number {1000 + i}?",
+             "output": f"Order {1000 + i} ships on day {i % 7 + 1}; you will get a tracking link."} for i in range(n)]
+    rows[3]["instruction"] = "Please reply to jane.doe@example.com about order 1003, where is it?"
+    rows.append(dict(rows[5]))                       # an exact duplicate
+    rows.append({"instruction": "   ", "output": ""})  # empty after cleaning
+    return rows
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    path = tmp_path / "support.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in support_rows()), encoding="utf-8")
+    return path
+
+
+def test_upload_shows_the_preparation_report(run_chat, dataset, tunewise_home):
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(DESCRIPTION)
+        await b.click("recommend_now")
+        await b.upload_via_button(dataset)
+        summary = b.last("### Data: support.jsonl")
+        out = next((tunewise_home / "uploads" / "alice" / "prepared").iterdir())
+        report = json.loads((out / "report.json").read_text())
+        assert f"**{report['input_rows']:,}** rows read → **{report['kept']:,}** kept" in summary
+        assert report["input_rows"] == 42 and report["accounted_for"]
+        assert "| duplicate | 1 | line 41: same content as support.jsonl:6 |" in summary
+        assert "| empty | 1 | line 42: no text left after cleaning |" in summary
+        assert "**PII redacted:** 1 email" in summary
+        review = (out / "review.csv").read_text().splitlines()[1].split(",")
+        assert "**Review sample** (40 random rows" in summary and f"| 1 | {review[5]} |" in summary
+        assert any(e["name"] == "distributions" for e in b.elements("image"))
+        # The upload is stored in the user's own folder.
+        assert (tunewise_home / "uploads" / "alice" / "support.jsonl").exists()
+
+    run_chat(scenario)
+
+
+def test_a_non_dataset_upload_is_refused_with_the_reason(run_chat, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say("here is my file", files=[notes])
+        assert "I could not take that file: notes.txt: upload a dataset file (.jsonl, .json, .csv, .tsv, .parquet)" \
+            in b.messages()
+
+    run_chat(scenario)
