@@ -131,6 +131,9 @@ def test_bad_requests_get_openai_error_bodies(client, server):
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model=MODEL, prompt="word " * (server.engine.context_length + 5))
     assert err.value.code == "context_length_exceeded" and err.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, "hi", response_format={"type": "json_object"})
+    assert err.value.param == "response_format" and err.value.code == "unsupported_parameter"
     with pytest.raises(openai.AuthenticationError) as err:
         openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0).models.list()
     assert err.value.code == "invalid_api_key"
@@ -139,6 +142,18 @@ def test_bad_requests_get_openai_error_bodies(client, server):
     assert malformed.status_code == 400 and set(malformed.json()["error"]) == {"message", "type", "param", "code"}
     missing = httpx.get(f"{server.base_url}/nothing-here", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_ensure_server_starts_once_per_model(model_dir):
+    from executor.serve.server import ensure_server
+
+    first = ensure_server(str(model_dir), device="cpu")
+    try:
+        assert ensure_server(str(model_dir), device="cpu") is first
+        client = openai.OpenAI(base_url=first.base_url, api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == [model_dir.name]  # the folder name is the model id
+    finally:
+        first.stop()
 
 
 def _free_port() -> int:

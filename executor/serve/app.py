@@ -87,6 +87,10 @@ class _Sampling(_Body):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # Read only to refuse them: silently answering free text to a tool call or a JSON schema would surface
+    # later as a confusing parse error in the client.
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -151,6 +155,13 @@ def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
         _check_model(engine, body.model)
+        if body.tools:
+            raise APIError(400, "tools: this server does not do tool calling", param="tools",
+                           code="unsupported_parameter")
+        if body.response_format and body.response_format.get("type", "text") != "text":
+            raise APIError(400, f"response_format: type {body.response_format.get('type')!r} (structured output) is "
+                           "not supported by this server; only free text", param="response_format",
+                           code="unsupported_parameter")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         try:

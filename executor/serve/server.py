@@ -67,6 +67,24 @@ def start_in_thread(engine: Engine, *, host: str = DEFAULT_HOST, port: int = 0, 
     return ServerHandle(f"http://{host}:{port}/v1", engine, server, thread)
 
 
+_running: dict[tuple[str, str], ServerHandle] = {}
+_running_lock = threading.Lock()
+
+
+def ensure_server(target: str, *, device: str = "auto", api_key: str | None = None) -> ServerHandle:
+    """A server for `target` in this process, started on first use and reused after (the chat playground's
+    entry point: one model load per model, however many conversations try it)."""
+    from pathlib import Path
+
+    key = (str(Path(target).resolve()) if Path(target).exists() else target, device)
+    with _running_lock:
+        handle = _running.get(key)
+        if handle is None or not handle._thread.is_alive():
+            handle = start_in_thread(make_engine(target, device=device), api_key=api_key)
+            _running[key] = handle
+        return handle
+
+
 def serve(engine: Engine, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None) -> None:
     """Serve until interrupted (Ctrl-C)."""
     import uvicorn
