@@ -40,7 +40,7 @@ def chat_app(advisor, tunewise_home, tmp_path_factory):
 class Browser:
     """What one logged-in browser tab sees: every event Chainlit emits to it, and the answers it gives."""
 
-    def __init__(self, user: str = "alice", thread_id: str | None = None):
+    def __init__(self, user="alice", thread_id: str | None = None):
         from chainlit.session import WebsocketSession
         from chainlit.user import User
 
@@ -48,7 +48,8 @@ class Browser:
         self.files_to_upload: list[dict] = []
         self.session = WebsocketSession(
             id=str(uuid.uuid4()), socket_id=str(uuid.uuid4()), emit=self._emit, emit_call=self._emit_call,
-            user_env={}, client_type="webapp", user=User(identifier=user), thread_id=thread_id)
+            user_env={}, client_type="webapp", user=User(identifier=user) if isinstance(user, str) else user,
+            thread_id=thread_id)
         self.errors: list[str] = []
 
     async def _emit(self, event: str, data) -> None:
@@ -67,6 +68,12 @@ class Browser:
         self.session.restored = True  # a fresh tab: Chainlit starts the chat
         await connection_successful(self.session.socket_id)
         await self.session.current_task
+
+    async def reconnect(self) -> None:
+        """A tab reopening a thread: Chainlit loads it from the data layer and calls on_chat_resume."""
+        from chainlit.socket import connection_successful
+
+        await connection_successful(self.session.socket_id)
 
     async def say(self, text: str, files: list[Path] | None = None) -> None:
         from chainlit.socket import process_message
@@ -318,5 +325,141 @@ def test_a_non_dataset_upload_is_refused_with_the_reason(run_chat, tmp_path):
         await b.say("here is my file", files=[notes])
         assert "I could not take that file: notes.txt: upload a dataset file (.jsonl, .json, .csv, .tsv, .parquet)" \
             in b.messages()
+
+    run_chat(scenario)
+
+
+# ---------------------------------------------------------------------- launch, progress, results, playground
+
+ORDERS = ("We want a model that answers customer questions about their orders in our house style. We have 3,000 "
+          "question and answer pairs and no GPU.")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    from executor.models.loader import tiny_llama
+
+    folder = tmp_path_factory.mktemp("chat-tiny-model")
+    tiny_llama(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def worker_lock(tunewise_home):
+    """This process is the store's worker (a hand-started one), so the chat's autostart does not start another:
+    the tests run the queue themselves with Worker(...).run(once=True)."""
+    from executor.runs.autostart import hold_worker_lock
+
+    assert hold_worker_lock()
+
+
+def session_state(b: Browser) -> dict:
+    from chainlit.user_session import user_sessions
+
+    return user_sessions[b.session.id]
+
+
+async def prepared_launch(b: Browser, tiny_model_dir: Path, dataset: Path, max_steps: int) -> str:
+    await b.open()
+    await b.say(ORDERS)
+    await b.click("recommend_now")
+    await b.say(f"set base_model={tiny_model_dir} max_steps={max_steps} eval_limit=4")
+    await b.upload_via_button(dataset)
+    await b.click("launch_run")
+    run_id = session_state(b)["conversation"]["run_id"]
+    assert run_id and any(m.startswith(f"Launched run `{run_id}` with:") for m in b.messages())
+    return run_id
+
+
+def run_worker() -> None:
+    from executor.runs.store import RunStore
+    from executor.runs.worker import Worker
+
+    Worker(RunStore(), heartbeat_seconds=0.2).run(once=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_launch_follows_the_run_then_answers_from_its_report_and_records_a_preference(
+        run_chat, dataset, tiny_model_dir, worker_lock):
+    from assistant.chat import results
+
+    async def scenario(b: Browser):
+        run_id = await prepared_launch(b, tiny_model_dir, dataset, max_steps=4)
+        await asyncio.gather(session_state(b)["_follow_task"], asyncio.to_thread(run_worker))
+        from executor.runs.store import RunStore
+
+        run = RunStore().get(run_id)
+        assert run["status"] == "succeeded" and run["owner"] == "alice" and run["evaluate"] == 1
+        # Live progress: a step per run, updated to the end, and the Plotly loss curve.
+        step = [s for s in b.steps() if s["name"] == f"Run {run_id}"][-1]
+        assert step["output"].startswith("**succeeded** · step 4/4 · epoch")
+        assert "loss " in step["output"]
+        curves = [e for e in b.elements("plotly") if e["name"] == "loss_curve"]
+        assert curves and len({c["id"] for c in curves}) == 1  # one chart, redrawn in place
+        figure = json.loads(b.element_text(curves[-1]))
+        metrics = [json.loads(line) for line in Path(run["run_dir"], "metrics.jsonl").read_text().splitlines()]
+        assert figure["data"][0]["y"] == [m["loss"] for m in metrics if m.get("loss") is not None]
+        # The evaluation report, from the run's own report.json.
+        report = json.loads(Path(run["run_dir"], "report.json").read_text())
+        finished = b.last(f"Run `{run_id}` finished.")
+        assert results.report_markdown(report) in finished and report["n"] == 4
+        assert any(e["name"] == "eval_comparison" for e in b.elements("image"))
+        # A follow-up question is answered from that report.
+        await b.say("Is it better than few-shot prompting?")
+        expected = results.compare_systems(results.RunResults.load(run["run_dir"]), "few-shot prompting")
+        assert b.messages()[-1] == expected.text
+        assert any(e["name"] == "report.json" for e in b.elements("text"))
+        # A/B on an evaluated example; the vote lands in the run's human preferences.
+        await b.click("play_example")
+        pair = session_state(b)["conversation"]["pair"]
+        assert pair["index"] in range(4) and "Which answer is better?" in b.messages()[-1]
+        await b.click("pick", "A is better")
+        votes = [json.loads(x) for x in Path(run["run_dir"], "human_preferences.jsonl").read_text().splitlines()]
+        assert votes == [{**votes[0], "index": pair["index"], "choice": pair["a_is"], "who": "alice"}]
+        assert f"Recorded: you preferred the {pair['a_is']} model" in b.messages()[-1]
+
+    run_chat(scenario)
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_run(run_chat, dataset, tiny_model_dir, worker_lock):
+    from executor.runs.store import RunStore
+
+    async def scenario(b: Browser):
+        run_id = await prepared_launch(b, tiny_model_dir, dataset, max_steps=100000)
+        store = RunStore()
+        worker = asyncio.create_task(asyncio.to_thread(run_worker))
+        while not any(e["kind"] == "progress" for e in store.events(run_id)):
+            await asyncio.sleep(0.2)
+        await b.click("cancel_run")
+        assert b.messages()[-1] == f"Run `{run_id}`: cancelling."
+        await asyncio.gather(session_state(b)["_follow_task"], worker)
+        assert store.get(run_id)["status"] == "cancelled"
+        assert b.messages()[-1] == f"Run `{run_id}` cancelled."
+
+    run_chat(scenario)
+
+
+def test_resumed_thread_reattaches_to_its_run(run_chat, dataset, tiny_model_dir, worker_lock):
+    """Leave, come back: Chainlit restores the thread from the data layer and on_chat_resume follows the run."""
+    from chainlit.data import get_data_layer
+    from chainlit.user import User
+
+    from executor.runs.store import RunStore
+
+    async def scenario(_):
+        user = await get_data_layer().create_user(User(identifier="alice"))
+        first = Browser(user=user)
+        run_id = await prepared_launch(first, tiny_model_dir, dataset, max_steps=2)
+        session_state(first)["_follow_task"].cancel()  # the tab is closed
+        again = Browser(user=user, thread_id=first.session.thread_id)
+        await again.reconnect()
+        task = session_state(again)["_follow_task"]
+        assert session_state(again)["conversation"]["run_id"] == run_id
+        assert RunStore().request_cancel(run_id) == "cancelled"  # still queued: ends at once
+        await task
+        assert again.messages()[-1] == f"Run `{run_id}` cancelled."
+        assert any(s["name"] == f"Run {run_id}" for s in again.steps())
 
     run_chat(scenario)
