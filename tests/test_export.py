@@ -141,31 +141,51 @@ def test_gguf_export_round_trips_through_transformers(lora_run, tmp_path, smol_t
     assert difference < 0.02 * reference.abs().max().item(), difference
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family,file_type,tolerance", [("llama", "f16", 2e-3), ("qwen2", "f16", 2e-3)])
-def test_gguf_file_types_and_architectures_round_trip(family, file_type, tolerance, tmp_path, smol_tokenizer):
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+@pytest.fixture(scope="module")
+def small_tokenizer(smol_tokenizer):
+    """A 315-token byte-level BPE trained here: reading a GGUF with SmolLM2's 49k vocabulary back takes ~7 s."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
-    if family == "llama":
-        model = tiny_llama(smol_tokenizer, seed=3)
-    else:  # Qwen2: biases on q/k/v and no rotary permutation in llama.cpp's layout
-        torch.manual_seed(3)
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128,
-                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                             tie_word_embeddings=False))
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(["The capital of Peru is Lima.", "What is the capital of France? Paris."] * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = smol_tokenizer.chat_template
+    return tokenizer
+
+
+@pytest.mark.parametrize("family,file_type,tolerance", [("llama", "f16", 2e-3), ("mistral", "f16", 2e-3),
+                                                        ("qwen2", "f16", 2e-3), ("qwen2", "q8_0", 2e-2)])
+def test_gguf_file_types_and_architectures_round_trip(family, file_type, tolerance, tmp_path, small_tokenizer):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config
+
+    torch.manual_seed(3)
+    shape = {"vocab_size": len(small_tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False,
+             "eos_token_id": small_tokenizer.eos_token_id, "bos_token_id": small_tokenizer.bos_token_id}
+    config = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[family](**shape)
+    model = AutoModelForCausalLM.from_config(config)
+    if family == "qwen2":  # biases on q/k/v, and no rotary permutation in llama.cpp's layout
         with torch.no_grad():  # random non-zero biases, so a mis-mapped bias would show
             for layer in model.model.layers:
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     proj.bias.normal_(0, 0.5)
     folder = tmp_path / "hf"
     model.save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
+    small_tokenizer.save_pretrained(folder)
     summary = write_gguf(folder, tmp_path / "gguf" / "m.gguf", file_type)
-    assert summary.architecture == family
+    assert summary.architecture == ("qwen2" if family == "qwen2" else "llama")  # llama.cpp runs Mistral as llama
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file="m.gguf")
-    assert type(loaded).__name__ == type(model).__name__
-    reference = _logits(model, smol_tokenizer)
-    difference = (_logits(loaded, smol_tokenizer) - reference).abs().max().item()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "gguf", gguf_file="m.gguf")
+    text = "What is the capital of Peru? héllo 42 <|im_end|>"
+    assert tokenizer(text)["input_ids"] == small_tokenizer(text)["input_ids"]
+    reference = _logits(model, small_tokenizer)
+    difference = (_logits(loaded, small_tokenizer) - reference).abs().max().item()
     assert difference < tolerance * reference.abs().max().item(), difference
 
 
@@ -223,3 +243,16 @@ def test_export_cli(lora_run, tmp_path):
     assert json.loads(result.output)["out"] == str(tmp_path / "a")
     bad = runner.invoke(app, ["export", str(tmp_path / "missing"), "--format", "merged"])
     assert bad.exit_code == 2 and "no such run directory" in bad.output
+
+
+@pytest.mark.slow
+def test_a_run_directory_is_served_from_its_merged_weights(lora_run, smol_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from executor.serve.loading import load_for_serving
+
+    loaded = load_for_serving(lora_run, device="cpu")
+    assert loaded.model_id == "capitals-lora" and "merged/" in loaded.source
+    assert loaded.tokenizer.chat_template == smol_tokenizer.chat_template
+    merged = AutoModelForCausalLM.from_pretrained(lora_run / "merged", dtype=torch.float32)
+    assert torch.equal(_logits(loaded.model, smol_tokenizer), _logits(merged, smol_tokenizer))
