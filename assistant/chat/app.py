@@ -156,9 +156,9 @@ async def send_all(replies: list[Reply]) -> None:
 async def push_settings(conv: Conversation) -> None:
     """The settings panel: the language backend and the plan's editable hyperparameters."""
     options = backends.available_backends()
-    widgets: list[Any] = [Select(id=BACKEND_KEY, label="Language backend", values=options,
-                                 initial_value=conv.backend.name,
-                                 description="; ".join(f"{o}: {backends.backend_label(o)}" for o in options))]
+    widgets: list[Any] = [Select(id=BACKEND_KEY, label="Language backend (reads and phrases; the rules decide)",
+                                 items={backends.backend_label(o): o for o in options},
+                                 initial_value=conv.backend.name)]
     if conv.interview.texts:
         values = conv.settings()
         for s in launch.SETTINGS:
