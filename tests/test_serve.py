@@ -189,3 +189,42 @@ def test_tunewise_serve_command(model_dir, tunewise_home):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class _Inline:
+    """Stands in for the event loop and queue: events are recorded as soon as the row emits them."""
+
+    def __init__(self):
+        self.events = []
+
+    def call_soon_threadsafe(self, fn, *args):
+        fn(*args)
+
+    def put_nowait(self, event):
+        self.events.append(event)
+
+
+def _feed(tokenizer, text: str, stop: list[str], max_tokens: int = 100, end_with_eos: bool = False):
+    from executor.serve.engine import GenerationRequest, _Row
+
+    inline = _Inline()
+    request = GenerationRequest(prompt_ids=[], max_tokens=max_tokens, stop=stop, events=inline, loop=inline)
+    row = _Row(request, tokenizer, {tokenizer.eos_token_id})
+    for token in tokenizer(text, add_special_tokens=False)["input_ids"] + (
+            [tokenizer.eos_token_id] if end_with_eos else []):
+        row.add(token)
+    row.close()
+    text_out = "".join(e[1] for e in inline.events if e[0] == "text")
+    return text_out, [e for e in inline.events if e[0] == "done"]
+
+
+def test_rows_cut_at_stop_strings_and_never_send_their_start(smol_tokenizer):
+    text, done = _feed(smol_tokenizer, "The answer is Lima. END of story", stop=["END"])
+    assert text == "The answer is Lima. " and done[0][1] == "stop"
+    # A possible stop-string start is held back, then sent when the model ends its turn instead.
+    text, done = _feed(smol_tokenizer, "Ends with E", stop=["EOF"], end_with_eos=True)
+    assert text == "Ends with E" and done == [("done", "stop", 4)]
+    text, done = _feed(smol_tokenizer, "one two three four five six", stop=[], max_tokens=3)
+    assert text == "one two three" and done == [("done", "length", 3)]
+    text, _ = _feed(smol_tokenizer, "naïve café ünïcode", stop=[])
+    assert text == "naïve café ünïcode"  # characters split across byte-level tokens arrive whole

@@ -64,6 +64,8 @@ class _Row:
             self.finish_reason = "cancelled"
             return
         if token in self.eos_ids:
+            # Flush what was held back as a possible stop-string start: the model ended its turn instead.
+            self._send(self.tokenizer.decode(self.ids, skip_special_tokens=True))
             self._finish("stop")
             return
         self.ids.append(token)
