@@ -139,7 +139,9 @@ async def send(reply: Reply) -> cl.Message:
         if a.kind == "image":
             elements.append(cl.Image(name=a.name, path=a.path, display="inline", size="large"))
         else:
-            elements.append(cl.Text(name=a.name, content=a.content, display="side"))
+            # "page": the id in the text becomes a link to the passage; "side" would force the sidebar open on
+            # every message (Chainlit 2.11+) and stack passages in it.
+            elements.append(cl.Text(name=a.name, content=a.content, display="page"))
     actions = [cl.Action(name=b.name, label=b.label, payload=dict(b.payload)) for b in reply.buttons]
     message = cl.Message(content=reply.content, actions=actions, elements=elements)
     await message.send()
@@ -297,6 +299,9 @@ async def on_upload(action: cl.Action) -> None:
     if files:
         await handle_upload(conv, files[0].name, Path(files[0].path))
     _save(conv)
+    # An ask marks the chat busy again when answered (task_start); an action callback has no task of its own
+    # to end that, so the buttons would stay disabled.
+    await cl.context.emitter.task_end()
 
 
 async def handle_upload(conv: Conversation, name: str, path: Path) -> None:

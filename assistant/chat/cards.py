@@ -80,7 +80,7 @@ def recommendation_card(rec: Recommendation, intro: str | None = None) -> Card:
     lines += ["", "**Estimates**", "", "| GPU memory | Training time | Cost | Hardware |", "|---|---|---|---|",
               f"| {memory(est)} | {hours(est['train_hours'])} | {money(est['cost_usd'])} | {est['hardware']} |"]
     if est.get("assumptions"):
-        lines.append(f"<sub>Assumptions: {'; '.join(est['assumptions'])}</sub>")
+        lines.append(f"_Assumptions: {'; '.join(est['assumptions'])}_")
     if rec.hyperparameters:
         hp = rec.hyperparameters
         keys = ("epochs", "learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "max_seq_length")
@@ -98,7 +98,7 @@ def recommendation_card(rec: Recommendation, intro: str | None = None) -> Card:
     for c in rec.citations[:CITATIONS_SHOWN]:
         why = "cited by a rule" if c.source == "rule" else f"retrieved for your use case, similarity {c.score:.2f}"
         citations.append(CitationElement(c.id, c.title, f"**{c.title} — {c.section}**\n\n{c.passage.strip()}\n\n"
-                                                        f"<sub>{why}</sub>"))
+                                                        f"_{why}_"))
     lines += ["", "**Sources** (click to read): " + " · ".join(c.name for c in citations)]
     lines += ["", "Ask “what if …” (e.g. “what if we only had a 12 GB GPU?”) to see how the advice changes."]
     return Card("\n".join(lines), citations)

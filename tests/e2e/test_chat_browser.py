@@ -1,0 +1,185 @@
+"""The whole loop in a real browser: Debian's chromium driven by Playwright against `chainlit run`.
+
+Log in -> describe a use case -> recommendation -> upload a small dataset -> launch a tiny-model run (the worker
+the chat autostarts runs it) -> see it finish with its evaluation -> ask a follow-up question -> A/B vote.
+Screenshots of the main screens go to docs/ (linked from the README). Needs /usr/bin/chromium (`make test`
+installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+USER, PASSWORD = "e2e", "e2e-password-1"
+USE_CASE = ("We want a model that answers customer questions about their orders in our house style. We have "
+            "3,000 question and answer pairs and no GPU.")
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test installs it)")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tiny_model(tmp_path, smol_tokenizer) -> Path:
+    from executor.models.loader import tiny_llama
+
+    folder = tmp_path / "tiny-model"
+    tiny_llama(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    rows = [{"question": f"Where is my order {1000 + i}?", "answer": f"Order {1000 + i} ships on day {i % 5 + 1}."}
+            for i in range(40)]
+    path = tmp_path / "orders.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`chainlit run` as `make chat` starts it, on a free port, with its own data directory and one account."""
+    home = tmp_path / "home"
+    port = free_port()
+    env = {**os.environ, "TUNEWISE_HOME": str(home), "TUNEWISE_USERS": f"{USER}:{PASSWORD}",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("ANTHROPIC_API_KEY", None)
+    log = (tmp_path / "chainlit.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "chainlit", "run", "assistant/chat/app.py", "--host",
+                                "127.0.0.1", "--port", str(port), "--headless"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None and time.time() < deadline, (tmp_path / "chainlit.log").read_text()[-3000:]
+            time.sleep(0.3)
+    yield url, home
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # uvicorn waits for open websockets; the test is over
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log.close()
+    from executor.runs.autostart import worker_pid
+
+    pid = worker_pid(home / "runs.sqlite")  # the worker the chat started for this data directory
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def scroll_to(locator) -> None:
+    """Scroll a message into view for a screenshot (React may re-render it meanwhile: try again)."""
+    for _ in range(5):
+        try:
+            locator.scroll_into_view_if_needed(timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - detached while re-rendering
+            time.sleep(0.5)
+
+
+def shot(page, name: str) -> None:
+    DOCS.mkdir(exist_ok=True)
+    page.wait_for_timeout(500)  # let the last message finish rendering
+    page.screenshot(path=str(DOCS / name))
+
+
+def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, home = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=90_000)  # the first turn waits for the advisor (retrieval index) to load
+        try:
+            # Log in.
+            page.goto(url)
+            page.fill("#email", USER)
+            page.fill("#password", PASSWORD)
+            page.get_by_role("button", name="Sign In").click()
+            expect(page.get_by_text("Describe your use case and I will recommend")).to_be_visible()
+
+            def say(text: str) -> None:
+                page.fill("#chat-input", text)
+                page.click("#chat-submit")
+
+            # Describe the use case; skip the remaining questions; the recommendation card.
+            say(USE_CASE)
+            expect(page.get_by_text("What I understood")).to_be_visible()
+            page.get_by_role("button", name="Skip: recommend now").click()
+            expect(page.get_by_text("Fine-tuning with LoRA").first).to_be_visible()
+            expect(page.get_by_text("Sources (click to read)")).to_be_visible()
+            scroll_to(page.get_by_role("heading", name="Fine-tuning with LoRA").last)
+            shot(page, "chat-recommendation.png")
+
+            # A tiny model stands in for SmolLM2 so the run takes seconds; 4 steps, 4 test rows evaluated.
+            say(f"set base_model={tiny_model} max_steps=4 eval_limit=4")
+            expect(page.get_by_text("Launch settings:")).to_be_visible()
+
+            # Upload the dataset through the button's file prompt.
+            page.get_by_role("button", name="Upload a dataset").last.click()
+            expect(page.get_by_text("Upload your dataset")).to_be_visible()
+            page.set_input_files("#ask-button-input", str(dataset))
+            expect(page.get_by_text("Data: orders.jsonl")).to_be_visible()
+            expect(page.get_by_text("rows read")).to_be_visible()
+            shot(page, "chat-data.png")
+
+            # Approve & launch; the autostarted worker trains and evaluates; the progress step and the curve.
+            page.get_by_role("button", name="Approve & launch").last.click()
+            expect(page.get_by_text("Launched run")).to_be_visible()
+            expect(page.get_by_text("finished.").first).to_be_visible(timeout=240_000)
+            expect(page.get_by_text("Evaluation: lora on").first).to_be_visible()
+            shot(page, "chat-run.png")
+
+            # A follow-up question, answered from the run's own report.
+            say("Is it better than few-shot prompting?")
+            expect(page.get_by_text("Against few-shot prompting: tuned")).to_be_visible()
+            shot(page, "chat-results.png")
+
+            # A/B on an evaluated example; the vote is recorded in the run directory.
+            page.get_by_role("button", name="Compare tuned vs base (A/B)").click()
+            expect(page.get_by_text("Which answer is better?")).to_be_visible()
+            page.get_by_role("button", name="A is better").click()
+            expect(page.get_by_text("Recorded:")).to_be_visible()
+            shot(page, "chat-playground.png")
+        finally:
+            browser.close()
+
+    from executor.runs.store import RunStore
+
+    runs = RunStore(home / "runs.sqlite").list()
+    assert [(r["owner"], r["status"]) for r in runs] == [(USER, "succeeded")]
+    run_dir = Path(runs[0]["run_dir"])
+    assert (run_dir / "report.json").exists() and (run_dir / "human_preferences.jsonl").exists()
