@@ -1,9 +1,10 @@
 """The generation engine behind the server: one model, requests batched as they arrive, tokens streamed.
 
-Requests go into an asyncio queue. The batcher takes the first one, waits a few milliseconds for more
-(up to `max_batch_size`), groups them by sampling settings (one `generate` call runs one setting), and
-runs each group as one left-padded batch in a worker thread, so the event loop keeps accepting requests
-while the model works; requests that arrive meanwhile form the next batch.
+Requests go into an asyncio queue. The batcher takes the first one, keeps taking more while they arrive
+less than `batch_wait_ms` apart (up to `max_batch_size`, at most 10 waits in all), groups them by sampling
+settings (one `generate` call runs one setting), and runs each group as one left-padded batch in a worker
+thread, so the event loop keeps accepting requests while the model works; requests that arrive meanwhile
+form the next batch.
 
 Tokens reach each request through a stopping criterion, which `generate` calls after every step with
 the whole batch: it hands each row its new token, decides per row whether the row is finished (end of
@@ -192,9 +193,11 @@ class Engine:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = loop.time() + self.batch_wait
+            # Collect until the arrivals pause for batch_wait (a burst of clients is parsed one request at a
+            # time, so a fixed window after the first one splits it), but never hold the first past 10 windows.
+            first = loop.time()
             while len(batch) < self.max_batch_size:
-                remaining = deadline - loop.time()
+                remaining = min(self.batch_wait, first + 10 * self.batch_wait - loop.time())
                 if remaining <= 0 and self._queue.empty():
                     break
                 try:
