@@ -54,8 +54,8 @@ def serve_command(
                                              "name).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Requests generated together.")] = 32,
-    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="How long the first request waits for "
-                                                 "others to batch with.")] = 5.0,
+    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Requests arriving less than this apart "
+                                                 "are batched together.")] = 5.0,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions)."""
     from executor.export.run_dir import ExportError
