@@ -243,3 +243,10 @@ def test_llm_backend_phrases_and_extracts_but_falls_back_offline(knowledge):
     assert broken.phrase("templated") == "templated"
     assert broken.notes == ["The openai backend failed (ConnectionError); read with the offline rules.",
                             "The openai backend failed to phrase the summary (ConnectionError)."]
+
+
+def test_the_card_of_a_hosted_api_plan_renders(advisor):
+    rec = advisor.recommend("We must use the OpenAI API. We have 5,000 labeled support tickets to classify.")
+    assert rec.base_model_info["params_b"] is None  # hosted models publish no size
+    card = cards.recommendation_card(rec)
+    assert f"**Base model:** {rec.base_model_info['name']} ({rec.base_model_info['license']})" in card.content

@@ -65,9 +65,10 @@ def summary(rec: Recommendation) -> str:
 
 def recommendation_card(rec: Recommendation, intro: str | None = None) -> Card:
     info = rec.base_model_info
+    size = f"{info['params_b']:g}B, " if info.get("params_b") else ""  # hosted API models do not say
     lines = [
         f"### {option_name(rec.approach, rec.technique)}",
-        f"**Base model:** {info['name']} ({info['params_b']:g}B, {info['license']}) — {info['why']}  ",
+        f"**Base model:** {info['name']} ({size}{info['license']}) — {info['why']}  ",
         f"**Confidence:** {rec.confidence_label} ({rec.confidence:.2f})",
         "",
         intro or summary(rec),
