@@ -114,6 +114,17 @@ class RlhfSpec(_Strict):
     kl_beta: float = 0.04
 
 
+class SpeedSpec(_Strict):
+    """Switches of the fast GPU training path (executor/train/speed.py); `auto` lets the executor decide."""
+    varlen_attention: Literal["auto", "on", "off"] = "auto"
+    fused_kernels: Literal["auto", "on", "off"] = "auto"
+    fused_lora: Literal["auto", "on", "off"] = "auto"
+    chunked_loss: Literal["auto", "on", "off"] = "auto"
+    auto_micro_batch: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
+    micro_batch_tokens: int | None = Field(None, ge=16, description="Tokens per micro-batch; None: sized by memory")
+
+
 class TrainingSpec(_Strict):
     method: Technique
     epochs: float = Field(3, gt=0)
@@ -127,6 +138,7 @@ class TrainingSpec(_Strict):
     completion_only_loss: bool = True
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     packing: Literal["auto", "on", "off"] = "auto"
+    speed: SpeedSpec = SpeedSpec()
     save_best_by: str = "eval_loss"
     early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None: off")
     eval_max_rows: int | None = Field(256, ge=1, description="Validation rows used during training (None: all); "

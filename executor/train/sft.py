@@ -5,8 +5,10 @@ template), plain-text rows (continued pre-training, loss on every token), gradie
 gradient checkpointing (off on CPU unless the plan says on), evaluation on the validation split with
 early stopping and the best checkpoint kept, resume from the last checkpoint, TensorBoard logging.
 Refuses up front: preference rows (use technique dpo/rlhf), QLoRA without bitsandbytes.
-Padding-free packing needs flash-attention's variable-length kernels; with sdpa (CPU, or a GPU
-without flash-attn) batches are padded per batch instead.
+On a GPU, full / LoRA / QLoRA take the fast path (executor/train/speed.py: padding-free packed steps,
+varlen attention, micro-batches sized by memory, liger-kernel when installed, a loss that never holds all
+the logits); each part has a switch (plan `training.speed`, env TUNEWISE_SPEED_OFF). On a CPU batches are
+padded unless the plan says `packing: on`.
 
     setup -> load tokenizer + data -> build model (+ adapter) -> fit -> save adapter/model -> merge
 """
@@ -99,8 +101,6 @@ def _quantize_tiny(model, quantization):
 
 
 def train_sft(ctx: RunContext) -> dict[str, Any]:
-    from transformers import Trainer, TrainingArguments
-
     plan, t = ctx.plan, ctx.plan.training
     tokenizer = load_tokenizer(_tokenizer_name(plan))
     rows = load_rows(ctx)
@@ -114,29 +114,82 @@ def train_sft(ctx: RunContext) -> dict[str, Any]:
                          "were skipped")
     if not features["train"]:
         raise ValueError("no trainable rows: every row lost its assistant tokens to truncation")
-    has_validation = bool(features.get("validation"))
     model = build_model(ctx, tokenizer)
-    args = TrainingArguments(**trainer_arguments(ctx, len(features["train"]), has_validation))
-    callbacks, stop = standard_callbacks(ctx, has_validation)
-    trainer = Trainer(
-        model=model, args=args, train_dataset=features["train"], eval_dataset=features.get("validation"),
-        data_collator=collator(ctx, tokenizer), processing_class=tokenizer, callbacks=callbacks,
-    )
-    output = trainer.train(resume_from_checkpoint=resume_point(ctx))
+    trainer, stop, speedups = make_trainer(ctx, model, tokenizer, features["train"], features.get("validation"))
+    with run_context(model, speedups):
+        output = trainer.train(resume_from_checkpoint=resume_point(ctx))
+    finish_model(trainer.model, speedups)
     if stop is not None and stop.triggered:  # "crashed": leave the checkpoints, write nothing final
         return {"stopped_at_step": trainer.state.global_step}
-    return save_outputs(ctx, trainer, tokenizer, output, rows)
+    result = save_outputs(ctx, trainer, tokenizer, output, rows)
+    if speedups.packed:
+        result["speed"] = speedups.summary()
+    return result
+
+
+def make_trainer(ctx: RunContext, model, tokenizer, train_features: list[dict], eval_features: list[dict] | None,
+                 **overrides):
+    """The Trainer for this plan: the packed fast path (executor/train/speed.py) when it applies, else the
+    padded one. `overrides` go to TrainingArguments (the speed benchmark turns checkpoint saving off).
+    Returns (trainer, stop-after callback or None, the speedups in force)."""
+    from transformers import Trainer, TrainingArguments
+
+    from executor.train.speed import PackedStepCollator, PackedStepTrainer, prepare_model, resolve_speedups
+
+    t = ctx.plan.training
+    has_validation = bool(eval_features)
+    callbacks, stop = standard_callbacks(ctx, has_validation)
+    speedups = resolve_speedups(ctx.plan, ctx.placement.device)
+    ctx.notes.extend(speedups.notes)
+    if not speedups.packed:
+        args = TrainingArguments(**trainer_arguments(ctx, len(train_features), has_validation, **overrides))
+        trainer = Trainer(model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+                          data_collator=collator(ctx, tokenizer), processing_class=tokenizer, callbacks=callbacks)
+        return trainer, stop, speedups
+    # One optimizer step = the same rows as per_device_batch_size x gradient_accumulation_steps on the padded
+    # path, packed; the micro-batches inside the step are sized by tokens, not rows.
+    rows_per_step = t.per_device_batch_size * t.gradient_accumulation_steps
+    arguments = trainer_arguments(ctx, len(train_features), has_validation, per_device_train_batch_size=rows_per_step,
+                                  per_device_eval_batch_size=rows_per_step, gradient_accumulation_steps=1,
+                                  include_num_input_tokens_seen="no", **overrides)
+    if ctx.placement.device == "cuda":
+        arguments["accelerator_config"] = {"non_blocking": True}  # pinned batches copied while the GPU works
+    args = TrainingArguments(**arguments)
+    low_precision = ctx.placement.dtype_name in ("bfloat16", "float16")
+    needs_autocast = prepare_model(model, speedups, ctx.notes, ctx.placement.dtype) and low_precision
+    if speedups.auto_micro_batch:
+        from executor.train.speed import auto_micro_batch_tokens
+
+        speedups.micro_batch_tokens = auto_micro_batch_tokens(model, t.max_seq_length, args.gradient_checkpointing)
+    autocast = ctx.placement.dtype if needs_autocast else None
+    trainer = PackedStepTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+                                data_collator=PackedStepCollator(speedups.micro_batch_tokens),
+                                processing_class=tokenizer, callbacks=callbacks, speedups=speedups,
+                                autocast_dtype=autocast)
+    return trainer, stop, speedups
+
+
+def run_context(model, speedups):
+    """What must hold only while training runs (liger's RoPE replaces a function shared by the process)."""
+    import contextlib
+
+    if speedups.fused_kernels and not speedups.compile:  # compiled layers get inductor's RoPE
+        from executor.train.fused import liger_rope
+
+        return liger_rope(model)
+    return contextlib.nullcontext()
+
+
+def finish_model(model, speedups) -> None:
+    if speedups.packed:
+        from executor.train.speed import restore_model
+
+        restore_model(model)
 
 
 def collator(ctx: RunContext, tokenizer):
-    """Padding-free packing when the plan asks for it: the batch becomes one row with position ids that
-    restart at each example, and transformers' masking builds a block-diagonal causal mask from them (sdpa,
-    eager and flash-attention alike), so examples never attend to each other. Otherwise: pad per batch.
-    `auto` stays padded until the GPU benchmarks show packing pays for this path."""
-    if ctx.plan.training.packing == "on" and ctx.plan.technique != "prompt_tuning":
-        from transformers import DataCollatorWithFlattening
-
-        return DataCollatorWithFlattening(return_position_ids=True)
+    """The padded path's collator (prompt tuning, DPO's reference, CPUs unless the plan asks for packing):
+    right-padded per batch; padding never counts in the loss."""
     return PadCollator(tokenizer.pad_token_id)
 
 
