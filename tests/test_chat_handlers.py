@@ -418,6 +418,13 @@ def test_launch_follows_the_run_then_answers_from_its_report_and_records_a_prefe
         votes = [json.loads(x) for x in Path(run["run_dir"], "human_preferences.jsonl").read_text().splitlines()]
         assert votes == [{**votes[0], "index": pair["index"], "choice": pair["a_is"], "who": "alice"}]
         assert f"Recorded: you preferred the {pair['a_is']} model" in b.messages()[-1]
+        # The playground on a prompt of one's own: both models answer it live; a tie is recorded too.
+        await b.say("try: Where is my order 1003?")
+        assert b.messages()[-1].startswith("**Prompt** (your prompt): Where is my order 1003?\n\n| A | B |")
+        await b.click("pick", "Tie")
+        votes = [json.loads(x) for x in Path(run["run_dir"], "human_preferences.jsonl").read_text().splitlines()]
+        assert [(v["index"], v["choice"]) for v in votes][1:] == [(-1, "tie")]
+        assert "over 2 votes" in b.messages()[-1]
 
     run_chat(scenario)
 
@@ -463,3 +470,27 @@ def test_resumed_thread_reattaches_to_its_run(run_chat, dataset, tiny_model_dir,
         assert any(s["name"] == f"Run {run_id}" for s in again.steps())
 
     run_chat(scenario)
+
+
+def test_another_users_run_cannot_be_cancelled_or_read(run_chat, tunewise_home, tmp_path):
+    """Buttons carry their payload through the browser: a crafted cancel for someone else's run is refused."""
+    from chainlit.server import call_action
+    from chainlit.types import CallActionRequest
+
+    from executor.runs.store import RunStore
+
+    store = RunStore()
+    alices = store.submit("approach: prompting\n", data_dir=None, owner="alice", runs_root=tmp_path / "runs")
+
+    async def scenario(bob: Browser):
+        await bob.open()
+        action = {"name": "cancel_run", "payload": {"run_id": alices}, "label": "Cancel run", "id": "x"}
+        await call_action(CallActionRequest(action=action, sessionId=bob.session.id), current_user=None)
+        assert bob.messages()[-1].startswith(f"Cannot cancel: run {alices} belongs to another user")
+        session_state(bob)["conversation"]["run_id"] = alices  # even a tampered session state
+        session_state(bob)["_conversation"] = None
+        await bob.say("Is it better than few-shot prompting?")
+        assert bob.messages()[-1].startswith("From the guidance:")  # not from her report
+        assert store.get(alices)["status"] == "queued"
+
+    run_chat(scenario, Browser(user="bob"))

@@ -93,7 +93,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 
     metrics, rows = comparison_rows(report)
     lines = [
-        f"### Evaluation: {report['technique']} on {report['base_model']}",
+        f"### Evaluation: {report['technique']} on {Path(report['base_model']).name}",  # (a local folder: its name)
         f"{report['n']} test examples, task **{report['task']}**, greedy decoding; values with bootstrap 95% "
         f"confidence intervals. Headline metric: **{_name(report['headline_metric'])}**.",
         "",

@@ -96,11 +96,11 @@ def server(tmp_path):
             pass
 
 
-def scroll_to(locator) -> None:
+def scroll_to(locator, block: str = "start") -> None:
     """Scroll a message into view for a screenshot (React may re-render it meanwhile: try again)."""
     for _ in range(5):
         try:
-            locator.scroll_into_view_if_needed(timeout=5_000)
+            locator.evaluate(f"e => e.scrollIntoView({{block: '{block}'}})", timeout=5_000)
             return
         except Exception:  # noqa: BLE001 - detached while re-rendering
             time.sleep(0.5)
@@ -160,8 +160,11 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
             page.get_by_role("button", name="Approve & launch").last.click()
             expect(page.get_by_text("Launched run")).to_be_visible()
             expect(page.get_by_text("finished.").first).to_be_visible(timeout=240_000)
-            expect(page.get_by_text("Evaluation: lora on").first).to_be_visible()
+            expect(page.get_by_text("Evaluation: lora on tiny-model").first).to_be_visible()
+            scroll_to(page.locator(".js-plotly-plot").last, "center")
             shot(page, "chat-run.png")
+            scroll_to(page.get_by_role("heading", name="Evaluation: lora on tiny-model").last)
+            shot(page, "chat-evaluation.png")
 
             # A follow-up question, answered from the run's own report.
             say("Is it better than few-shot prompting?")
