@@ -2,8 +2,9 @@
 
 Log in -> describe a use case -> recommendation -> upload a small dataset -> launch a tiny-model run (the worker
 the chat autostarts runs it) -> see it finish with its evaluation -> ask a follow-up question -> A/B vote.
-Screenshots of the main screens go to docs/ (linked from the README). Needs /usr/bin/chromium (`make test`
-installs it).
+Screenshots of the main screens go to the test's temporary folder, or to docs/ (linked from the README) with
+`TUNEWISE_E2E_SHOTS=docs`, so an ordinary test run leaves the tracked files alone. Needs /usr/bin/chromium
+(`make test` installs it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "e2e", "e2e-password-1"
 USE_CASE = ("We want a model that answers customer questions about their orders in our house style. We have "
@@ -106,16 +106,17 @@ def scroll_to(locator, block: str = "start") -> None:
             time.sleep(0.5)
 
 
-def shot(page, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
+def shot(page, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)  # let the last message finish rendering
-    page.screenshot(path=str(DOCS / name))
+    page.screenshot(path=str(folder / name))
 
 
-def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
+def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, home = server
+    shots = ROOT / os.environ["TUNEWISE_E2E_SHOTS"] if os.environ.get("TUNEWISE_E2E_SHOTS") else tmp_path / "shots"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -142,7 +143,7 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
             expect(page.get_by_text("Fine-tuning with LoRA").first).to_be_visible()
             expect(page.get_by_text("Sources (click to read)")).to_be_visible()
             scroll_to(page.get_by_role("heading", name="Fine-tuning with LoRA").last)
-            shot(page, "chat-recommendation.png")
+            shot(page, shots, "chat-recommendation.png")
 
             # A tiny model stands in for SmolLM2 so the run takes seconds; 4 steps, 4 test rows evaluated.
             say(f"set base_model={tiny_model} max_steps=4 eval_limit=4")
@@ -154,7 +155,7 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
             page.set_input_files("#ask-button-input", str(dataset))
             expect(page.get_by_text("Data: orders.jsonl")).to_be_visible()
             expect(page.get_by_text("rows read")).to_be_visible()
-            shot(page, "chat-data.png")
+            shot(page, shots, "chat-data.png")
 
             # Approve & launch; the autostarted worker trains and evaluates; the progress step and the curve.
             page.get_by_role("button", name="Approve & launch").last.click()
@@ -162,21 +163,21 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset):
             expect(page.get_by_text("finished.").first).to_be_visible(timeout=240_000)
             expect(page.get_by_text("Evaluation: lora on tiny-model").first).to_be_visible()
             scroll_to(page.locator(".js-plotly-plot").last, "center")
-            shot(page, "chat-run.png")
+            shot(page, shots, "chat-run.png")
             scroll_to(page.get_by_role("heading", name="Evaluation: lora on tiny-model").last)
-            shot(page, "chat-evaluation.png")
+            shot(page, shots, "chat-evaluation.png")
 
             # A follow-up question, answered from the run's own report.
             say("Is it better than few-shot prompting?")
             expect(page.get_by_text("Against few-shot prompting: tuned")).to_be_visible()
-            shot(page, "chat-results.png")
+            shot(page, shots, "chat-results.png")
 
             # A/B on an evaluated example; the vote is recorded in the run directory.
             page.get_by_role("button", name="Compare tuned vs base (A/B)").click()
             expect(page.get_by_text("Which answer is better?")).to_be_visible()
             page.get_by_role("button", name="A is better").click()
             expect(page.get_by_text("Recorded:")).to_be_visible()
-            shot(page, "chat-playground.png")
+            shot(page, shots, "chat-playground.png")
         finally:
             browser.close()
 
