@@ -26,11 +26,20 @@ DESCRIPTION = ("We classify customer support emails into 5 categories. We have 3
 def chat_app(advisor, tunewise_home, tmp_path_factory):
     import os
 
-    os.environ.setdefault("TUNEWISE_USERS", "alice:alice-password,bob:bob-password")
     import chainlit.config
 
     chainlit.config.FILES_DIRECTORY = tmp_path_factory.mktemp("chainlit-files")
-    from assistant.chat import app
+    # The app prepares accounts when imported: with accounts in the environment it creates no admin file in the
+    # shared data directory. The variable is put back afterwards (the scenarios do not log in).
+    previous = os.environ.get("TUNEWISE_USERS")
+    os.environ["TUNEWISE_USERS"] = "alice:alice-password,bob:bob-password"
+    try:
+        from assistant.chat import app
+    finally:
+        if previous is None:
+            del os.environ["TUNEWISE_USERS"]
+        else:
+            os.environ["TUNEWISE_USERS"] = previous
 
     app.set_advisor(advisor)
     return app
@@ -270,6 +279,12 @@ def test_set_command_corrects_facts_and_edits_launch_settings(run_chat):
         # The settings panel edits the same values.
         await b.change_settings({"backend": "offline", "max_steps": 9})
         assert "| Max steps (0 = the whole plan) `max_steps` | 9 |" in b.messages()[-1]
+        # The panel sends every field back (numbers as floats): unchanged values are not edits.
+        panel = [d for e, d in b.events if e == "chat_settings"][-1]
+        shown = len(b.messages())
+        await b.change_settings({w["id"]: float(w["initial"]) if isinstance(w["initial"], int) else w["initial"]
+                                 for w in panel})
+        assert len(b.messages()) == shown
 
     run_chat(scenario)
 

@@ -111,8 +111,7 @@ async def _conversation() -> Conversation:
     if conv is None:
         name = cl.user_session.get(BACKEND_KEY) or None
         adv = await advisor()
-        conv = Conversation(adv, backends.make_backend(name, adv.knowledge), cl.user_session.get(STATE_KEY) or {},
-                            store=_store())
+        conv = Conversation(adv, backends.make_backend(name, adv.knowledge), cl.user_session.get(STATE_KEY) or {})
         cl.user_session.set("_conversation", conv)
     return conv
 
@@ -221,9 +220,16 @@ async def settings_update(settings: dict[str, Any]) -> None:
         conv.backend = backends.make_backend(name, conv.advisor.knowledge)
         await cl.Message(content=f"Language backend: {conv.backend.label}.").send()
     if conv.interview.texts:
-        current = conv.settings()
-        edits = {k: v for k, v in settings.items()
-                 if k in launch.SETTING_KEYS and v is not None and str(v) != str(current.get(k))}
+        current, edits = conv.settings(), {}
+        for key, value in settings.items():  # the panel sends every field: keep those whose value changed
+            if key not in launch.SETTING_KEYS or value in (None, ""):
+                continue
+            try:
+                changed = launch.parse_setting(key, value) != current.get(key)
+            except launch.LaunchError:
+                changed = True  # let set_command say what is wrong with it
+            if changed:
+                edits[key] = value
         if edits:
             await send_all(conv.set_command({k: str(v) for k, v in edits.items()}))
     _save(conv)

@@ -57,11 +57,10 @@ def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachm
 
 
 class Conversation:
-    def __init__(self, advisor, backend, state: dict[str, Any] | None = None, store=None):
+    def __init__(self, advisor, backend, state: dict[str, Any] | None = None):
         state = state or {}
         self.advisor = advisor
         self.backend = backend
-        self.store = store
         self.interview = Interview.from_state(state.get("interview"))
         self.edits: dict[str, Any] = dict(state.get("edits") or {})  # launch settings the user changed
         self.upload: dict[str, Any] | None = state.get("upload")
