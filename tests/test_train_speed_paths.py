@@ -203,6 +203,9 @@ def test_fast_path_is_automatic_on_cuda_and_opt_in_on_cpu(monkeypatch):
     assert not resolve_speedups(lora_plan(), "cpu", environ={}).packed
     cpu = resolve_speedups(lora_plan(packing="on"), "cpu", environ={})
     assert cpu.packed and not cpu.varlen_attention and not cpu.auto_micro_batch and not cpu.compile
+    qlora = lora_plan(quantization={}).model_copy(update={"technique": "qlora"})
+    quantized = resolve_speedups(qlora, "cuda", environ={})
+    assert quantized.packed and not quantized.compile  # compile: untested through 4-bit layers
     prompt = lora_plan(packing="on").model_copy(update={"technique": "prompt_tuning"})
     assert not resolve_speedups(prompt, "cuda", environ={}).packed
 
@@ -230,6 +233,8 @@ def test_whole_path_off_and_compile_on(monkeypatch):
     assert not resolve_speedups(lora_plan(), "cuda", environ={"TUNEWISE_SPEED_OFF": "all"}).packed
     assert not resolve_speedups(lora_plan(), "cuda", environ={"TUNEWISE_SPEED_OFF": "packing"}).packed
     assert resolve_speedups(lora_plan(packing="on", speed={"compile": "on"}), "cpu", environ={}).compile
+    ddp = resolve_speedups(lora_plan(), "cuda", environ={"WORLD_SIZE": "2"})
+    assert not ddp.packed and "torchrun" in ddp.notes[0]
     with pytest.raises(ValueError, match="unknown name"):
         resolve_speedups(lora_plan(), "cuda", environ={"TUNEWISE_SPEED_OFF": "liger"})
     fixed = resolve_speedups(lora_plan(speed={"micro_batch_tokens": 4096}), "cuda", environ={})

@@ -140,6 +140,8 @@ def make_trainer(ctx: RunContext, model, tokenizer, train_features: list[dict], 
     has_validation = bool(eval_features)
     callbacks, stop = standard_callbacks(ctx, has_validation)
     speedups = resolve_speedups(ctx.plan, ctx.placement.device)
+    if ctx.dry_run:
+        speedups.compile = False  # a 3-step check would spend longer compiling than training
     ctx.notes.extend(speedups.notes)
     if not speedups.packed:
         args = TrainingArguments(**trainer_arguments(ctx, len(train_features), has_validation, **overrides))

@@ -7,11 +7,13 @@ variable TUNEWISE_SPEED_OFF=name[,name...] (`all` turns the whole path off). Nam
     varlen_attention  flash-attention over the packed sequences (CUDA); off: sdpa with a block-diagonal mask
     fused_kernels     liger-kernel RMSNorm, SwiGLU, RoPE, fused linear cross-entropy (when installed, CUDA)
     fused_lora        each LoRA linear as one autograd node (3 matmuls forward, 4 backward) instead of PEFT's chain
+                      (layers over a plain nn.Linear; QLoRA's 4-bit layers keep PEFT's forward)
     chunked_loss      the logits computed 4,096 tokens at a time, never all at once (when fused_kernels is off)
     auto_micro_batch  micro-batches sized from free GPU memory; off: `speed.micro_batch_tokens` or one per step
-    compile           torch.compile of each decoder layer, dynamic shapes (auto: on with CUDA); a layer dynamo
-                      cannot compile runs eagerly. Inside compiled layers inductor fuses the norms, SwiGLU and
-                      RoPE itself, so fused_kernels then means liger's fused linear cross-entropy only
+    compile           torch.compile of each decoder layer, dynamic shapes (auto: on with CUDA for full and LoRA,
+                      off for QLoRA); a layer dynamo cannot compile runs eagerly. Inside compiled layers
+                      inductor fuses the norms, SwiGLU and RoPE itself, so fused_kernels then means liger's
+                      fused linear cross-entropy only
 
 What stays the same as the padded path: the rows of every optimizer step (per_device_batch_size x
 gradient_accumulation_steps, in the same sampler order) and the loss (summed over the step's label tokens,
@@ -70,10 +72,14 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     from executor.train.fused import liger_available, varlen_available
 
     t = plan.training
+    environ = os.environ if environ is None else environ
     off = switched_off(environ)
     on_gpu = device == "cuda"
     packed = plan.technique in PACKED_TECHNIQUES and "all" not in off and "packing" not in off and (
         t.packing == "on" or (t.packing == "auto" and on_gpu))
+    if packed and int(environ.get("WORLD_SIZE", "1")) > 1:
+        # The packed step calls the decoder under the model wrapper, which DDP's gradient hooks would not see.
+        return Speedups(notes=["the packed fast path runs in one process; under torchrun batches are padded"])
     if not packed:
         return Speedups()
     speed = t.speed
@@ -95,7 +101,8 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     s.fused_lora = plan.technique in ("lora", "qlora") and wanted("fused_lora")
     s.chunked_loss = not s.fused_kernels and wanted("chunked_loss")
     s.auto_micro_batch = wanted("auto_micro_batch", auto=on_gpu) and speed.micro_batch_tokens is None
-    s.compile = wanted("compile", auto=on_gpu)
+    # Compile was measured for bf16 full and LoRA runs; through bitsandbytes' 4-bit layers it is untested: opt-in.
+    s.compile = wanted("compile", auto=on_gpu and plan.technique in ("full", "lora"))
     s.micro_batch_tokens = speed.micro_batch_tokens
     return s
 
