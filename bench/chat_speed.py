@@ -3,6 +3,7 @@
 Targets (issue #7): cold start <= 10 s; an advisor turn without an LLM <= 200 ms server-side.
 
     .venv/bin/python bench/chat_speed.py [--starts 3] [--rounds 3]
+    .venv/bin/python bench/chat_speed.py --demo   # the default offline loop with the bundled SmolLM2 on CPU
 
 Cold start: `chainlit run assistant/chat/app.py --headless` (what `make chat` runs after setup) in a fresh data
 directory, polled over HTTP until the page is served. Turn: a typed message through Chainlit's own server path
@@ -143,11 +144,58 @@ def turn_times(rounds: int) -> dict[str, list[float]]:
     return asyncio.run(measure())
 
 
+def demo_loop(rows: int = 200) -> None:
+    """What a user of the default offline set-up gets: the chat's default launch settings for a CPU (the bundled
+    SmolLM2-135M, max_steps 30, eval_limit 20), a small Q&A dataset, the run queue's worker, then the report."""
+    import json
+
+    os.environ["TUNEWISE_HOME"] = tempfile.mkdtemp(prefix="tunewise-chat-demo-")
+    from assistant.chat import data_upload, launch, results
+    from assistant.chat.backends import make_backend
+    from assistant.chat.conversation import Conversation
+    from assistant.cli import _quiet_libraries
+    from assistant.recommend import Advisor
+    from executor.runs.store import RunStore
+    from executor.runs.worker import Worker
+
+    _quiet_libraries()
+    advisor = Advisor()
+    conv = Conversation(advisor, make_backend("offline", advisor.knowledge))
+    conv.handle_text("We want a model that answers customer questions about their orders in our house style. "
+                     "We have 3,000 question and answer pairs and no GPU.")
+    conv.recommend_now()
+    settings = conv.settings()
+    print("launch settings:", settings)
+    data = Path(os.environ["TUNEWISE_HOME"]) / "orders.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Where is my order {1000 + i}?",
+                                        "answer": f"Order {1000 + i} ships on day {i % 5 + 1}."}) + "\n"
+                            for i in range(rows)))
+    t0 = time.perf_counter()
+    prepared = data_upload.prepare_upload(data, data.parent / "prepared", model=settings["base_model"])
+    print(f"data prepared in {time.perf_counter() - t0:.1f} s: {prepared.report['splits']}")
+    plan = launch.plan_with_settings(conv.recommendation().plan, settings, advisor.knowledge, prepared.out_dir)
+    store = RunStore()
+    run_id = launch.submit_run(store, plan, prepared.out_dir, settings, "demo")
+    t0 = time.perf_counter()
+    Worker(store, heartbeat_seconds=1).run(once=True, timeout=7200)
+    print(f"run {store.get(run_id)['status']} in {time.perf_counter() - t0:.0f} s (training, then evaluation)")
+    print(launch.view_from_store(store, run_id).markdown())
+    found = results.RunResults.load(store.get(run_id)["run_dir"])
+    print(results.training_markdown(found.metrics))
+    if found.report:
+        print(results.report_markdown(found.report))
+    print(results.answer_question("Is it better than few-shot prompting?", found).text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the scenario texts")
+    parser.add_argument("--demo", action="store_true", help="run the default CPU loop with SmolLM2 instead")
     args = parser.parse_args()
+    if args.demo:
+        demo_loop()
+        return
     load = os.getloadavg()
     starts = [cold_start() for _ in range(args.starts)]
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} at start")
