@@ -77,9 +77,12 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     on_gpu = device == "cuda"
     packed = plan.technique in PACKED_TECHNIQUES and "all" not in off and "packing" not in off and (
         t.packing == "on" or (t.packing == "auto" and on_gpu))
-    if packed and int(environ.get("WORLD_SIZE", "1")) > 1:
-        # The packed step calls the decoder under the model wrapper, which DDP's gradient hooks would not see.
-        return Speedups(notes=["the packed fast path runs in one process; under torchrun batches are padded"])
+    distributed = int(environ.get("WORLD_SIZE", "1")) > 1 or environ.get("ACCELERATE_USE_FSDP") == "true"
+    if packed and distributed:
+        # The packed step calls the decoder under the model wrapper, which DDP's gradient hooks would not see, and
+        # FSDP refuses outright (it needs its root module called; seen on the H200 with one FSDP process).
+        return Speedups(notes=["the packed fast path runs in one plain process; under DDP / FSDP batches are "
+                               "padded"])
     if not packed:
         return Speedups()
     speed = t.speed
