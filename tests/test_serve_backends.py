@@ -1,0 +1,69 @@
+"""The assistant's OpenAI backend pointed at `tunewise serve` (OPENAI_BASE_URL): phrasing goes through the
+served model over real HTTP; structured extraction, which the server refuses, falls back to the offline rules
+with a note instead of ending the conversation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assistant.chat.backends import make_backend
+from assistant.extract import RegexExtractor
+from executor.models.loader import tiny_llama
+from executor.serve.server import make_engine, start_in_thread
+
+MODEL = "team-model"
+
+
+class Counting:
+    """Wraps the engine's submit to count the requests that reached the served model."""
+
+    def __init__(self, engine):
+        self.calls = 0
+        self.inner = engine.submit
+
+        async def submit(*args, **kwargs):
+            self.calls += 1
+            return await self.inner(*args, **kwargs)
+
+        engine.submit = submit
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, smol_tokenizer):
+    folder: Path = tmp_path_factory.mktemp("served-model")
+    tiny_llama(smol_tokenizer, seed=3).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    engine = make_engine(str(folder), device="cpu", model_id=MODEL, batch_wait_ms=1)
+    counter = Counting(engine)
+    handle = start_in_thread(engine, api_key="local-key")
+    yield handle, counter
+    handle.stop()
+
+
+@pytest.fixture
+def openai_env(served, monkeypatch):
+    handle, _ = served
+    monkeypatch.setenv("OPENAI_API_KEY", "local-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", handle.base_url)
+    monkeypatch.setenv("TUNEWISE_OPENAI_MODEL", MODEL)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+
+def test_phrasing_is_answered_by_the_served_model(openai_env, served, knowledge):
+    _, counter = served
+    backend = make_backend("openai", knowledge)
+    assert MODEL in backend.label and served[0].base_url in backend.label
+    before = counter.calls
+    text = backend.phrase("Recommendation: fine-tuning with LoRA on SmolLM2-135M-Instruct.")
+    assert backend.notes == [] and isinstance(text, str) and text
+    assert counter.calls == before + 1
+
+
+def test_extraction_falls_back_to_the_rules_with_a_note(openai_env, knowledge):
+    backend = make_backend("openai", knowledge)
+    text = "We have 5,000 labeled support tickets and one 24 GB GPU; the answers must cite our manuals."
+    profile = backend.extract(text)
+    assert profile == RegexExtractor(knowledge).extract(text)
+    assert len(backend.notes) == 1 and "offline rules" in backend.notes[0]
