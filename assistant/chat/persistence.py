@@ -256,10 +256,14 @@ def install_file_route(app, storage: LocalStorageClient) -> None:
     from fastapi.responses import FileResponse
 
     path = f"{storage.url_prefix}/{{token}}"
+    # The route reads the storage of the newest data layer: a data layer made again (another data directory)
+    # must not leave the route serving the first one's folder.
+    app.state.tunewise_chat_storage = storage
     if any(getattr(route, "path", None) == path for route in app.router.routes):
         return
 
     async def serve_chat_file(token: str, expires: int, signature: str):
+        storage = app.state.tunewise_chat_storage
         try:
             object_key = storage.key_from_token(token)
         except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
