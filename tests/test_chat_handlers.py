@@ -259,6 +259,12 @@ def test_what_if_redecides_and_can_be_kept(run_chat, advisor):
         await b.click("keep_what_if")
         assert (await b_profile(b)).gpu_memory_gb.value == 12.0
         assert after.base_model_info["name"] in b.last("**Why**")
+        # A fact is corrected with its own buttons: the question again, then the answer replaces the fact.
+        await b.click("edit_fact", "Change: Knowledge changes")
+        assert b.messages()[-1] == "**Does the knowledge the model needs change often?** (now: Monthly or quarterly)"
+        await b.click("answer", "Daily or faster")
+        assert (await b_profile(b)).knowledge_freshness.value == "changing"
+        assert b.messages()[-1].startswith("### ")  # the interview was over: the updated card
 
     run_chat(scenario)
 

@@ -273,6 +273,12 @@ async def on_answer(action: cl.Action) -> None:
     _save(conv)
 
 
+@cl.action_callback(conversation.EDIT_ACTION)
+async def on_edit_fact(action: cl.Action) -> None:
+    conv = await _conversation()
+    await send_all(conv.edit_fact(action.payload["field"]))
+
+
 @cl.action_callback(conversation.RECOMMEND_ACTION)
 async def on_recommend_now(action: cl.Action) -> None:
     conv = await _conversation()

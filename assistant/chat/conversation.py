@@ -27,6 +27,7 @@ KEEP_WHAT_IF_ACTION = "keep_what_if"
 PLAN_ACTION = "show_plan"
 PLAY_ACTION = "play_example"
 PICK_ACTION = "pick"
+EDIT_ACTION = "edit_fact"
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,27 @@ class Conversation:
     def describe(self, text: str) -> list[Reply]:
         extracted = self.backend.extract(text)
         changed = self.interview.describe(text, extracted)
-        facts = interview.understood_markdown(self.interview.profile, self.advisor.knowledge, changed)
+        knowledge = self.advisor.knowledge
+        facts = interview.understood_markdown(self.interview.profile, knowledge, changed)
         notes = "".join(f"\n\n> {note}" for note in self.backend.notes)
-        if not interview.understood(self.interview.profile, self.advisor.knowledge):
+        lines = interview.understood(self.interview.profile, knowledge)
+        if not lines:
             return [Reply(facts + notes)]
-        return [Reply(facts + notes), *self._questions_or_card()]
+        asked = {q.field for q in knowledge.questions}  # facts with a question have options to pick from
+        edits = [Button(EDIT_ACTION, f"Change: {line.name}", {"field": line.field}) for line in lines
+                 if line.field in asked]
+        return [Reply(facts + notes, edits), *self._questions_or_card()]
+
+    def edit_fact(self, field_name: str) -> list[Reply]:
+        """A known fact's question again, with its options as buttons (the answer replaces the fact)."""
+        question = next((q for q in self.advisor.knowledge.questions if q.field == field_name), None)
+        if question is None:
+            return [Reply(f"Type `set {field_name}=VALUE` to change it.")]
+        current = getattr(self.interview.profile, field_name).value
+        shown = "unknown" if current is None else interview.show_value(self.advisor.knowledge, field_name, current)
+        buttons = [Button(ANSWER_ACTION, o.label, {"field": field_name, "value": o.value, "label": o.label})
+                   for o in question.options]
+        return [Reply(f"**{question.text}** (now: {shown})", buttons)]
 
     def answer(self, field_name: str, value: Any, label: str | None = None) -> list[Reply]:
         self.interview.answer(field_name, value, label)
