@@ -1,8 +1,8 @@
 """The playground: the tuned model and its base answer the same prompt side by side; a person picks.
 
-    run dir (plan as run + trained weights) -> base model and tuned model (the adapter switched off gives the
-      base, so one copy of the weights serves both) -> greedy answers -> shown as A and B in a random order
-      (the person does not know which is which) -> choice -> executor.evaluate.runner.record_human_preference
+    run dir (plan as run + trained weights) -> `tunewise serve` endpoints for the base model and the tuned
+      model (in this process) -> greedy answers -> shown as A and B in a random order (the person does not know
+      which is which) -> choice -> executor.evaluate.runner.record_human_preference
 
 Votes on evaluated test examples carry the example's index in eval_examples.jsonl; votes on free prompts
 carry index -1 (FREE_PROMPT), since they belong to no test row. Both count towards the human win rate.
@@ -11,7 +11,7 @@ carry index -1 (FREE_PROMPT), since they belong to no test row. Both count towar
 from __future__ import annotations
 
 import random
-import threading
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,58 +75,47 @@ def record(run_dir: str | Path, pair: Pair, picked: str, who: str = "") -> dict[
 
 
 class Playground:
-    """Loads a run's base and tuned model once (lazily, thread-safe) and answers prompts with both."""
+    """Asks a run's tuned model and its base the same prompt through OpenAI-compatible endpoints of
+    `tunewise serve`, started in this process on first use (executor.serve.server.ensure_server): each model is
+    loaded once however many conversations try it, concurrent prompts are batched, and what a person compares
+    here is exactly what the team's own clients would get from `tunewise serve RUN_DIR`."""
 
-    def __init__(self, run_dir: str | Path, model_factory=None):
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
         self.run_dir = Path(run_dir)
-        self.model_factory = model_factory  # tokenizer -> base model (tests: a tiny model)
-        self._lock = threading.Lock()
-        self._loaded: tuple[Any, Any, Any] | None = None  # tokenizer, base, tuned (tuned may be base+adapter)
+        self.device = device
 
-    def _load(self):
-        with self._lock:
-            if self._loaded is not None:
-                return self._loaded
-            from executor.models.loader import choose_placement, load_causal_lm
-            from executor.models.registry import load_tokenizer
-            from executor.plan import load_plan
+    def _base_target(self) -> str:
+        from executor.plan import load_plan
 
-            plan = load_plan(self.run_dir / "plan.yaml")
-            name = plan.base_model.path if plan.base_model.source == "local" else plan.base_model.id
-            placement = choose_placement(plan.hardware.device, "auto")
-            tokenizer = load_tokenizer(name)
+        plan = load_plan(self.run_dir / "plan.yaml")
+        return plan.base_model.path if plan.base_model.source == "local" and plan.base_model.path \
+            else plan.base_model.id
 
-            def base_model():
-                if self.model_factory is not None:
-                    return self.model_factory(tokenizer).to(placement.device).eval()
-                return load_causal_lm(name, placement).eval()
+    def _servers(self):
+        from executor.serve.server import ensure_server
 
-            for folder in ("merged", "model"):
-                if (self.run_dir / folder / "config.json").exists():
-                    from transformers import AutoModelForCausalLM
-
-                    tuned = AutoModelForCausalLM.from_pretrained(self.run_dir / folder, dtype=placement.dtype)
-                    self._loaded = (tokenizer, base_model(), tuned.to(placement.device).eval())
-                    return self._loaded
-            if (self.run_dir / "adapter" / "adapter_config.json").exists():
-                from peft import PeftModel
-
-                tuned = PeftModel.from_pretrained(base_model(), self.run_dir / "adapter").eval()
-                self._loaded = (tokenizer, None, tuned)  # base answers: the same weights, adapter switched off
-                return self._loaded
+        for folder in ("merged", "model", "adapter"):
+            if (self.run_dir / folder).is_dir():
+                break
+        else:
             raise FileNotFoundError(f"{self.run_dir}: no trained weights (merged/, model/ or adapter/) to play with")
+        return (ensure_server(self._base_target(), device=self.device, api_key=_API_KEY),
+                ensure_server(str(self.run_dir), device=self.device, api_key=_API_KEY))
 
     def answers(self, prompt: str, max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[str, str]:
-        """(base answer, tuned answer) with the same greedy decoding."""
-        from executor.evaluate.generate import generate
+        """(base answer, tuned answer) with the same greedy decoding, each from its server."""
+        import openai
 
-        tokenizer, base, tuned = self._load()
-        messages = [[{"role": "user", "content": prompt}]]
-        with self._lock:
-            tuned_out = generate(tuned, tokenizer, messages, max_new_tokens)[0]
-            if base is None:
-                with tuned.disable_adapter():
-                    base_out = generate(tuned, tokenizer, messages, max_new_tokens)[0]
-            else:
-                base_out = generate(base, tokenizer, messages, max_new_tokens)[0]
-        return base_out, tuned_out
+        def ask(server) -> str:
+            client = openai.OpenAI(base_url=server.base_url, api_key=_API_KEY, max_retries=0, timeout=600)
+            reply = client.chat.completions.create(model=server.engine.model_id, temperature=0,
+                                                   max_tokens=max_new_tokens,
+                                                   messages=[{"role": "user", "content": prompt}])
+            return reply.choices[0].message.content or ""
+
+        base, tuned = self._servers()
+        return ask(base), ask(tuned)
+
+
+# The playground's servers listen on 127.0.0.1 only; a per-process key keeps other local users off them.
+_API_KEY = secrets.token_urlsafe(24)
