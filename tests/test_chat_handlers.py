@@ -83,12 +83,13 @@ class Browser:
 
         await connection_successful(self.session.socket_id)
 
-    async def say(self, text: str, files: list[Path] | None = None) -> None:
+    async def say(self, text: str, files: list[Path] | None = None, command: str | None = None) -> None:
         from chainlit.socket import process_message
 
         refs = [{"id": self._file(p)} for p in files or []]
         payload = {"message": {"id": str(uuid.uuid4()), "threadId": self.session.thread_id, "name": "alice",
-                               "type": "user_message", "output": text, "createdAt": ""},
+                               "type": "user_message", "output": text, "createdAt": "",
+                               **({"command": command} if command else {})},
                    "fileReferences": refs or None}
         await process_message(self.session, payload)
 
@@ -446,6 +447,8 @@ def test_launch_follows_the_run_then_answers_from_its_report_and_records_a_prefe
         votes = [json.loads(x) for x in Path(run["run_dir"], "human_preferences.jsonl").read_text().splitlines()]
         assert [(v["index"], v["choice"]) for v in votes][1:] == [(-1, "tie")]
         assert "over 2 votes" in b.messages()[-1]
+        await b.say("Where is my order 1004?", command="Playground")  # the composer's Playground command
+        assert b.messages()[-1].startswith("**Prompt** (your prompt): Where is my order 1004?")
 
     run_chat(scenario)
 
