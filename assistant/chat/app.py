@@ -373,9 +373,14 @@ async def on_launch(action: cl.Action) -> None:
 
 
 def start_following(run_id: str) -> asyncio.Task:
-    """Follow the run in the background, so the chat stays usable (questions, cancel) while it trains."""
+    """Follow the run in the background, so the chat stays usable (questions, cancel) while it trains. A session
+    that reconnects keeps its follower: it is not started twice for the same run."""
+    task = cl.user_session.get("_follow_task")
+    if task is not None and not task.done() and cl.user_session.get("_follow_run") == run_id:
+        return task
     task = asyncio.create_task(follow_run(run_id))
     cl.user_session.set("_follow_task", task)
+    cl.user_session.set("_follow_run", run_id)
     return task
 
 
