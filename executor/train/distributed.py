@@ -80,7 +80,7 @@ def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max
         command += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
                     "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_cpu_ram_efficient_loading", "true",
                     "--fsdp_reshard_after_forward", "true"]
-    else:
+    elif nproc > 1:  # accelerate refuses --multi_gpu for one process (a baseline run in the scaling benchmark)
         command.append("--multi_gpu")
     if port:
         command += ["--main_process_port", str(port)]
