@@ -518,3 +518,19 @@ def test_another_users_run_cannot_be_cancelled_or_read(run_chat, tunewise_home, 
         assert store.get(alices)["status"] == "queued"
 
     run_chat(scenario, Browser(user="bob"))
+
+
+def test_the_settings_panel_offers_and_switches_the_llm_backend(run_chat, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # set after run_chat cleared the keys: an OpenAI set-up
+
+    async def scenario(b: Browser):
+        await b.open()
+        panel = [d for e, d in b.events if e == "chat_settings"][-1]
+        items = next(w for w in panel if w["id"] == "backend")["items"]
+        assert [i["value"] for i in items] == ["openai", "offline"]
+        assert "Language backend: OpenAI gpt-4o-mini" in b.messages()[-1]  # the best available is the default
+        await b.change_settings({"backend": "offline"})
+        assert b.messages()[-1] == "Language backend: Offline: rules and templates (no API key)."
+        assert session_state(b)["backend"] == "offline"
+
+    run_chat(scenario)
