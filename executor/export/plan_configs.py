@@ -127,15 +127,20 @@ def _axolotl_dataset(path: Path, shape: str) -> dict[str, Any]:
                           "with `tunewise data prepare --format chatml`")
 
 
-def to_axolotl(plan: TrainingPlan, data: str | Path | None = None, output_dir: str = "./outputs/tunewise"
-               ) -> dict[str, Any]:
-    folder = _check(plan, "axolotl", data)
-    train, validation, shape, _ = _row_shape(folder)
-    t = plan.training
-    preference = "preference" in shape
-    if (plan.technique == "dpo") != preference:
+def _checked_rows(plan: TrainingPlan, tool: str, data: str | Path | None):
+    """The prepared splits and their row shape, refused when the rows do not fit the method."""
+    folder = _check(plan, tool, data)
+    train, validation, shape, keys = _row_shape(folder)
+    if (plan.technique == "dpo") != ("preference" in shape):
         raise PlanExportError(f"data.path: technique {plan.technique!r} with {shape} rows in {train}; DPO needs "
                               "preference pairs and supervised methods need chat or text rows")
+    return train, validation, shape, keys
+
+
+def to_axolotl(plan: TrainingPlan, data: str | Path | None = None, output_dir: str = "./outputs/tunewise"
+               ) -> dict[str, Any]:
+    train, validation, shape, _ = _checked_rows(plan, "axolotl", data)
+    t = plan.training
     config: dict[str, Any] = {"base_model": _hub_id(plan), "tokenizer_type": "AutoTokenizer",
                               "chat_template": "tokenizer_default"}
     if plan.technique == "dpo":
@@ -210,13 +215,8 @@ def _llamafactory_dataset(path: Path, shape: str, keys: set[str]) -> dict[str, A
 def to_llamafactory(plan: TrainingPlan, data: str | Path | None = None, output_dir: str = "./outputs/tunewise",
                     dataset_dir: str | Path = ".") -> tuple[dict[str, Any], dict[str, Any]]:
     """(training config, dataset_info.json); the config names the datasets registered in dataset_info."""
-    folder = _check(plan, "llamafactory", data)
-    train, validation, shape, keys = _row_shape(folder)
+    train, validation, shape, keys = _checked_rows(plan, "llamafactory", data)
     t = plan.training
-    preference = "preference" in shape
-    if (plan.technique == "dpo") != preference:
-        raise PlanExportError(f"data.path: technique {plan.technique!r} with {shape} rows in {train}; DPO needs "
-                              "preference pairs and supervised methods need chat or text rows")
     info = {"tunewise_train": _llamafactory_dataset(train, shape, keys)}
     stage = "dpo" if plan.technique == "dpo" else "pt" if shape == "text" else "sft"
     config: dict[str, Any] = {

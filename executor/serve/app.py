@@ -289,16 +289,21 @@ async def _events(requests: list[GenerationRequest]):
                 pending[asyncio.ensure_future(requests[index].events.get())] = index
 
 
-async def _chat_stream(engine: Engine, ident: str, requests, prompt_tokens: int, include_usage: bool):
+def _chunker(engine: Engine, ident: str, kind: str, include_usage: bool):
+    """Builds the stream's chunks: one id, creation time and model for all; usage only when asked for."""
     created = int(time.time())
 
     def chunk(choices, usage=None):
-        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": engine.model_id,
-                "choices": choices}
+        body = {"id": ident, "object": kind, "created": created, "model": engine.model_id, "choices": choices}
         if include_usage:
             body["usage"] = usage
         return body
 
+    return chunk
+
+
+async def _chat_stream(engine: Engine, ident: str, requests, prompt_tokens: int, include_usage: bool):
+    chunk = _chunker(engine, ident, "chat.completion.chunk", include_usage)
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                   "finish_reason": None} for i in range(len(requests))])
     completion = 0
@@ -313,15 +318,7 @@ async def _chat_stream(engine: Engine, ident: str, requests, prompt_tokens: int,
 
 
 async def _completion_stream(engine: Engine, ident: str, requests, prompt_tokens: int, include_usage: bool):
-    created = int(time.time())
-
-    def chunk(choices, usage=None):
-        body = {"id": ident, "object": "text_completion", "created": created, "model": engine.model_id,
-                "choices": choices}
-        if include_usage:
-            body["usage"] = usage
-        return body
-
+    chunk = _chunker(engine, ident, "text_completion", include_usage)
     completion = 0
     async for index, event in _events(requests):
         if event[0] == "text":
