@@ -140,7 +140,11 @@ async def send(reply: Reply) -> cl.Message:
         else:
             # "page": the id in the text becomes a link to the passage; "side" would force the sidebar open on
             # every message (Chainlit 2.11+) and stack passages in it.
-            elements.append(cl.Text(name=a.name, content=a.content, display="page"))
+            passage = cl.Text(name=a.name, content=a.content, display="page")
+            # Chainlit's SQL data layer reads `props` back with json.loads and fails on the NULL it stores for
+            # elements without props, so the passage's page would not open; an empty mapping is stored as "{}".
+            passage.props = {}
+            elements.append(passage)
     actions = [cl.Action(name=b.name, label=b.label, payload=dict(b.payload)) for b in reply.buttons]
     message = cl.Message(content=reply.content, actions=actions, elements=elements)
     await message.send()

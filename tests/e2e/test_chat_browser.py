@@ -178,6 +178,14 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             page.get_by_role("button", name="A is better").click()
             expect(page.get_by_text("Recorded:")).to_be_visible()
             shot(page, shots, "chat-playground.png")
+
+            # Last (it leaves the chat page): a cited source of the recommendation opens as its own page.
+            link = page.get_by_text("lora#when-to-use-it").first
+            scroll_to(link, "center")
+            link.click()
+            expect(page.get_by_text("LoRA — When to use it")).to_be_visible()
+            expect(page.get_by_text("cited by a rule")).to_be_visible()
+            shot(page, shots, "chat-citation.png")
         finally:
             browser.close()
 
