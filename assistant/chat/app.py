@@ -182,13 +182,15 @@ async def push_settings(conv: Conversation) -> None:
 
 @cl.on_chat_start
 async def start() -> None:
-    conv = await _conversation()
-    _save(conv)
-    await push_settings(conv)
+    # Greet at once; right after a cold start the advisor may still be loading (the first turn waits for it).
+    backend = cl.user_session.get(BACKEND_KEY) or backends.available_backends()[0]
     await cl.context.emitter.set_commands([{"id": PLAYGROUND_COMMAND, "icon": "flask-conical", "button": False,
                                             "description": "Ask the tuned and the base model the same prompt"}])
     await cl.Message(content=f"Hi! Describe your use case and I will recommend how to tune a model for it. "
-                             f"(Language backend: {conv.backend.label}.)").send()
+                             f"(Language backend: {backends.backend_label(backend)}.)").send()
+    conv = await _conversation()
+    _save(conv)
+    await push_settings(conv)
 
 
 @cl.on_chat_resume
