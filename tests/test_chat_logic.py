@@ -166,6 +166,14 @@ def test_what_if_and_set_parsing():
         interview.parse_fact_value("knowledge_freshness", "weekly")
 
 
+def test_facts_are_shown_in_plain_words(knowledge):
+    assert interview.show_value(knowledge, "gpu_memory_gb", 24.0) == "24"
+    assert interview.show_value(knowledge, "example_count", 2000) == "2,000"  # the count, not its bucket's label
+    assert interview.show_value(knowledge, "needs_citations", True) == "Yes"
+    assert interview.show_value(knowledge, "knowledge_freshness", "periodic") == "Monthly or quarterly"
+    assert interview.show_value(knowledge, "domain", "legal_contracts") == "legal contracts"
+
+
 def test_answers_outrank_text_and_the_state_round_trips(extractor):
     state = interview.Interview()
     state.describe("We have one 24 GB GPU.", extractor.extract("We have one 24 GB GPU."))

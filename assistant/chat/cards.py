@@ -104,9 +104,3 @@ def recommendation_card(rec: Recommendation, intro: str | None = None) -> Card:
     lines += ["", "Ask “what if …” (e.g. “what if we only had a 12 GB GPU?”) to see how the advice changes."]
     return Card("\n".join(lines), citations)
 
-
-def questions_markdown(questions: list, knowledge=None) -> str:
-    if not questions:
-        return ""
-    head = "A few answers would change my advice:" if len(questions) > 1 else "One answer would change my advice:"
-    return head + "\n" + "\n".join(f"{n}. **{q.text}**" for n, q in enumerate(questions, start=1))

@@ -209,14 +209,13 @@ def option_label(knowledge: Knowledge, field_name: str, value: Any) -> str | Non
 
 
 def show_value(knowledge: Knowledge, field_name: str, value: Any) -> str:
-    label = option_label(knowledge, field_name, value)
-    if label and not isinstance(value, int | float) or isinstance(value, bool):
-        return label or ("yes" if value else "no")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value).replace("_", " ")
+    """A fact's value as a person reads it: numbers as numbers (an option label such as "100 – 10,000" would
+    hide the count that was stated), yes/no and categories by their option labels."""
+    if isinstance(value, bool):
+        return option_label(knowledge, field_name, value) or ("yes" if value else "no")
+    if isinstance(value, int | float):
+        return f"{int(value) if float(value).is_integer() else value:,}"
+    return option_label(knowledge, field_name, value) or str(value).replace("_", " ")
 
 
 def understood(profile: UseCaseProfile, knowledge: Knowledge) -> list[FactLine]:

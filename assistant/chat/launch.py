@@ -16,13 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from assistant.chat.results import SYSTEM_NAMES
 from executor.plan import ModelRef, TrainingPlan
 
 CPU_DEMO_MAX_STEPS = 30   # a CPU demo run with the bundled 135M model: a few minutes, not hours
 CPU_EVAL_LIMIT = 20       # test rows evaluated after a CPU run (greedy generation is ~15 tokens/s per system)
 GPU_EVAL_LIMIT = 200
-SYSTEM_LABELS = {"base": "base model", "tuned": "tuned model", "zero_shot": "zero-shot prompting",
-                 "few_shot": "few-shot prompting", "rag": "RAG", "rag_tuned": "tuned model with retrieval"}
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ class RunView:
         text = " · ".join(parts)
         if self.stage == "evaluate" and not self.finished:
             p = self.eval_progress
-            where = f": {SYSTEM_LABELS.get(p['system'], p['system'])} {p['done']}/{p['total']}" if p else " (loading)"
+            where = f": {SYSTEM_NAMES.get(p['system'], p['system'])} {p['done']}/{p['total']}" if p else " (loading)"
             text += "\n\nEvaluating on the test split" + where
         if self.evaluation_error:
             text += f"\n\nEvaluation failed: {self.evaluation_error}"
