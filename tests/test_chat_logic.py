@@ -136,6 +136,30 @@ def test_run_view_folds_events_into_progress_and_eta():
     assert view.finished and view.markdown().endswith("Error: out of memory") and "ETA" not in view.markdown()
 
 
+def test_follow_batches_streams_a_run_until_it_ends(tmp_path):
+    import asyncio
+
+    from executor.runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.submit("approach: prompting\n", data_dir=None, runs_root=tmp_path / "runs")
+
+    async def follow() -> list[list[dict]]:
+        batches = []
+        async for batch in launch.follow_batches(store, run_id, interval=0.05):
+            batches.append(batch)
+            if len(batches) == 1:  # the run moves on while the chat follows it
+                store.add_event(run_id, "progress", {"step": 1, "total": 2, "loss": 1.5})
+                store.add_event(run_id, "progress", {"step": 2, "total": 2, "loss": 1.0})
+                store.finish(run_id, "succeeded")
+        return batches
+
+    batches = asyncio.run(follow())
+    kinds = [[e["kind"] for e in b] for b in batches]
+    assert kinds[0] == ["status"] and [k for b in kinds[1:] for k in b] == ["progress", "progress", "status"]
+    assert batches[-1][-1]["data"] == {"status": "succeeded"}
+
+
 def test_settings_edit_the_plan_and_refuse_bad_values(advisor, tmp_path):
     rec = advisor.recommend("We have 3,000 question and answer pairs and no GPU; answers in our house style.")
     assert rec.plan.training is not None

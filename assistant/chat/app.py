@@ -31,7 +31,6 @@ log = logging.getLogger("tunewise.chat")
 STATE_KEY = "conversation"   # JSON state in the user session (persisted with the thread's metadata)
 BACKEND_KEY = "backend"
 FOLLOW_INTERVAL_S = 0.5
-UI_UPDATE_S = 1.0            # at most one progress redraw per second
 PLAYGROUND_COMMAND = "Playground"
 
 _advisor: Future = Future()
@@ -399,39 +398,27 @@ async def follow_run(run_id: str) -> None:
     step = cl.Step(name=f"Run {run_id}", type="run", parent_id=msg.id, default_open=True)
     step.output = view.markdown()
     await step.send()
-    curve = None
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    curve, drawn = None, 0
 
-    def pump() -> None:  # RunStore.follow blocks between polls: it runs in a thread and feeds the queue
-        try:
-            for event in store.follow(run_id, interval=FOLLOW_INTERVAL_S):
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+    async def draw(persist: bool) -> None:
+        nonlocal curve, drawn
+        points = len(view.losses) + len(view.eval_losses)
+        if points and (points != drawn or persist):
+            drawn = points
+            curve = cl.Plotly(name="loss_curve", figure=view.figure(), display="inline", size="large",
+                              **({"id": curve.id} if curve else {}))  # the same id: redrawn in place
+            await curve.send(for_id=msg.id, persist=persist)  # stored with the thread once, at the end
 
-    threading.Thread(target=pump, name=f"follow-{run_id}", daemon=True).start()
-    drawn_losses, last_draw, done = -1, 0.0, False
-    while not done:
-        event = await queue.get()
-        if event is None:
-            done = True
-        else:
+    async for batch in launch.follow_batches(store, run_id, FOLLOW_INTERVAL_S):
+        for event in batch:
             view.fold(event)
-        if not done and not queue.empty() and loop.time() - last_draw < UI_UPDATE_S:
-            continue
-        last_draw = loop.time()
         step.output = view.markdown()
         await step.update()
-        points = len(view.losses) + len(view.eval_losses)
-        if points != drawn_losses and points:
-            drawn_losses = points
-            curve = cl.Plotly(name="loss_curve", figure=view.figure(), display="inline", size="large",
-                              **({"id": curve.id} if curve else {}))
-            await curve.send(for_id=msg.id, persist=done)
+        await draw(persist=False)
     view.status = (await asyncio.to_thread(store.get, run_id))["status"]
     step.output = view.markdown()
     await step.update()
+    await draw(persist=True)
     await cancel.remove()
     conv = await _conversation()
     await show_outcome(conv, run_id, view)

@@ -9,7 +9,10 @@ Only the plan crosses into the executor; nothing here touches trainer internals.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,3 +303,28 @@ def view_from_store(store, run_id: str) -> RunView:
         view.fold(event)
     view.status = store.get(run_id)["status"]
     return view
+
+
+async def follow_batches(store, run_id: str, interval: float = 0.5) -> AsyncIterator[list[dict[str, Any]]]:
+    """`RunStore.follow` for an event loop: the blocking poll runs in a thread, and the events that arrived
+    together come as one batch (one redraw per batch, however many events a poll found). Ends with the run."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for event in store.follow(run_id, interval=interval):
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name=f"follow-{run_id}", daemon=True).start()
+    while True:
+        batch = [await queue.get()]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        events = [e for e in batch if e is not None]
+        if events:
+            yield events
+        if len(events) < len(batch):
+            return
