@@ -282,3 +282,31 @@ def test_the_card_of_a_hosted_api_plan_renders(advisor):
     assert rec.base_model_info["params_b"] is None  # hosted models publish no size
     card = cards.recommendation_card(rec)
     assert f"**Base model:** {rec.base_model_info['name']} ({rec.base_model_info['license']})" in card.content
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_tables_upload_and_report(tmp_path, suffix, smol_tokenizer):
+    from assistant.chat import data_upload
+
+    rows = [{"question": f"Where is order {i}?", "answer": f"It ships on day {i % 5 + 1}."} for i in range(30)]
+    rows.append({"question": "Mail me at jo@example.com", "answer": "Done, jo."})
+    path = tmp_path / f"orders.{suffix}"
+    if suffix == "csv":
+        import csv
+
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["question", "answer"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    prepared = data_upload.prepare_upload(path, tmp_path / "out", tokenizer=smol_tokenizer)
+    summary = data_upload.summary_markdown(prepared)
+    assert prepared.report["kept"] == 31 and "**31** rows read → **31** kept, **0** rejected" in summary
+    assert "**PII redacted:** 1 email" in summary
+    assert (tmp_path / "out" / "train.jsonl").exists() and prepared.chart is not None
+    with pytest.raises(data_upload.UploadError, match="upload a dataset file"):
+        data_upload.prepare_upload(tmp_path / "notes.txt", tmp_path / "out2")
