@@ -162,7 +162,8 @@ def choose_base_model(
     if not candidates:
         return bundled_default(knowledge), "nothing larger fits the stated hardware"
     best = max(candidates, key=score)
-    return best, f"the strongest catalog model that fits {gpu_count} x {gpu_gb:g} GB for {technique}"
+    purpose = "inference" if technique in ("none", "api") else technique
+    return best, f"the strongest catalog model that fits {gpu_count} x {gpu_gb:g} GB for {purpose}"
 
 
 # --------------------------------------------------------------------------- hyperparameters

@@ -232,6 +232,7 @@ def test_blind_pairs_map_the_pick_back_to_the_model(tmp_path):
     assert rate["value"] == 0.75 and rate["n"] == 2
     votes = [json.loads(x) for x in (tmp_path / "human_preferences.jsonl").read_text().splitlines()]
     assert [(v["index"], v["choice"], v["who"]) for v in votes] == [(-1, "tuned", "alice"), (-1, "tie", "bob")]
+    assert [v["prompt"] for v in votes] == ["hi", "hi"]  # a free prompt's vote keeps the prompt
 
 
 # ---------------------------------------------------------------------- backends

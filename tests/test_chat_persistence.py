@@ -142,6 +142,23 @@ def test_thread_steps_and_files_survive_a_restart(home):
     assert asyncio.run(delete()) is None and not stored.exists()
 
 
+def test_an_element_stored_without_props_reads_back(home):
+    """A citation element opened as its own page: Chainlit json.loads() the props column, NULL when none were set."""
+
+    async def scenario():
+        layer = persistence.make_data_layer()
+        thread_id, message_id = await seed_thread(layer, "alice", "plan", "hello")
+        element = cl.Text(name="lora#when-to-use-it", content="LoRA trains a fraction of the weights.",
+                          for_id=message_id)
+        element.thread_id = thread_id
+        element.props = None
+        await layer.create_element(element)
+        return await layer.get_element(thread_id, element.id)
+
+    stored = asyncio.run(scenario())
+    assert stored is not None and stored["props"] == {} and stored["name"] == "lora#when-to-use-it"
+
+
 def test_a_crafted_thread_id_cannot_read_other_users_messages(home):
     """Chainlit's layer pastes thread ids into SQL text; a thread id comes from the browser. Without the layer's
     UUID check this UNION, sent as Bob's thread id, returns Alice's messages as elements of Bob's thread."""

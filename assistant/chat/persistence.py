@@ -111,7 +111,14 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
     async def execute_sql(self, query: str, parameters: dict) -> list[dict[str, Any]] | int | None:
         parameters = {key: json.dumps(value) if isinstance(value, list | dict) else value
                       for key, value in parameters.items()}
-        return await super().execute_sql(query, parameters)
+        result = await super().execute_sql(query, parameters)
+        if isinstance(result, list):
+            # Elements stored without props read back as NULL, and Chainlit's get_element json.loads()es it:
+            # an element page (a clicked citation) would answer 500.
+            for row in result:
+                if "props" in row and row["props"] is None:
+                    row["props"] = "{}"
+        return result
 
     async def update_thread(self, thread_id: str, *args, **kwargs):
         # Chainlit pastes the ids of a user's threads into its step and element queries as text

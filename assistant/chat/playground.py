@@ -71,7 +71,9 @@ def record(run_dir: str | Path, pair: Pair, picked: str, who: str = "") -> dict[
     """Record the person's pick; returns the running win rate of tuned over base (with its CI)."""
     from executor.evaluate.runner import record_human_preference
 
-    return record_human_preference(Path(run_dir), pair.index, pair.choice_for(picked), who)
+    # A free prompt belongs to no test row: the vote keeps the prompt itself, so it can be read back later.
+    prompt = pair.prompt if pair.index == FREE_PROMPT else None
+    return record_human_preference(Path(run_dir), pair.index, pair.choice_for(picked), who, prompt=prompt)
 
 
 class Playground:

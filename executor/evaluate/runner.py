@@ -290,14 +290,18 @@ def _headline(task: str) -> str:
             "generation": "token_f1"}[task]
 
 
-def record_human_preference(run_dir: Path, index: int, choice: str, who: str = "") -> dict[str, Any]:
-    """A person's A/B choice for one evaluated example ("base", "tuned" or "tie"), appended to
-    human_preferences.jsonl; returns the running win rate of tuned over base."""
+def record_human_preference(run_dir: Path, index: int, choice: str, who: str = "",
+                            prompt: str | None = None) -> dict[str, Any]:
+    """A person's A/B choice for one evaluated example ("base", "tuned" or "tie"; index -1 with the `prompt` for
+    a prompt of their own), appended to human_preferences.jsonl; returns the running win rate of tuned over base."""
     if choice not in ("base", "tuned", "tie"):
         raise EvalError(f"choice {choice!r}: use base, tuned or tie")
     path = Path(run_dir) / "human_preferences.jsonl"
+    vote = {"index": index, "choice": choice, "who": who, "time": time.time()}
+    if prompt is not None:
+        vote["prompt"] = prompt
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"index": index, "choice": choice, "who": who, "time": time.time()}) + "\n")
+        handle.write(json.dumps(vote) + "\n")
     votes = [json.loads(line)["choice"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     scores = [1.0 if v == "tuned" else 0.5 if v == "tie" else 0.0 for v in votes]
     return M.bootstrap(scores).to_dict()
