@@ -152,3 +152,49 @@ def test_a_run_asked_to_evaluate_reports_before_vs_after(tiny_model_dir, tmp_pat
     report = json.loads(Path(store.artifacts(run_id)["report.json"]).read_text())
     assert report["n"] == 3 and report["headline_metric"] == evaluation["headline_metric"]
     assert {"report.md", "eval_comparison.png", "eval_examples.jsonl"} <= set(store.artifacts(run_id))
+
+
+def _ranks_of(run_dir: Path) -> list[int]:
+    """Pids of live processes training `run_dir` (the launcher and its ranks)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if "executor.train.distributed" in cmdline and str(run_dir) in cmdline and "zombie" not in state:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_run_process_takes_its_ranks_with_it(tiny_model_dir, data, tmp_path, monkeypatch):  # noqa: F811
+    """kill -9 of a multi-process run's process (as when its worker dies): no rank keeps training the run that
+    the next worker is about to resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("TUNEWISE_CPU_PROCESSES", "2")
+    store = RunStore(tmp_path / "runs.sqlite")
+    plan_text = plan_yaml(tiny_model_dir).replace("gpu_count: 0", "gpu_count: 2")
+    run_id = store.submit(plan_text, data_dir=str(data), runs_root=tmp_path / "runs", max_steps=100000)
+    run = store.claim("test", orphan_after=30)
+    child = subprocess.Popen([sys.executable, "-m", "executor.runs.child", run_id, str(store.path)],
+                             start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not any(e["kind"] == "progress" for e in store.events(run_id)):
+        assert child.poll() is None and time.monotonic() < deadline, store.events(run_id)[-3:]
+        time.sleep(0.5)
+    assert len(_ranks_of(Path(run["run_dir"]))) >= 2
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 60
+    while _ranks_of(Path(run["run_dir"])):
+        assert time.monotonic() < deadline, f"ranks still training: {_ranks_of(Path(run['run_dir']))}"
+        time.sleep(0.5)

@@ -24,11 +24,17 @@ ARTIFACTS = ("adapter", "model", "merged", "loss_curve.png", "metrics.jsonl", "r
 REPORT_ARTIFACTS = ("report.json", "report.md", "eval_comparison.png", "eval_examples.jsonl")
 
 
-def die_with_parent() -> None:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except OSError:  # not Linux: the worker's heartbeat timeout still catches the orphan
         pass
+
+
+def _launcher_dies_with_us() -> None:
+    # The launcher is torchrun's agent: SIGTERM (not SIGKILL) lets it stop its rank processes too, so a run
+    # process killed with its worker leaves no ranks training behind it while the next worker resumes the run.
+    die_with_parent(signal.SIGTERM)
 
 
 def explain(exc: BaseException) -> str:
@@ -80,7 +86,7 @@ def _train_distributed(store, run: dict, plan, launch, run_dir: Path, resume: bo
                              max_steps=run["max_steps"], resume=resume, port=free_port(), mode=launch.mode,
                              run_id=run["id"], store=str(store.path))
     # The launched processes share this one's process group, so a cancel (killpg) reaches them all.
-    return subprocess.run(command, check=False).returncode == 0
+    return subprocess.run(command, check=False, preexec_fn=_launcher_dies_with_us).returncode == 0
 
 
 def _evaluate(store, run: dict, run_dir: Path) -> None:
