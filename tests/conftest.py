@@ -55,3 +55,14 @@ def shared_datasets():
     if not root.is_dir():
         pytest.skip("../shared/datasets is not available")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer):
+    """A tiny random Llama with the SmolLM2 tokenizer, saved once: the model of every queue, chat and launch test."""
+    from executor.models.loader import tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder

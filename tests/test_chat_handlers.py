@@ -358,16 +358,6 @@ ORDERS = ("We want a model that answers customer questions about their orders in
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    from executor.models.loader import tiny_llama
-
-    folder = tmp_path_factory.mktemp("chat-tiny-model")
-    tiny_llama(smol_tokenizer).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def worker_lock(tunewise_home):
     """This process is the store's worker (a hand-started one), so the chat's autostart does not start another:
     the tests run the queue themselves with Worker(...).run(once=True)."""

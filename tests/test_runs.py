@@ -19,16 +19,6 @@ from executor.runs.worker import Worker
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    from executor.models.loader import tiny_llama
-
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(smol_tokenizer).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("runs-data")
     rows = [{"messages": [{"role": "user", "content": f"Say the number {i}"},

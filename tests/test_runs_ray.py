@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_runs import data, plan_yaml, tiny_model_dir  # noqa: F401 - module fixtures reused
+from test_runs import data, plan_yaml  # noqa: F401 - module fixture reused
 
 from executor.runs.store import RunStore
 from executor.runs.worker import Worker, make_launcher

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_runs import data, plan_yaml, tiny_model_dir  # noqa: F401 - module fixtures reused
+from test_runs import data, plan_yaml  # noqa: F401 - module fixture reused
 
 from executor.plan import TrainingPlan
 from executor.runs.store import RunStore
