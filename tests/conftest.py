@@ -66,3 +66,13 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     tiny_llama(smol_tokenizer).save_pretrained(folder)
     smol_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_login_throttle(monkeypatch):
+    """Wrong passwords in one test must not lock a user name out in the next (the throttle is per process)."""
+    import sys
+
+    accounts = sys.modules.get("assistant.chat.accounts")
+    if accounts is not None:
+        monkeypatch.setattr(accounts, "login_throttle", accounts.LoginThrottle())

@@ -159,3 +159,25 @@ def test_users_cli_add_list_remove(home, monkeypatch):
     assert result.exit_code == 0 and accounts.authenticate("alice", "wonderland-42") is None
     result = runner.invoke(app, ["users", "remove", "alice"])
     assert result.exit_code == 2 and "no user 'alice'" in result.output
+
+
+def test_repeated_wrong_passwords_lock_the_name_out_for_a_while(home, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(accounts, "login_throttle", accounts.LoginThrottle(max_failures=3, window_s=60,
+                                                                           lockout_s=30, clock=lambda: now[0]))
+    accounts.add_user("alice", "wonderland-42")
+    for _ in range(2):
+        assert accounts.authenticate("alice", "guess") is None
+    assert accounts.authenticate("alice", "wonderland-42").identifier == "alice"  # a success clears the record
+    for _ in range(3):
+        assert accounts.authenticate("alice", "guess") is None
+    assert accounts.authenticate("alice", "wonderland-42") is None  # locked: the right password too
+    assert accounts.login_throttle.locked_for("alice") == 30
+    assert accounts.authenticate("bob", "guess") is None and accounts.login_throttle.locked_for("bob") == 0
+    now[0] += 31
+    assert accounts.authenticate("alice", "wonderland-42").identifier == "alice"
+    # Failures spread wider than the window never add up to a lockout.
+    for _ in range(5):
+        assert accounts.authenticate("alice", "guess") is None
+        now[0] += 61
+    assert accounts.authenticate("alice", "wonderland-42").identifier == "alice"

@@ -26,6 +26,8 @@ import os
 import re
 import secrets
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,13 +234,60 @@ def check_password(username: str, password: str) -> dict[str, str] | None:
     return None
 
 
+class LoginThrottle:
+    """Online guessing is bounded per user name: after `max_failures` wrong passwords within `window_s`, every
+    attempt for that name is refused for `lockout_s` after the last failure, the right password included (so a
+    guesser learns nothing during the lockout). A success clears the name's record. In memory: one chat server
+    process is one throttle, and a restart forgets, which costs a guesser a restart per few tries."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 300.0,
+                 clock=time.monotonic):
+        self.max_failures, self.window_s, self.lockout_s, self.clock = max_failures, window_s, lockout_s, clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+        self._failures[key] = kept
+        return kept
+
+    def locked_for(self, key: str) -> float:
+        """Seconds this name stays locked (0: it may try)."""
+        with self._lock:
+            now = self.clock()
+            recent = self._recent(key, now)
+            if len(recent) < self.max_failures:
+                return 0.0
+            return max(0.0, recent[-1] + self.lockout_s - now)
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            self._recent(key, self.clock()).append(self.clock())
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
+login_throttle = LoginThrottle()
+
+
 def authenticate(username: str, password: str) -> cl.User | None:
-    """For `@cl.password_auth_callback`: a Chainlit user for the right password, None otherwise.
+    """For `@cl.password_auth_callback`: a Chainlit user for the right password, None otherwise (also while the
+    name is locked out after repeated wrong passwords, see LoginThrottle).
 
     Takes ~50 ms of CPU (scrypt); an async callback can run it with `asyncio.to_thread`."""
+    key = (username or "").strip().lower()
+    wait = login_throttle.locked_for(key)
+    if wait > 0:
+        print(f"Tunewise: login for {key!r} refused: too many wrong passwords, locked for {wait:.0f} s more",
+              file=sys.stderr)
+        return None
     account = check_password(username, password)
     if account is None:
+        login_throttle.failed(key)
         return None
+    login_throttle.succeeded(key)
     from chainlit.user import User
 
     return User(identifier=account["name"], display_name=account["name"],
