@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from executor.plan import TrainingPlan
-    from executor.train.distributed import launch
+    from executor.train.distributed import free_port, launch
 
     out = args.out
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -46,11 +45,8 @@ def main() -> None:
                      "gradient_accumulation_steps": 1, "max_seq_length": 64},
         "hardware": {"device": "cuda", "gpu_count": args.nproc}})
     (out / "plan.yaml").write_text(plan.to_yaml())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     started = time.time()
-    code = launch(out / "plan.yaml", out / "data", out / "run", args.nproc, max_steps=args.steps, port=port,
+    code = launch(out / "plan.yaml", out / "data", out / "run", args.nproc, max_steps=args.steps, port=free_port(),
                   mode="fsdp")
     result = json.loads((out / "run" / "result.json").read_text()) if code == 0 else {}
     checkpoints = sorted((out / "run" / "checkpoints").glob("checkpoint-*"))

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 from pathlib import Path
@@ -42,12 +41,6 @@ def chat_rows(n: int, seed: int = 0, median_words: int = 180) -> list[dict]:
         rows.append({"messages": [{"role": "user", "content": f"Case {i}: summarise the ticket."},
                                   {"role": "assistant", "content": answer}]})
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model(shape: str, tokenizer_dir: str, folder: Path, device: str) -> None:
@@ -82,7 +75,7 @@ def plan_for(method: str, model: Path, data: Path, gpus: int, per_device: int, s
 
 
 def run_one(plan, nproc: int, mode: str, out: Path, steps: int) -> dict:
-    from executor.train.distributed import launch
+    from executor.train.distributed import free_port, launch
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.yaml").write_text(plan.to_yaml())

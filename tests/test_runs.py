@@ -174,16 +174,12 @@ def test_follow_streams_events_until_the_run_ends(store, tiny_model_dir, data, t
 @pytest.mark.slow
 def test_two_processes_train_one_plan_with_gloo(tiny_model_dir, data, tmp_path, tunewise_home):
     """The multi-GPU launch path, on 2 CPU processes (DDP over gloo): one writer, the plan's step count."""
-    import socket
 
-    from executor.train.distributed import launch
+    from executor.train.distributed import free_port, launch
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(plan_yaml(tiny_model_dir))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = launch(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=port)
+    code = launch(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=free_port())
     assert code == 0
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["steps"] == 4

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,26 +18,21 @@ from test_runs import data, plan_yaml  # noqa: F401 - module fixture reused
 
 from executor.runs.store import RunStore
 from executor.runs.worker import Worker, make_launcher
+from executor.train.distributed import free_port
 
 pytest.importorskip("ray.job_submission")
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_address():
     """`ray start --head --block` in its own process group: stopping it stops the cluster it started."""
     temp = tempfile.mkdtemp(prefix="twray-", dir="/tmp")  # Ray's socket paths must stay short
-    dashboard = _free_port()
+    dashboard = free_port()
     ray = Path(sys.executable).with_name("ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", "--port", str(_free_port()), "--num-cpus", "2",
+        [str(ray), "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "2",
          "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
          "--temp-dir", temp, "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

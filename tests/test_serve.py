@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from executor.models.loader import tiny_llama
 from executor.serve.server import make_engine, start_in_thread
+from executor.train.distributed import free_port
 
 KEY = "test-key"
 MODEL = "tiny-chat"
@@ -156,16 +156,10 @@ def test_ensure_server_starts_once_per_model(model_dir):
         first.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_tunewise_serve_command(model_dir, tunewise_home):
     """The CLI contract: `tunewise serve MODEL --port P --api-key K`, bound to 127.0.0.1, OpenAI client works."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, TUNEWISE_API_KEY="env-key", HF_HUB_OFFLINE="1")
     process = subprocess.Popen([sys.executable, "-m", "assistant.cli", "serve", str(model_dir), "--port", str(port),
                                 "--name", "cli-model", "--device", "cpu"], env=env, stdout=subprocess.PIPE,

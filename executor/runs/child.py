@@ -13,7 +13,6 @@ import ctypes
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import traceback
@@ -70,14 +69,8 @@ def visible_devices() -> tuple[int, float | None]:
     return int(os.environ.get("TUNEWISE_CPU_PROCESSES", "0")), None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _train_distributed(store, run: dict, plan, launch, run_dir: Path, resume: bool) -> bool:
-    from executor.train.distributed import launch_command
+def _train_distributed(store, run: dict, launch, run_dir: Path, resume: bool) -> bool:
+    from executor.train.distributed import free_port, launch_command
 
     plan_file = run_dir / "submitted_plan.yaml"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +128,7 @@ def main(run_id: str, store_path: str | None = None) -> int:
             store.add_event(run_id, "stage", {"stage": "train", "processes": launch.nproc, "mode": launch.mode,
                                               "why": launch.why})
             if launch.nproc > 1:
-                if not _train_distributed(store, run, plan, launch, run_dir, resume):
+                if not _train_distributed(store, run, launch, run_dir, resume):
                     return 1  # rank 0 recorded an explained error, or the processes crashed (the worker retries)
             else:
                 result = train(plan, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, resume=resume,

@@ -72,7 +72,7 @@ class RayLauncher:
             return None
         if status == JobStatus.SUCCEEDED:
             return 0
-        return -int(signal_of(status))
+        return -15 if status == JobStatus.STOPPED else -1  # stopped reads like SIGTERM, failed like a crash
 
     def stop(self, job_id: str, wait: float = 30.0) -> None:
         from ray.job_submission import JobStatus
@@ -91,8 +91,3 @@ class RayLauncher:
         except RuntimeError:  # the cluster forgot it (restarted): the run is an ordinary orphan
             return None
         return run["external_id"]
-
-
-def signal_of(status) -> int:
-    """A nonzero code for a job that did not succeed: 15 for stopped (like SIGTERM), 1 for failed."""
-    return 15 if str(status).upper().endswith("STOPPED") else 1

@@ -105,8 +105,8 @@ class RunStore:
         queue by priority and age. An orphan that used up its attempts is failed instead.
 
         `free_gpus`: when the head of the queue asks for more GPUs than are free, nothing is claimed; the head waits
-        (strict FIFO with priority: a small run never overtakes a big one and starves it). The caller caps each
-        request at the GPUs it has, so a run asking for 8 on a 4-GPU worker waits for 4."""
+        (strict FIFO with priority: a small run never overtakes a big one and starves it). A request is capped at
+        `total_gpus`, so a run asking for 8 on a 4-GPU worker waits for 4."""
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ def choose_launch(plan, gpus: int, gpu_memory_gb: float | None) -> Launch:
         return Launch(nproc, "fsdp", f"{nproc} GPUs, FSDP: the model state ({state:.1f} GB) does not fit "
                                      f"{HEADROOM:.0%} of one {gpu_memory_gb:.0f} GB GPU")
     return Launch(nproc, "ddp", f"{nproc} GPUs, DDP: the model fits one GPU, so each holds a copy")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the rendezvous port of a launch; servers and tests use it too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def is_main_process() -> bool:

@@ -203,13 +203,14 @@ def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str,
     plan = ctx.plan
     adapter = plan.technique in ADAPTER_TECHNIQUES or plan.technique in ("dpo", "rlhf") and plan.training.lora
     target = ctx.run_dir / ("adapter" if adapter else "model")
-    if getattr(trainer, "is_fsdp_enabled", False):
+    sharded = getattr(trainer, "is_fsdp_enabled", False)
+    if sharded:
         # The parameters are sharded: gathering the full state dict is a collective every rank joins, and only
         # rank 0 writes (save_pretrained on the wrapped model fails on the sharded storage; seen on the H200).
         trainer.save_model(str(target))
     if not trainer.is_world_process_zero():
         return {"steps": trainer.state.global_step}
-    if not getattr(trainer, "is_fsdp_enabled", False):
+    if not sharded:
         trainer.model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     result: dict[str, Any] = {
