@@ -9,6 +9,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs offline whatever keys the machine has: a key in the environment (or in a .env that Chainlit
+# loads in a chat subprocess; load_dotenv never overrides a variable that is set, even to "") would switch
+# the chat and the evaluation judge to an API this machine cannot reach. Tests that want a backend set one.
+for _key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+    os.environ[_key] = ""
+os.environ.pop("OPENAI_BASE_URL", None)
 
 
 @pytest.fixture(scope="session")

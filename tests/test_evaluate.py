@@ -108,7 +108,7 @@ def test_llm_judge_controls_position_bias():
     assert judged_win_rate(["q"], ["base x"], ["tuned x"], prefers_tuned).value == 1.0
 
 
-def test_generation_runs_use_the_judge(tmp_path, tunewise_home):
+def test_generation_runs_use_the_judge(tmp_path, tunewise_home, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     chat = [{"messages": [{"role": "user", "content": f"Describe item {i}"},
@@ -128,3 +128,15 @@ def test_generation_runs_use_the_judge(tmp_path, tunewise_home):
     assert report["task"] == "generation" and len(calls) == 6  # two orders per example
     assert report["systems"]["tuned"]["win_rate_vs_base"]["value"] == 0.5
     assert report["systems"]["tuned"]["win_rate_judge"] == "llm_both_orders"
+
+    # An API key whose server cannot be reached (a closed port): the judge fails, the evaluation does not.
+    from executor.train.distributed import free_port
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unreachable")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    report = evaluate(tmp_path / "run", limit=3, model_factory=tiny_llama)
+    assert "win_rate_vs_base" not in report["systems"]["tuned"] and "win_rate_judge" not in report["systems"]["tuned"]
+    assert len(report["notes"]) == 1 and report["notes"][0].startswith("No judged win rate: the LLM judge failed (")
+    assert report["systems"]["tuned"]["perplexity"]["value"] > 0  # the rest was measured
+    assert f"Note: {report['notes'][0]}" in (tmp_path / "run" / "report.md").read_text()

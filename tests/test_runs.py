@@ -175,12 +175,13 @@ def test_follow_streams_events_until_the_run_ends(store, tiny_model_dir, data, t
 def test_two_processes_train_one_plan_with_gloo(tiny_model_dir, data, tmp_path, tunewise_home):
     """The multi-GPU launch path, on 2 CPU processes (DDP over gloo): one writer, the plan's step count."""
 
-    from executor.train.distributed import free_port, launch
+    from executor.train.distributed import free_port, launch_command
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(plan_yaml(tiny_model_dir))
-    code = launch(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=free_port())
-    assert code == 0
+    done = subprocess.run(launch_command(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=free_port()),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]  # the launcher's and both ranks' words
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["steps"] == 4
     logged = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()

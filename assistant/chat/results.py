@@ -102,6 +102,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         *["| " + " | ".join([SYSTEM_NAMES.get(r[0], r[0]), *r[1:]]) + " |" for r in rows],
         "",
         f"Tuned better than base on {report.get('improvements', 0)} examples, worse on {report.get('regressions', 0)}.",
+        *(f"\n*Note:* {note}" for note in report.get("notes") or []),
         "",
         "Ask me about it: “is it better than few-shot prompting?”, “which examples got worse?”, "
         "“why did eval loss go up?”",

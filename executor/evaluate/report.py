@@ -84,6 +84,7 @@ def write_reports(run_dir: Path, report: dict[str, Any], examples: list[dict[str
         f"(max {report['decoding']['max_new_tokens']} new tokens). Values with bootstrap 95% confidence intervals.",
         table,
         f"Tuned better than base on {report['improvements']} examples, worse on {report['regressions']}.",
+        *(f"Note: {note}" for note in report.get("notes") or []),
         "![comparison](eval_comparison.png)",
         "## Worst regressions" if regressions else "## Examples",
         samples,

@@ -228,6 +228,7 @@ def evaluate(
     tuned_nll = assistant_nll(tuned, tokenizer, rows, max_len)
 
     results: dict[str, dict] = {}
+    notes: list[str] = []
     per_example: dict[str, list[float]] = {}
     for name, outs in outputs.items():
         results[name], per_example[name] = _score(task, outs, references, label_set)
@@ -237,14 +238,19 @@ def evaluate(
     if win is not None:
         results["tuned"]["win_rate_vs_base"] = win
         results["tuned"]["win_rate_judge"] = "reward_model"
-    elif task == "generation" and (judge or api_judge()) is not None:
+    elif task == "generation" and (judge := judge or api_judge()) is not None:
         from executor.evaluate.judge import judged_win_rate
 
         n = min(len(prompts), JUDGED_EXAMPLES)  # each example costs two API calls
         requests = [prompts[i][-1]["content"] for i in range(n)]
-        results["tuned"]["win_rate_vs_base"] = judged_win_rate(
-            requests, outputs["base"][:n], outputs["tuned"][:n], judge or api_judge()).to_dict()
-        results["tuned"]["win_rate_judge"] = "llm_both_orders"
+        try:
+            results["tuned"]["win_rate_vs_base"] = judged_win_rate(
+                requests, outputs["base"][:n], outputs["tuned"][:n], judge).to_dict()
+            results["tuned"]["win_rate_judge"] = "llm_both_orders"
+        except Exception as exc:  # noqa: BLE001 - the judge is an optional network upgrade: losing it costs one
+            # metric, not the evaluation the other metrics already measured (an unreachable API, a bad key)
+            notes.append(f"No judged win rate: the LLM judge failed ({type(exc).__name__}: {exc}). The other "
+                         "metrics do not use it.")
     del tuned
 
     from executor.evaluate.report import write_reports
@@ -258,7 +264,7 @@ def evaluate(
         "technique": plan.technique, "base_model": plan.base_model.id, "device": placement.device,
         "decoding": {"strategy": "greedy", "max_new_tokens": max_new}, "few_shot_k": k,
         "systems": results, "headline_metric": _headline(task), "generation_seconds": timings,
-        "labels": label_set if task == "classification" else None,
+        "labels": label_set if task == "classification" else None, "notes": notes,
     }
     return write_reports(run_dir, report, examples)
 

@@ -58,8 +58,7 @@ def server(tmp_path):
     port = free_port()
     env = {**os.environ, "TUNEWISE_HOME": str(home), "TUNEWISE_USERS": f"{USER}:{PASSWORD}",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("OPENAI_API_KEY", None)
-    env.pop("ANTHROPIC_API_KEY", None)
+    env.update(OPENAI_API_KEY="", ANTHROPIC_API_KEY="")  # "" (not absent): Chainlit's .env loading cannot set them
     log = (tmp_path / "chainlit.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "chainlit", "run", "assistant/chat/app.py", "--host",
                                 "127.0.0.1", "--port", str(port), "--headless"], cwd=ROOT, env=env, stdout=log,
