@@ -48,23 +48,27 @@ def available_provider() -> str | None:
     return None
 
 
-def structured_chat_model(provider: str, model: str | None = None):
-    """A LangChain runnable that maps a prompt to an ExtractedProfile."""
+def chat_model(provider: str, model: str | None = None):
+    """The LangChain chat model of a provider, at temperature 0, with a bounded wait: an unreachable API
+    (a firewall that drops packets, not one that refuses) must fail within a minute so the caller's offline
+    fallback answers, instead of the clients' default of ten minutes per try (TUNEWISE_LLM_TIMEOUT seconds)."""
+    timeout = float(os.environ.get("TUNEWISE_LLM_TIMEOUT", "60"))
     if provider == "openai":
         from langchain_openai import ChatOpenAI
 
-        chat = ChatOpenAI(model=model or os.environ.get("TUNEWISE_OPENAI_MODEL", DEFAULT_MODELS["openai"]),
-                          temperature=0)
-    elif provider == "anthropic":
+        return ChatOpenAI(model=model or os.environ.get("TUNEWISE_OPENAI_MODEL", DEFAULT_MODELS["openai"]),
+                          temperature=0, timeout=timeout, max_retries=2)
+    if provider == "anthropic":
         from langchain_anthropic import ChatAnthropic
 
-        chat = ChatAnthropic(
-            model=model or os.environ.get("TUNEWISE_ANTHROPIC_MODEL", DEFAULT_MODELS["anthropic"]),
-            temperature=0,
-        )
-    else:
-        raise ValueError(f"unknown LLM provider {provider!r}; use openai or anthropic")
-    return chat.with_structured_output(ExtractedProfile)
+        return ChatAnthropic(model=model or os.environ.get("TUNEWISE_ANTHROPIC_MODEL", DEFAULT_MODELS["anthropic"]),
+                             temperature=0, timeout=timeout, max_retries=2)
+    raise ValueError(f"unknown LLM provider {provider!r}; use openai or anthropic")
+
+
+def structured_chat_model(provider: str, model: str | None = None):
+    """A LangChain runnable that maps a prompt to an ExtractedProfile."""
+    return chat_model(provider, model).with_structured_output(ExtractedProfile)
 
 
 class LLMExtractor:

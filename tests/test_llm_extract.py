@@ -40,3 +40,20 @@ def test_schema_mirrors_the_profile():
     fields = set(ExtractedProfile.model_fields)
     for name in UseCaseProfile.field_names():
         assert {name, f"{name}_quote"} <= fields
+
+
+def test_llm_clients_wait_a_bounded_time(monkeypatch):
+    """An unreachable API must fail within TUNEWISE_LLM_TIMEOUT so the offline fallback answers; the
+    clients' own default is ten minutes per try."""
+    from assistant.llm_extract import chat_model
+    from executor.evaluate.judge import api_judge
+
+    monkeypatch.setenv("TUNEWISE_LLM_TIMEOUT", "5")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    openai_model, anthropic_model = chat_model("openai"), chat_model("anthropic")
+    assert (openai_model.request_timeout, openai_model.max_retries) == (5.0, 2)
+    assert (anthropic_model.default_request_timeout, anthropic_model.max_retries) == (5.0, 2)
+    with pytest.raises(ValueError, match="unknown LLM provider 'gemini'"):
+        chat_model("gemini")
+    assert api_judge() is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge
+from assistant.llm_extract import chat_model
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Backend:
         if not self.uses_llm:
             return templated
         try:
-            model = self.chat_model or _chat_model(self.name)
+            model = self.chat_model or chat_model(self.name)
             self.chat_model = model
             reply = model.invoke([("system", PHRASING_INSTRUCTIONS), ("human", templated)])
             text = str(getattr(reply, "content", reply)).strip()
@@ -106,19 +107,6 @@ class Backend:
             log.warning("LLM phrasing failed: %s", exc)
             self.notes.append(f"The {self.name} backend failed to phrase the summary ({type(exc).__name__}).")
             return templated
-
-
-def _chat_model(provider: str):
-    if provider == "openai":
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(model=os.environ.get("TUNEWISE_OPENAI_MODEL", "gpt-4o-mini"), temperature=0)
-    if provider == "anthropic":
-        from langchain_anthropic import ChatAnthropic
-
-        return ChatAnthropic(model=os.environ.get("TUNEWISE_ANTHROPIC_MODEL", "claude-sonnet-4-20250514"),
-                             temperature=0)
-    raise ValueError(f"unknown backend {provider!r}; use one of {', '.join(available_backends())}")
 
 
 def make_backend(name: str | None, knowledge: Knowledge) -> Backend:

@@ -42,15 +42,19 @@ def judged_win_rate(requests: Sequence[str], base: Sequence[str], tuned: Sequenc
 
 def api_judge() -> Callable[[str], str] | None:
     """A judge backed by OpenAI or Anthropic when a key is set, else None."""
+    # A bounded wait (TUNEWISE_LLM_TIMEOUT, as the assistant's models): an unreachable API fails the judge in
+    # a minute, and the evaluation goes on without the win rate, instead of the clients' ten minutes per try.
+    timeout = float(os.environ.get("TUNEWISE_LLM_TIMEOUT", "60"))
     if os.environ.get("OPENAI_API_KEY"):
         from langchain_openai import ChatOpenAI
 
-        chat = ChatOpenAI(model=os.environ.get("TUNEWISE_JUDGE_MODEL", "gpt-4o-mini"), temperature=0)
+        chat = ChatOpenAI(model=os.environ.get("TUNEWISE_JUDGE_MODEL", "gpt-4o-mini"), temperature=0,
+                          timeout=timeout, max_retries=2)
     elif os.environ.get("ANTHROPIC_API_KEY"):
         from langchain_anthropic import ChatAnthropic
 
         chat = ChatAnthropic(model=os.environ.get("TUNEWISE_JUDGE_MODEL", "claude-sonnet-4-20250514"),
-                             temperature=0)
+                             temperature=0, timeout=timeout, max_retries=2)
     else:
         return None
     return lambda prompt: str(chat.invoke(prompt).content)
