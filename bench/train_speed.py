@@ -48,6 +48,7 @@ CONFIGS = {
     "1b-full": ("1b", "full", 8, 2e-5, True, {}),
     "1b-lora-bs32": ("1b", "lora", 32, 2e-4, True, {}),
     "1b-full-bs32": ("1b", "full", 32, 2e-5, True, {}),
+    "1b-full-bs64": ("1b", "full", 64, 2e-5, True, {}),
     "8b-lora": ("8b", "lora", 8, 2e-4, False, {"gradient_checkpointing": "on"}),
     "8b-qlora": ("8b", "qlora", 8, 2e-4, False, {"gradient_checkpointing": "on"}),
 }
