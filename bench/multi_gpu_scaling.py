@@ -3,8 +3,9 @@ against one GPU, peak memory per GPU, and loss parity of an N-GPU run with a 1-G
 
 Every run is `accelerate launch ... -m executor.train.distributed` as the worker starts it (DDP, or FSDP when
 `choose_launch` picks it or --mode forces it), on random-init models of real shapes with synthetic chat rows.
-All runs, one GPU included, go through the same launcher with the same padded batches (the packed fast path
-of #8 runs only in a plain single process), so the ratios compare like with like.
+All runs, one GPU included, go through the same launcher and the same training path (DDP runs take the packed
+fast path of #8, reducing gradients once per step; FSDP runs pad their batches), so the ratios compare like
+with like.
 
     python bench/multi_gpu_scaling.py --shape 1b --methods lora,full --gpus 1,2 --steps 30 --tokenizer .gpu/tok
     python bench/multi_gpu_scaling.py --shape 8b --methods full --gpus 2 --mode fsdp --steps 15

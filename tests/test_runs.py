@@ -36,6 +36,13 @@ def plan_yaml(model_dir: Path) -> str:
         "hardware": {"device": "cpu"}}).to_yaml()
 
 
+def launch_output(done: subprocess.CompletedProcess) -> str:
+    """What a failed launch said: the ranks' own lines (their tracebacks), then the launcher's last words."""
+    text = done.stdout + done.stderr
+    ranks = [line for line in text.splitlines() if line.startswith("[rank")]
+    return "\n".join(ranks)[-5000:] + "\n...\n" + text[-1500:]
+
+
 @pytest.fixture
 def store(tmp_path) -> RunStore:
     return RunStore(tmp_path / "runs.sqlite")
@@ -181,10 +188,51 @@ def test_two_processes_train_one_plan_with_gloo(tiny_model_dir, data, tmp_path, 
     plan.write_text(plan_yaml(tiny_model_dir))
     done = subprocess.run(launch_command(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=free_port()),
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]  # the launcher's and both ranks' words
+    assert done.returncode == 0, launch_output(done)
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["steps"] == 4
     logged = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line).get("loss") is not None]
     assert logged == sorted(set(logged))  # written by one process only
     assert (tmp_path / "ddp" / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_packed_path_under_ddp_matches_one_process(tiny_model_dir, tmp_path, tunewise_home):
+    """The packed fast path on 2 CPU processes (DDP over gloo) against 1 process with the same rows per step:
+    the same per-step losses, because each rank divides by the whole step's label tokens and the gradients
+    are summed across ranks (rows of very different lengths, so a per-rank mean would show)."""
+    from executor.train.distributed import free_port, launch_command
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"Count to {i}"},
+                          {"role": "assistant", "content": " ".join(str(k) for k in range(1 + (i * 7) % 23))}]}
+            for i in range(32)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(nproc: int, per_device: int) -> tuple[dict, list[float], int]:
+        plan = TrainingPlan.model_validate({
+            "approach": "fine_tuning", "technique": "lora",
+            "base_model": {"id": str(tiny_model_dir), "source": "local", "path": str(tiny_model_dir)},
+            "training": {"method": "lora", "epochs": 1, "learning_rate": 5e-2, "per_device_batch_size": per_device,
+                         "gradient_accumulation_steps": 1, "max_seq_length": 128, "packing": "on",
+                         "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "hardware": {"device": "cpu"}})
+        out = tmp_path / f"np{nproc}"
+        out.mkdir()
+        (out / "plan.yaml").write_text(plan.to_yaml())
+        done = subprocess.run(launch_command(out / "plan.yaml", data, out / "run", nproc=nproc, max_steps=4,
+                                             port=free_port()), capture_output=True, text=True, check=False)
+        assert done.returncode == 0, launch_output(done)
+        result = json.loads((out / "run" / "result.json").read_text())
+        logged = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        return result, [m["loss"] for m in logged if m.get("loss") is not None], logged[-1]["tokens_seen"]
+
+    one, one_losses, one_tokens = run(1, 4)
+    two, two_losses, two_tokens = run(2, 2)
+    assert one["speed"]["packed"] and two["speed"]["packed"]
+    assert one["steps"] == two["steps"] == 4 and len(one_losses) == len(two_losses) == 4
+    assert one_losses[-1] < one_losses[0] - 0.05  # it learns, so later steps depend on the gradients
+    assert two_losses == pytest.approx(one_losses, abs=1e-4), (one_losses, two_losses)
+    assert two_tokens == one_tokens  # every rank's tokens counted, as one process counts the same rows

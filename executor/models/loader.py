@@ -92,7 +92,8 @@ def load_causal_lm(name: str | None, placement: Placement, quantization=None, at
             bnb_4bit_compute_dtype=getattr(torch, quantization.compute_dtype)
             if placement.device == "cuda" else torch.float32,
         )
-        kwargs["device_map"] = {"": 0} if placement.device == "cuda" else {"": "cpu"}
+        # The current GPU: under a multi-process launch each rank has made its own GPU current (distributed.main)
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if placement.device == "cuda" else {"": "cpu"}
     location = model_location(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)

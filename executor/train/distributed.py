@@ -75,6 +75,15 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _use_local_gpu() -> None:
+    """Make this rank's GPU (LOCAL_RANK) the current one before any weights load: `.to("cuda")` and a 4-bit
+    load's device map otherwise put every rank's copy on GPU 0 (a quantized model cannot be moved afterwards)."""
+    import torch
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
 def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max_steps: int | None = None,
                    resume: bool = False, port: int | None = None, mode: str = "ddp", run_id: str | None = None,
                    store: str | None = None) -> list[str]:
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", help="Report progress and the outcome to this run in the run store.")
     parser.add_argument("--store", help="The run store's SQLite file (default: the data directory's).")
     args = parser.parse_args(argv)
+    _use_local_gpu()
     from executor.plan import load_plan
     from executor.train.runner import train
 

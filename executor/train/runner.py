@@ -177,6 +177,11 @@ def train(
         # The job runs on OpenAI's side; we poll it (TUNEWISE_API_POLL_SECONDS, default 10 s).
         poll = float(os.environ.get("TUNEWISE_API_POLL_SECONDS", "10"))
         return write_result(ctx, run_hosted_finetune(as_run, data_dir, run_dir, poll_seconds=poll))
+    from transformers import set_seed
+
+    # Adapters (LoRA's A, prompt embeddings, value heads) are drawn from the global RNG before the Trainer seeds
+    # it: seed here, so the same plan starts from the same weights in every run and in every process of a launch.
+    set_seed(plan.training.seed)
     if plan.technique in SFT_TECHNIQUES:
         from executor.train.sft import train_sft
 

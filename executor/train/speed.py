@@ -19,6 +19,8 @@ What stays the same as the padded path: the rows of every optimizer step (per_de
 gradient_accumulation_steps, in the same sampler order) and the loss (summed over the step's label tokens,
 divided by their count), so the loss curve and every hyperparameter keep their meaning. A step's rows are packed
 into one row per micro-batch; position ids restart at every example, and the attention never crosses examples.
+Under DDP each process packs its own share of the step, and the step reduces the gradients itself (so the loss
+is the same as one process's over the same rows); under FSDP the path steps aside and batches are padded.
 """
 
 from __future__ import annotations
@@ -77,12 +79,10 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     on_gpu = device == "cuda"
     packed = plan.technique in PACKED_TECHNIQUES and "all" not in off and "packing" not in off and (
         t.packing == "on" or (t.packing == "auto" and on_gpu))
-    distributed = int(environ.get("WORLD_SIZE", "1")) > 1 or environ.get("ACCELERATE_USE_FSDP") == "true"
-    if packed and distributed:
-        # The packed step calls the decoder under the model wrapper, which DDP's gradient hooks would not see, and
-        # FSDP refuses outright (it needs its root module called; seen on the H200 with one FSDP process).
-        return Speedups(notes=["the packed fast path runs in one plain process; under DDP / FSDP batches are "
-                               "padded"])
+    if packed and environ.get("ACCELERATE_USE_FSDP") == "true":
+        # The packed step calls the decoder under the model wrapper; FSDP refuses that outright (it needs its root
+        # module called; seen on the H200 with one FSDP process). Under DDP the step reduces the gradients itself.
+        return Speedups(notes=["the packed fast path does not run under FSDP; batches are padded"])
     if not packed:
         return Speedups()
     speed = t.speed
@@ -225,10 +225,10 @@ class PackedStepTrainer(Trainer):
         return {k: v.to(self.args.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
-    def _step_loss(self, model, inputs, backward: bool):
+    def _step_loss(self, model, inputs, backward: bool, denominator=None):
         from executor.train.fused import causal_lm_loss_sum
 
-        denominator = max(1, inputs["num_label_tokens"])
+        denominator = max(1, inputs["num_label_tokens"]) if denominator is None else denominator
         total = None
         for micro in inputs["micro_batches"]:
             with self._autocast():
@@ -241,9 +241,35 @@ class PackedStepTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         model.train()
-        loss = self._step_loss(model, inputs, backward=True)
-        self.state.num_input_tokens_seen = (self.state.num_input_tokens_seen or 0) + inputs["num_tokens"]
+        world = self.accelerator.num_processes
+        if world == 1:
+            loss, tokens = self._step_loss(model, inputs, backward=True), inputs["num_tokens"]
+        else:
+            loss, tokens = self._distributed_step(model, inputs, world)
+        self.state.num_input_tokens_seen = (self.state.num_input_tokens_seen or 0) + tokens
         return loss
+
+    def _distributed_step(self, model, inputs, world: int):
+        """One rank's share of a step under DDP. The packed step calls the decoder below DDP's wrapper, so DDP's
+        gradient hooks never arm; the gradients are reduced here instead, once per step. Each rank divides its
+        summed loss by the label tokens of the whole step (all ranks), and the gradients are summed: exactly the
+        one-process gradient of the same rows (DDP's mean would weight a rank of short rows like one of long)."""
+        import contextlib
+
+        import torch
+        import torch.distributed as dist
+
+        counts = torch.tensor([float(inputs["num_label_tokens"]), float(inputs["num_tokens"])],
+                              device=self.args.device)
+        dist.all_reduce(counts)  # the label count stays on the device: the forward does not wait for the host
+        no_sync = model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+        with no_sync:
+            loss = self._step_loss(self.accelerator.unwrap_model(model, keep_torch_compile=True), inputs,
+                                   backward=True, denominator=counts[0].clamp(min=1.0))
+        all_reduce_gradients(model.parameters())
+        # The Trainer logs the mean over ranks of the returned loss: times the ranks, that is the step's loss.
+        # Tokens seen count every rank's, as the padded path's gathered count does (read once the step is queued).
+        return loss * world, int(counts[1].item())
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         import torch
@@ -252,6 +278,33 @@ class PackedStepTrainer(Trainer):
         with torch.no_grad():
             loss = self._step_loss(model, inputs, backward=False)
         return loss, None, None
+
+
+def all_reduce_gradients(parameters, bucket_bytes: int = 256 * 2**20) -> None:
+    """Sum every trainable parameter's gradient over the ranks, in flat buckets of one dtype (few, large
+    collectives). A parameter without a gradient joins with zeros so every rank sends the same buckets."""
+    import torch
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = []
+    for p in parameters:
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+    bucket: list = []
+    size = 0
+    for i, grad in enumerate(grads):
+        bucket.append(grad)
+        size += grad.numel() * grad.element_size()
+        last = i == len(grads) - 1
+        if last or size >= bucket_bytes or grads[i + 1].dtype != grad.dtype or grads[i + 1].device != grad.device:
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            for g, synced in zip(bucket, _unflatten_dense_tensors(flat, bucket), strict=True):
+                g.copy_(synced)
+            bucket, size = [], 0
 
 
 def prepare_model(model, speedups: Speedups, notes: list[str], dtype=None) -> bool:
