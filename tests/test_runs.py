@@ -208,8 +208,9 @@ def test_packed_path_under_ddp_matches_one_process(tiny_model_dir, tmp_path, tun
     data.mkdir()
     rows = [{"messages": [{"role": "user", "content": f"Count to {i}"},
                           {"role": "assistant", "content": " ".join(str(k) for k in range(1 + (i * 7) % 23))}]}
-            for i in range(32)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            for i in range(40)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[32:]))
 
     def run(nproc: int, per_device: int) -> tuple[dict, list[float], int]:
         plan = TrainingPlan.model_validate({
@@ -227,6 +228,7 @@ def test_packed_path_under_ddp_matches_one_process(tiny_model_dir, tmp_path, tun
         assert done.returncode == 0, launch_output(done)
         result = json.loads((out / "run" / "result.json").read_text())
         logged = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        result["eval_losses"] = [m["eval_loss"] for m in logged if m.get("eval_loss") is not None]
         return result, [m["loss"] for m in logged if m.get("loss") is not None], logged[-1]["tokens_seen"]
 
     one, one_losses, one_tokens = run(1, 4)
@@ -236,3 +238,6 @@ def test_packed_path_under_ddp_matches_one_process(tiny_model_dir, tmp_path, tun
     assert one_losses[-1] < one_losses[0] - 0.05  # it learns, so later steps depend on the gradients
     assert two_losses == pytest.approx(one_losses, abs=1e-4), (one_losses, two_losses)
     assert two_tokens == one_tokens  # every rank's tokens counted, as one process counts the same rows
+    # Evaluation runs through the packed step under DDP too; each rank averages its own share of the validation
+    # rows, so the logged eval loss is close to one process's, not identical.
+    assert len(two["eval_losses"]) == 4 and two["eval_losses"] == pytest.approx(one["eval_losses"], abs=0.01)

@@ -275,8 +275,9 @@ class PackedStepTrainer(Trainer):
         import torch
 
         model.eval()
-        with torch.no_grad():
-            loss = self._step_loss(model, inputs, backward=False)
+        with torch.no_grad():  # (unwrapped: the step calls the decoder itself, below any DDP wrapper)
+            loss = self._step_loss(self.accelerator.unwrap_model(model, keep_torch_compile=True), inputs,
+                                   backward=False)
         return loss, None, None
 
 
