@@ -8,7 +8,6 @@ Tunewise never needs a network service.
 
 from __future__ import annotations
 
-import os
 import typing
 from typing import Any
 
@@ -16,8 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from assistant.extract import RegexExtractor
 from assistant.profile import UseCaseProfile
-
-DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-20250514"}
+from executor.llm import available_provider, chat_model  # one construction for the assistant and the judge
 
 INSTRUCTIONS = (
     "You read a team's description of how they want to use a language model and fill in what it says. "
@@ -38,32 +36,6 @@ def _extraction_schema() -> type[BaseModel]:
 
 
 ExtractedProfile = _extraction_schema()
-
-
-def available_provider() -> str | None:
-    if os.environ.get("OPENAI_API_KEY"):
-        return "openai"
-    if os.environ.get("ANTHROPIC_API_KEY"):
-        return "anthropic"
-    return None
-
-
-def chat_model(provider: str, model: str | None = None):
-    """The LangChain chat model of a provider, at temperature 0, with a bounded wait: an unreachable API
-    (a firewall that drops packets, not one that refuses) must fail within a minute so the caller's offline
-    fallback answers, instead of the clients' default of ten minutes per try (TUNEWISE_LLM_TIMEOUT seconds)."""
-    timeout = float(os.environ.get("TUNEWISE_LLM_TIMEOUT", "60"))
-    if provider == "openai":
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(model=model or os.environ.get("TUNEWISE_OPENAI_MODEL", DEFAULT_MODELS["openai"]),
-                          temperature=0, timeout=timeout, max_retries=2)
-    if provider == "anthropic":
-        from langchain_anthropic import ChatAnthropic
-
-        return ChatAnthropic(model=model or os.environ.get("TUNEWISE_ANTHROPIC_MODEL", DEFAULT_MODELS["anthropic"]),
-                             temperature=0, timeout=timeout, max_retries=2)
-    raise ValueError(f"unknown LLM provider {provider!r}; use openai or anthropic")
 
 
 def structured_chat_model(provider: str, model: str | None = None):

@@ -45,8 +45,8 @@ def test_schema_mirrors_the_profile():
 def test_llm_clients_wait_a_bounded_time(monkeypatch):
     """An unreachable API must fail within TUNEWISE_LLM_TIMEOUT so the offline fallback answers; the
     clients' own default is ten minutes per try."""
-    from assistant.llm_extract import chat_model
     from executor.evaluate.judge import api_judge
+    from executor.llm import chat_model
 
     monkeypatch.setenv("TUNEWISE_LLM_TIMEOUT", "5")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

@@ -19,7 +19,7 @@ from typing import Any
 
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge
-from assistant.llm_extract import chat_model
+from executor.llm import chat_model
 
 log = logging.getLogger(__name__)
 

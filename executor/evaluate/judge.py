@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from executor.evaluate.metrics import Estimate, bootstrap
+from executor.llm import DEFAULT_MODELS, available_provider, chat_model
 
 JUDGE_PROMPT = (
     "You compare two answers to the same request. Judge which one is more helpful, correct and appropriate.\n\n"
@@ -41,20 +42,11 @@ def judged_win_rate(requests: Sequence[str], base: Sequence[str], tuned: Sequenc
 
 
 def api_judge() -> Callable[[str], str] | None:
-    """A judge backed by OpenAI or Anthropic when a key is set, else None."""
-    # A bounded wait (TUNEWISE_LLM_TIMEOUT, as the assistant's models): an unreachable API fails the judge in
-    # a minute, and the evaluation goes on without the win rate, instead of the clients' ten minutes per try.
-    timeout = float(os.environ.get("TUNEWISE_LLM_TIMEOUT", "60"))
-    if os.environ.get("OPENAI_API_KEY"):
-        from langchain_openai import ChatOpenAI
-
-        chat = ChatOpenAI(model=os.environ.get("TUNEWISE_JUDGE_MODEL", "gpt-4o-mini"), temperature=0,
-                          timeout=timeout, max_retries=2)
-    elif os.environ.get("ANTHROPIC_API_KEY"):
-        from langchain_anthropic import ChatAnthropic
-
-        chat = ChatAnthropic(model=os.environ.get("TUNEWISE_JUDGE_MODEL", "claude-sonnet-4-20250514"),
-                             temperature=0, timeout=timeout, max_retries=2)
-    else:
+    """A judge backed by OpenAI or Anthropic when a key is set, else None (TUNEWISE_JUDGE_MODEL picks the model).
+    Its wait is bounded (executor/llm.py): an unreachable API fails the judge, and the evaluation goes on
+    without the win rate."""
+    provider = available_provider()
+    if provider is None:
         return None
+    chat = chat_model(provider, os.environ.get("TUNEWISE_JUDGE_MODEL") or DEFAULT_MODELS[provider])
     return lambda prompt: str(chat.invoke(prompt).content)
