@@ -72,20 +72,33 @@ def training_memory_gb(
     return round((state + activations + logits) / GB + RUNTIME_OVERHEAD_GB, 1)
 
 
+DEFAULT_HEADROOM = 0.85
+
+
+def fits(model: ModelInfo, technique: str, gpu_memory_gb: float, gpu_count: int, knowledge: Knowledge) -> bool:
+    """Does training (or serving) `model` with `technique` fit, keeping the catalog's memory headroom?
+
+    The one fit test of the advisor: the rules, the model choice and the interview all ask this function,
+    so they cannot disagree. Full fine-tuning shards its state over the GPUs (FSDP); adapters do not.
+    Micro-batch 1 with gradient checkpointing: the smallest footprint training can run at.
+    """
+    if gpu_memory_gb <= 0:
+        return False
+    headroom = (knowledge.sizing or {}).get("headroom", DEFAULT_HEADROOM)
+    needed = training_memory_gb(
+        model, technique, micro_batch=1, seq_len=1024, gradient_checkpointing=True, gpu_count=gpu_count
+    )
+    return needed <= headroom * gpu_memory_gb
+
+
 def techniques_that_fit(
     model: ModelInfo, gpu_memory_gb: float, gpu_count: int, knowledge: Knowledge
 ) -> list[str]:
-    """Training techniques whose estimated peak memory fits the GPUs (micro-batch 1, checkpointing on)."""
-    if gpu_memory_gb <= 0:
-        return []
+    """Training techniques whose estimated peak memory fits the GPUs with the catalog's headroom."""
     return [
         technique
         for technique in TRAINING_TECHNIQUES
-        if technique in model.methods
-        and training_memory_gb(
-            model, technique, micro_batch=1, seq_len=1024, gradient_checkpointing=True,
-            gpu_count=gpu_count,
-        ) <= gpu_memory_gb
+        if technique in model.methods and fits(model, technique, gpu_memory_gb, gpu_count, knowledge)
     ]
 
 

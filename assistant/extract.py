@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from assistant.profile import UseCaseProfile
+from assistant.quantities import DOCUMENT_UNITS, EXAMPLE_UNITS, Quantities, to_number
 
 if TYPE_CHECKING:
     from assistant.knowledge import Knowledge
@@ -27,30 +28,12 @@ WORD_NUMBERS = {
     "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "dual": 2, "a pair of": 2, "three": 3, "four": 4,
     "quad": 4, "five": 5, "six": 6, "eight": 8, "ten": 10, "twelve": 12, "sixteen": 16,
 }
-MULTIPLIERS = {
-    "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6, "mm": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9,
-    "t": 1e12, "trillion": 1e12, "hundred": 1e2,
-}
 VAGUE_COUNTS = {
     "a handful of": 10, "a dozen": 12, "dozens of": 50, "a few hundred": 300, "several hundred": 500,
     "hundreds of": 500, "a few thousand": 3000, "several thousand": 5000, "thousands of": 5000,
     "a couple of thousand": 2000, "a couple thousand": 2000, "tens of thousands of": 30000,
     "hundreds of thousands of": 300000, "millions of": 2000000,
 }
-EXAMPLE_UNITS = (
-    r"examples|samples|pairs|rows|records|conversations|dialog(?:ue)?s|chats|transcripts|tickets|emails|"
-    r"questions|q&a|instructions|demonstrations|comparisons|ratings|reviews|utterances|messages|"
-    r"annotations|sentences|prompts|responses|calls|cases|notes|summaries|queries|problems|items|entries"
-)
-DOCUMENT_UNITS = (
-    r"documents|docs|pages|pdfs|articles|manuals|files|papers|contracts|reports|policies|wiki pages|"
-    r"books|web ?pages|knowledge base articles|kb articles|faqs"
-)
-_NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|m|mm|bn|b|t|thousand|million|billion|trillion|hundred)?\b\+?"
-_RATE_AFTER = re.compile(
-    r"\s*(?:per|a|an|each|every|/)\s*(?:day|week|month|hour|minute|year)|\s*(?:daily|weekly|monthly|hourly)",
-    re.I,
-)
 ENGLISH_STOPWORDS = frozenset(
     "the a an and or of to in on for with we our is are be have has that this it as at by from not "
     "but can will would should want need use using about which what how do does they them their you "
@@ -58,9 +41,14 @@ ENGLISH_STOPWORDS = frozenset(
 )
 
 
-def to_number(digits: str, multiplier: str | None) -> float:
-    value = float(digits.replace(",", ""))
-    return value * MULTIPLIERS.get((multiplier or "").lower(), 1.0)
+# Words before a model name that make it a comparison or a teacher, not the model to use.
+_CONTRAST_BEFORE = re.compile(
+    r"(?:instead of|rather than|cheaper than|faster than|better than|compared (?:to|with)|vs\.?|versus|"
+    r"alternative to|replac\w+|move away from|switch(?:ing)? from|as good as|outperform\w*|"
+    r"distill\w* (?:from|of)|(?:outputs?|answers?|responses?|labels?|completions?) (?:from|of|by)|"
+    r"generated (?:by|with|using)|labell?ed (?:by|with|using)|teacher)\s+(?:the\s+)?(?:\w+\s+)?$",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -109,15 +97,11 @@ class RegexExtractor:
         self.cues = [
             (i, cue, _words("|".join(f"(?:{p})" for p in cue.patterns))) for i, cue in enumerate(knowledge.cues)
         ]
-        self.example_count = _words(
-            rf"{_NUM}\s+(?:[a-z&/'-]+\s+){{0,3}}?(?:{EXAMPLE_UNITS})"
-        )
-        self.document_count = _words(rf"{_NUM}\s+(?:[a-z&/'-]+\s+){{0,2}}?(?:{DOCUMENT_UNITS})")
+        self.quantities = Quantities()
         vague = "|".join(re.escape(k) for k in sorted(VAGUE_COUNTS, key=len, reverse=True))
         self.vague_count = _words(
             rf"({vague})\s+(?:[a-z&/'-]+\s+){{0,3}}?({EXAMPLE_UNITS}|{DOCUMENT_UNITS})"
         )
-        self.tokens = _words(rf"{_NUM}\s*tokens")
         self.latency = _words(
             r"(?:under|below|within|less than|<|<=|at most|no more than|max(?:imum)?(?: of)?|sub|"
             r"p\d\d of|budget of|in|faster than)\s*(\d+(?:\.\d+)?)\s*-?\s*(ms|milliseconds?|s|secs?|seconds?)"
@@ -200,22 +184,11 @@ class RegexExtractor:
     # ------------------------------------------------------------------ numbers
     def _number_candidates(self, text: str) -> Iterable[Candidate]:
         first = -1  # numbers beat keyword defaults for the same field
-        for match in self.example_count.finditer(text):
-            if _RATE_AFTER.match(text, match.end()):
-                continue  # "5,000 emails a day" is traffic, not a dataset
-            yield Candidate("example_count", int(to_number(match[1], match[2])), first, match.start())
-            break
-        for match in self.document_count.finditer(text):
-            if _RATE_AFTER.match(text, match.end()):
-                continue
-            yield Candidate("document_count", int(to_number(match[1], match[2])), first, match.start())
-            break
+        for count in self.quantities.counts(text):
+            yield Candidate(count.field, count.value, first, count.position)
         for match in self.vague_count.finditer(text):
             field = "document_count" if re.fullmatch(DOCUMENT_UNITS, match[2], re.I) else "example_count"
             yield Candidate(field, VAGUE_COUNTS[match[1].lower()], first + 1, match.start())
-        for match in self.tokens.finditer(text):
-            yield Candidate("corpus_tokens", int(to_number(match[1], match[2])), first, match.start())
-            break
         for match in self.latency.finditer(text):
             value = float(match[1]) * (1 if match[2].lower().startswith("m") else 1000)
             yield Candidate("latency_budget_ms", int(value), first, match.start())
@@ -258,10 +231,17 @@ class RegexExtractor:
             break
 
     def _model_candidates(self, text: str) -> Iterable[Candidate]:
+        """The model the team wants to use, from the catalog's names (ids, families, aliases). A model named
+        as a point of comparison or as the source of outputs ("instead of GPT-4", "answers from GPT-4") is
+        not the one they want; the first other mention is."""
         for match in self.model_named.finditer(text):
+            if _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+                continue
             yield Candidate("preferred_model", self.model_by_alias[match[0].lower()], -1, match.start())
             return
         for match in self.model_size.finditer(text):
+            if _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+                continue
             model = self._nearest_model(match[1], float(match[2]))
             if model:
                 yield Candidate("preferred_model", model, 0, match.start())
@@ -304,6 +284,16 @@ class RegexExtractor:
         ):
             profile = profile.with_fact("example_count", profile.document_count.value, "text",
                                         profile.document_count.evidence)
+        per_class, classes = profile.examples_per_class, profile.class_count
+        if per_class.known and classes.known and not profile.example_count.known:
+            # "about 8 per class, 12 classes": the data set is the product, not the per-class count.
+            profile = profile.with_fact("example_count", per_class.value * classes.value, "text",
+                                        per_class.evidence)
+        if profile.example_count.known and classes.known and not per_class.known and classes.value:
+            profile = profile.with_fact("examples_per_class", profile.example_count.value // classes.value,
+                                        "text", profile.example_count.evidence)
+        if classes.known and not profile.task_type.known:
+            profile = profile.with_fact("task_type", "classification", "text", classes.evidence)
         if profile.data_kind.value == "none" and not profile.example_count.known:
             profile = profile.with_fact("example_count", 0, "text", profile.data_kind.evidence)
         return profile

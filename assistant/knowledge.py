@@ -278,6 +278,7 @@ class Knowledge:
     questions: list[Question]
     hyperparameters: dict[str, Any]
     playbook: dict[str, Any]
+    sizing: dict[str, Any] = field(default_factory=dict)
     derived_fields: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -340,6 +341,10 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         rules.append(rule)
 
     models_path = root / "models.yaml"
+    sizing = _read_yaml(models_path).get("sizing") or {}
+    for task, band in (sizing.get("by_task") or {}).items():
+        if not isinstance(band, dict) or not {"min_b", "max_b"} <= set(band):
+            raise KnowledgeError(f"{models_path}: sizing.by_task.{task}: needs min_b and max_b")
     models: dict[str, ModelInfo] = {}
     aliases: dict[str, str] = {}
     for i, raw in enumerate(_entries(models_path, _read_yaml(models_path), "models")):
@@ -405,7 +410,7 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
     return Knowledge(
         root=root, docs=docs, sections=sections, rules=rules, models=models, gpus=gpus,
         hardware=hardware, cues=cues, lexicon=lexicon, questions=questions,
-        hyperparameters=hyperparameters, playbook=playbook, derived_fields=tuple(DERIVED_FIELDS),
+        hyperparameters=hyperparameters, playbook=playbook, sizing=sizing, derived_fields=tuple(DERIVED_FIELDS),
     )
 
 

@@ -30,6 +30,7 @@ Privacy = Literal["standard", "sensitive"]
 Vendor = Literal["openai_api", "anthropic_api", "open_weights", "any"]
 Coverage = Literal["covered", "poor"]
 TechniqueName = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api"]
+TeamSkills = Literal["none", "some", "strong"]
 
 
 class Fact(BaseModel, Generic[T]):
@@ -76,6 +77,20 @@ class UseCaseProfile(BaseModel):
     task_count: Fact[int] = Fact()
     domain_coverage: Fact[Coverage] = Fact()
     language: Fact[str] = Fact()
+    # Added for real descriptions (issue #14): facts experts weigh that keywords alone missed.
+    examples_per_class: Fact[int] = Fact()
+    class_count: Fact[int] = Fact()
+    hallucination_concern: Fact[bool] = Fact()
+    cost_per_request_matters: Fact[bool] = Fact()
+    deadline_days: Fact[int] = Fact()
+    team_skills: Fact[TeamSkills] = Fact()
+    tool_calling: Fact[bool] = Fact()
+    existing_retrieval: Fact[bool] = Fact()
+    teacher_outputs: Fact[bool] = Fact()
+    multilingual: Fact[bool] = Fact()
+    label_churn: Fact[bool] = Fact()
+    reward_signal: Fact[bool] = Fact()
+    retrieval_noise: Fact[bool] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -10,17 +10,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from assistant.estimates import estimate, training_memory_gb
+from assistant.estimates import estimate, fits, training_memory_gb
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
 from assistant.profile import UseCaseProfile
 from assistant.rules import Decision, RulesEngine
+from assistant.sizing import chinchilla_model, right_sized
 from executor.plan import (
     DataSpec,
     EstimateSpec,
@@ -98,14 +98,6 @@ def bundled_default(knowledge: Knowledge) -> ModelInfo:
     return next(m for m in knowledge.models.values() if m.source == "bundled")
 
 
-def _fits(model: ModelInfo, technique: str, gpu_gb: float, gpu_count: int) -> bool:
-    needed = training_memory_gb(
-        model, technique, micro_batch=1, seq_len=1024, gradient_checkpointing=True, gpu_count=gpu_count
-    )
-    budget = gpu_gb * gpu_count if technique == "full" else gpu_gb
-    return needed <= 0.9 * budget  # 10% headroom: estimates are estimates, fragmentation is real
-
-
 def choose_base_model(
     facts: dict[str, Any], approach: str, technique: str, knowledge: Knowledge
 ) -> tuple[ModelInfo, str]:
@@ -113,8 +105,8 @@ def choose_base_model(
     models = knowledge.models
     preferred = models.get(facts.get("preferred_model") or "")
     vendor = facts.get("vendor")
-    if technique == "api" or vendor == "openai_api":
-        if preferred and preferred.family == "openai":
+    if technique == "api" or (vendor == "openai_api" and technique == "none"):
+        if preferred and preferred.family == "openai" and "api" in preferred.methods:
             return preferred, "the OpenAI model you named"
         model = next(m for m in models.values() if m.family == "openai" and "api" in m.methods)
         return model, "OpenAI's fine-tunable model with the best price/quality on file"
@@ -122,48 +114,21 @@ def choose_base_model(
         if preferred and preferred.family == "anthropic":
             return preferred, "the Anthropic model you named"
         return next(m for m in models.values() if m.family == "anthropic"), "Anthropic's model on file"
-
-    open_models = [m for m in models.values() if m.source != "api"]
     if approach == "from_scratch":
-        # Chinchilla-style sizing: about 20 training tokens per parameter.
-        tokens = facts.get("corpus_tokens") or 2e10
-        target_b = tokens / 20 / 1e9
-        model = min(open_models, key=lambda m: abs(math.log(m.params_b / target_b)))
-        return model, f"its architecture sized for your corpus (~20 tokens per parameter: ~{target_b:.1f}B)"
+        return chinchilla_model(facts.get("corpus_tokens"), knowledge)
 
     has_gpu, gpu_gb = facts.get("has_gpu"), facts.get("gpu_memory_gb") or 0.0
     gpu_count = facts.get("gpu_count") or 1
     if preferred and preferred.source != "api" and (technique == "none" or technique in preferred.methods):
-        if not has_gpu or _fits(preferred, technique, gpu_gb, gpu_count):
+        if not has_gpu or fits(preferred, technique, gpu_gb, gpu_count, knowledge):
             return preferred, "the model you named"
     if not has_gpu:
         why = "no GPU" if has_gpu is False else "GPU unknown"
         return bundled_default(knowledge), f"{why}: the bundled offline default, which trains on a CPU"
-
-    limit_b = math.inf
-    if facts.get("deployment") == "on_device":
-        limit_b = 4.0
-    elif facts.get("budget") == "low" or (facts.get("latency_budget_ms") or math.inf) < 250:
-        limit_b = 8.5
-    task, language = facts.get("task_type"), facts.get("language")
-    wanted_tags = {"code": {"code"}, "reasoning": {"math", "reasoning"}}.get(task, set())
-    if language == "other":
-        wanted_tags |= {"multilingual"}
-
-    def score(m: ModelInfo) -> float:
-        return math.log(m.params_b) + 1.5 * len(wanted_tags & set(m.tags))
-
-    candidates = [
-        m for m in open_models
-        if m.params_b <= limit_b
-        and (technique == "none" or technique in m.methods)
-        and _fits(m, technique, gpu_gb, gpu_count)
-    ]
-    if not candidates:
-        return bundled_default(knowledge), "nothing larger fits the stated hardware"
-    best = max(candidates, key=score)
-    purpose = "inference" if technique in ("none", "api") else technique
-    return best, f"the strongest catalog model that fits {gpu_count} x {gpu_gb:g} GB for {purpose}"
+    model, why = right_sized(facts, technique, knowledge)
+    if model is None:
+        return bundled_default(knowledge), f"{why}: the bundled default, the smallest there is"
+    return model, why
 
 
 # --------------------------------------------------------------------------- hyperparameters

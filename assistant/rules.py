@@ -29,11 +29,15 @@ DERIVED_FIELDS = (
     "custom_behaviour",
     "preferred_params_b",
     "preferred_fits",
+    "preferred_family",
+    "band_fits",
+    "narrow_task",
 )
 
 
 def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
     from assistant.estimates import techniques_that_fit
+    from assistant.sizing import band_fits
 
     facts = dict(values)
     gpu_mem, gpu_count = values.get("gpu_memory_gb"), values.get("gpu_count")
@@ -56,6 +60,9 @@ def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
     facts["custom_behaviour"] = True if any(behaviour) else (None if None in behaviour else False)
     model = knowledge.models.get(values.get("preferred_model") or "")
     facts["preferred_params_b"] = model.params_b if model else None
+    facts["preferred_family"] = model.family if model else None
+    task = values.get("task_type")
+    facts["narrow_task"] = None if task is None else task in ("classification", "extraction")
     # Which training techniques fit the preferred model on the stated GPUs (None when unknown).
     if model and model.params_b and facts["has_gpu"] is not None:
         facts["preferred_fits"] = techniques_that_fit(
@@ -63,6 +70,8 @@ def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
         )
     else:
         facts["preferred_fits"] = None
+    # Which techniques fit a model of the size the task needs (the right-sized choice, not the largest).
+    facts["band_fits"] = band_fits(facts, knowledge)
     return facts
 
 

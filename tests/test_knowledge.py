@@ -57,10 +57,10 @@ def edit_rule(kdir, rule_id, **changes):
     ],
 )
 def test_malformed_rule_names_rule_and_field(kdir, changes, message):
-    edit_rule(kdir, "small-gpu", **changes)
+    edit_rule(kdir, "right-size-needs-4-bit", **changes)
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(kdir)
-    assert "rule 'small-gpu'" in str(err.value)
+    assert "rule 'right-size-needs-4-bit'" in str(err.value)
     assert "rules.yaml" in str(err.value)
     assert message in str(err.value)
 

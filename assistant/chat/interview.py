@@ -34,6 +34,13 @@ FIELD_NAMES = {
     "budget": "Budget", "budget_usd": "Budget (USD)", "privacy": "Data sensitivity", "vendor": "Vendor",
     "preferred_model": "Preferred model", "requested_technique": "Requested technique",
     "task_count": "Tasks / tenants", "domain_coverage": "Existing models know the domain", "language": "Language",
+    "examples_per_class": "Examples per class", "class_count": "Classes",
+    "hallucination_concern": "Worried about made-up answers",
+    "cost_per_request_matters": "Cost per request matters", "deadline_days": "Deadline (days)",
+    "team_skills": "ML skills in the team", "tool_calling": "Calls tools / functions",
+    "existing_retrieval": "Has a retrieval system", "teacher_outputs": "A larger model's outputs to learn from",
+    "multilingual": "Inputs in several languages", "label_churn": "Labels or categories change often",
+    "reward_signal": "A scorer / reward model for outputs", "retrieval_noise": "Retrieved passages can be irrelevant",
 }
 _WHAT_IF = re.compile(r"^\s*(?:and\s+|but\s+|so\s+)?(what\s+if|what\s+about|suppose|imagine|assume|if\s+we|"
                       r"if\s+instead|if\s+our)\b[\s,:]*(?P<clause>.*)$", re.I | re.S)

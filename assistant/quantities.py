@@ -1,0 +1,172 @@
+"""Counts people write in prose: "4,000 pairs", "5–10k examples", "363 billion token", "about 8 per class",
+"77 intents", "in two weeks". Used by the extractor (assistant/extract.py).
+
+Why a module of its own: a count's *role* matters as much as its value. "At least 5 reviews per product"
+is a property of each item, "8 examples per class" is a per-class count (the data set has classes x that),
+and "5,000 emails a day" is traffic; only the remaining counts describe the data set on hand, and of those
+the largest is its size ("500 examples, each with at least 5 reviews").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MULTIPLIERS = {
+    "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6, "mm": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9,
+    "t": 1e12, "trillion": 1e12, "hundred": 1e2,
+}
+SMALL_NUMBERS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50,
+    "a couple of": 2, "a couple": 2, "a few": 3, "a hundred": 100,
+}
+NUM = (
+    r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|mm|m|bn|b|t|thousand|million|billion|trillion|hundred)?\b\+?"
+)
+# "5-10k", "5,000 to 10,000": the lower bound counts (a conservative size). "between 2k and 3k" is read
+# as its upper number only: "and" also joins unrelated counts ("500 tickets and 20 categories").
+RANGE = rf"(?:from\s+)?{NUM}(?:\s*(?:-|–|—|to)\s*{NUM})?"
+EXAMPLE_UNITS = (
+    r"examples?|samples?|pairs?|rows?|records?|conversations?|dialog(?:ue)?s?|chats?|transcripts?|tickets?|"
+    r"emails?|questions?|q&as?|instructions?|demonstrations?|comparisons?|ratings?|reviews?|utterances?|"
+    r"messages?|annotations?|sentences?|prompts?|responses?|calls?|cases?|notes?|summaries|summary|queries|"
+    r"query|problems?|items?|entries|entry|texts?|posts?|tweets?|descriptions?|completions?|"
+    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?"
+)
+DOCUMENT_UNITS = (
+    r"documents?|docs|pages?|pdfs?|articles?|manuals?|files?|papers?|contracts?|reports?|policies|policy|"
+    r"wiki pages?|books?|web ?pages?|knowledge base articles|kb articles|faqs?|guidelines?|filings?|"
+    r"patents?|regulations?|procedures?"
+)
+CLASS_UNITS = r"intents?|classes|class|categories|category|labels?|topics?|tags?|buckets|departments|teams|queues"
+# Units that are never a count of training examples ("300 million words of text", "20 hours of calls").
+NOT_EXAMPLES = (
+    r"(?:words?|tokens?|characters?|chars|hours?|minutes?|days?|weeks?|months?|years?|gb|mb|tb|percent|ms|"
+    r"people|users|employees|customers|engineers|languages|gpus?|thousand|million|billion|trillion|hundred)\b"
+)
+_RATE_AFTER = re.compile(
+    r"\s*(?:per|a|an|each|every|/)\s*(?:day|week|month|hour|minute|second|year)|"
+    r"\s*(?:daily|weekly|monthly|hourly)",
+    re.I,
+)
+# A count of something each item has: "each with at least 5 reviews", "up to 3 labels per ticket".
+_PER_ITEM_BEFORE = re.compile(
+    r"(?:at least|at most|up to|no more than|minimum of|maximum of|each (?:with|has|having))\s*$", re.I
+)
+_PER_ITEM_AFTER = re.compile(r"\s*(?:per|for each|for every|each|in each|/)\s+\w+", re.I)
+
+
+def to_number(digits: str, multiplier: str | None) -> float:
+    value = float(digits.replace(",", ""))
+    return value * MULTIPLIERS.get((multiplier or "").lower(), 1.0)
+
+
+def _range_low(match: re.Match, first: int = 1) -> float:
+    """Lower bound of a RANGE match; "5-10k" borrows the upper bound's multiplier."""
+    low_digits, low_mult = match[first], match[first + 1]
+    high_mult = match[first + 3] if match.re.groups >= first + 3 else None
+    if low_mult is None and high_mult and match[first + 2]:
+        low_mult = high_mult
+    return to_number(low_digits, low_mult)
+
+
+def _words(pattern: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-])(?:{pattern})(?![\w])", re.I)
+
+
+@dataclass(frozen=True)
+class Count:
+    field: str
+    value: int
+    position: int
+
+
+class Quantities:
+    """Every count a text states, each with the field it describes."""
+
+    def __init__(self) -> None:
+        gap = rf"(?!{NOT_EXAMPLES})(?:[a-z&/'-]+\s+){{0,3}}?"
+        self.examples = _words(rf"{RANGE}\s+{gap}(?:{EXAMPLE_UNITS})")
+        self.documents = _words(rf"{RANGE}\s+(?:[a-z&/'-]+\s+){{0,2}}?(?:{DOCUMENT_UNITS})")
+        self.per_class = _words(
+            rf"(?:about |around |roughly |~)?{RANGE}\s+(?:(?:labeled |labelled |training )?(?:{EXAMPLE_UNITS})\s+)?"
+            rf"(?:per|for each|for every|each|in each|a|/)\s*(?:\w+\s+)?(?:class|label|intent|category|topic|tag|type)"
+        )
+        self.classes = _words(
+            rf"{RANGE}\s+(?:(?:different|distinct|possible|predefined|fixed|target|output|custom|[a-z]+-level)\s+)?"
+            rf"(?:(?!per\b|for\b|each\b|a\b|an\b)[a-z]+\s+)?(?:{CLASS_UNITS})\b"
+        )
+        self.tokens = _words(rf"{NUM}\s*[- ]?tokens?")
+        self.words_corpus = _words(rf"{NUM}\s*[- ]?words\b")
+        self.deadline = _words(
+            r"(?:in|within|by|next)\s+(?:the\s+next\s+)?(\d+|one|two|three|four|five|six|a|a couple of|a few)\s+"
+            r"(days?|weeks?|months?)"
+        )
+
+    # ------------------------------------------------------------------ per field
+    def counts(self, text: str) -> Iterator[Count]:
+        yield from self._example_counts(text)
+        yield from self._document_counts(text)
+        yield from self._class_counts(text)
+        for match in self.tokens.finditer(text):
+            yield Count("corpus_tokens", int(to_number(match[1], match[2])), match.start())
+            break
+        else:
+            # "300 million words" of raw text: ~1.3 tokens per English word.
+            for match in self.words_corpus.finditer(text):
+                words = to_number(match[1], match[2])
+                if words >= 1e6:
+                    yield Count("corpus_tokens", int(words * 1.3), match.start())
+                    break
+        for match in self.deadline.finditer(text):
+            amount = match[1].lower()
+            n = int(amount) if amount.isdigit() else SMALL_NUMBERS.get(amount, 1)
+            unit = match[2].lower().rstrip("s")
+            yield Count("deadline_days", n * {"day": 1, "week": 7, "month": 30}[unit], match.start())
+            break
+
+    def _example_counts(self, text: str) -> Iterator[Count]:
+        per_class = [(m.start(), m.end()) for m in self.per_class.finditer(text)]
+        for match in self.per_class.finditer(text):
+            yield Count("examples_per_class", int(_range_low(match)), match.start())
+            break
+        best: Count | None = None
+        for match in self.examples.finditer(text):
+            if any(s <= match.start() < e for s, e in per_class):
+                continue
+            if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
+                continue  # traffic ("a day") or a property of each item ("per product")
+            if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
+                continue
+            value = int(_range_low(match))
+            if best is None or value > best.value:
+                best = Count("example_count", value, match.start())
+        if best is not None:
+            yield best
+
+    def _document_counts(self, text: str) -> Iterator[Count]:
+        best: Count | None = None
+        for match in self.documents.finditer(text):
+            if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
+                continue
+            if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
+                continue
+            value = int(_range_low(match))
+            if best is None or value > best.value:
+                best = Count("document_count", value, match.start())
+        if best is not None:
+            yield best
+
+    def _class_counts(self, text: str) -> Iterator[Count]:
+        per_class = [(m.start(), m.end()) for m in self.per_class.finditer(text)]
+        for match in self.classes.finditer(text):
+            if any(s <= match.start() < e for s, e in per_class):
+                continue
+            if _PER_ITEM_AFTER.match(text, match.end()) or _RATE_AFTER.match(text, match.end()):
+                continue
+            value = int(_range_low(match))
+            if 2 <= value <= 100_000:
+                yield Count("class_count", value, match.start())
+                return

@@ -1,0 +1,118 @@
+"""Right-sized base models: the smallest catalog model expected to do the task well, that fits.
+
+The band of sizes comes from knowledge/models.yaml (`sizing`): the task type sets it (routing and
+extraction need 1-3B, open generation 7-9B), deployment limits cap it (devices, tight latency, a tight
+budget). Within the band the smallest model that fits the GPU with headroom wins, models tagged for the
+task or for the inputs' languages first. When nothing in the band fits, the largest smaller model that
+fits is taken and the reason says so: a smaller GPU never gets a larger model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from assistant.estimates import fits
+
+if TYPE_CHECKING:
+    from assistant.knowledge import Knowledge, ModelInfo
+
+TASK_TAGS = {"code": {"code"}, "reasoning": {"math", "reasoning"}}
+
+
+@dataclass(frozen=True)
+class Band:
+    min_b: float
+    max_b: float
+    why: str
+
+
+def size_band(facts: dict[str, Any], knowledge: Knowledge) -> Band:
+    sizing = knowledge.sizing or {}
+    default = sizing.get("default", {"min_b": 7, "max_b": 9.5})
+    task = facts.get("task_type")
+    band = (sizing.get("by_task") or {}).get(task) or default
+    min_b, max_b = float(band["min_b"]), float(band["max_b"])
+    why = band.get("why") or "the task is not known yet, so a general 7-9B model"
+    caps = sizing.get("caps") or {}
+    limits = []
+    if facts.get("deployment") == "on_device" and "on_device" in caps:
+        limits.append(caps["on_device"])
+    latency = facts.get("latency_budget_ms")
+    tight = caps.get("tight_latency_ms")
+    if tight and latency is not None and latency < tight.get("below", 250):
+        limits.append(tight)
+    if facts.get("budget") == "low" and "low_budget" in caps:
+        limits.append(caps["low_budget"])
+    for cap in limits:
+        if cap["max_b"] < max_b:
+            max_b = float(cap["max_b"])
+            why += f"; at most {max_b:g}B because {cap['why']}"
+    return Band(min(min_b, max_b), max_b, why)
+
+
+def wanted_tags(facts: dict[str, Any]) -> set[str]:
+    tags = set(TASK_TAGS.get(facts.get("task_type") or "", set()))
+    if facts.get("multilingual") or facts.get("language") == "other":
+        tags.add("multilingual")
+    return tags
+
+
+def open_models(knowledge: Knowledge, technique: str) -> list[ModelInfo]:
+    return [
+        m for m in knowledge.models.values()
+        if m.source != "api" and m.params_b and (technique in ("none", "api") or technique in m.methods)
+    ]
+
+
+def right_sized(
+    facts: dict[str, Any], technique: str, knowledge: Knowledge
+) -> tuple[ModelInfo | None, str]:
+    """The model for `technique` on the stated GPUs, and why that size (None when nothing fits)."""
+    gpu_gb, gpu_count = facts.get("gpu_memory_gb") or 0.0, facts.get("gpu_count") or 1
+    band = size_band(facts, knowledge)
+    tags = wanted_tags(facts)
+    fitting = [m for m in open_models(knowledge, technique) if fits(m, technique, gpu_gb, gpu_count, knowledge)]
+    in_band = [m for m in fitting if band.min_b <= m.params_b <= band.max_b]
+    if in_band:
+        # The smallest that does the task well, models made for the task or the languages first.
+        best = min(in_band, key=lambda m: (-len(tags & set(m.tags)), m.params_b, m.family != "llama"))
+        return best, f"{band.why}: the smallest such model that fits {_gpus(gpu_count, gpu_gb)}"
+    smaller = [m for m in fitting if m.params_b < band.min_b]
+    if smaller:
+        best = max(smaller, key=lambda m: (m.params_b, len(tags & set(m.tags))))
+        return best, (f"{band.why}, but no {band.min_b:g}-{band.max_b:g}B model fits "
+                      f"{_gpus(gpu_count, gpu_gb)} for {technique}: the largest that does")
+    return None, f"no catalog model fits {_gpus(gpu_count, gpu_gb)} for {technique}"
+
+
+def band_fits(facts: dict[str, Any], knowledge: Knowledge) -> list[str] | None:
+    """Training techniques with which some model of the right size fits the GPUs (None: GPU unknown)."""
+    gpu_gb = facts.get("gpu_memory_gb")
+    if gpu_gb is None or not facts.get("has_gpu"):
+        return None
+    from assistant.estimates import TRAINING_TECHNIQUES
+
+    band = size_band(facts, knowledge)
+    gpu_count = facts.get("gpu_count") or 1
+    out = []
+    for technique in TRAINING_TECHNIQUES:
+        if any(
+            band.min_b <= m.params_b <= band.max_b and fits(m, technique, gpu_gb, gpu_count, knowledge)
+            for m in open_models(knowledge, technique)
+        ):
+            out.append(technique)
+    return out
+
+
+def _gpus(count: int, memory: float) -> str:
+    return f"{count} x {memory:g} GB" if count > 1 else f"a {memory:g} GB GPU"
+
+
+def chinchilla_model(tokens: float | None, knowledge: Knowledge) -> tuple[ModelInfo, str]:
+    """For training from scratch: the architecture sized for the corpus (~20 tokens per parameter)."""
+    tokens = tokens or 2e10
+    target_b = tokens / 20 / 1e9
+    model = min(open_models(knowledge, "full"), key=lambda m: abs(math.log(m.params_b / target_b)))
+    return model, f"its architecture sized for your corpus (~20 tokens per parameter: ~{target_b:.1f}B)"
