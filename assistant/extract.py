@@ -141,6 +141,7 @@ class RegexExtractor:
         )
         self.model_by_alias = dict(model_aliases)
         self.model_named = _words("|".join(re.escape(a) for a, _ in model_aliases))
+        self.model_named_by_size = re.compile(r"\b[a-z][a-z0-9.]*-(\d+(?:\.\d+)?)b\b", re.I)
         self.model_size = _words(
             r"(llama|mistral|qwen|gemma|phi|smollm\w*)?[\s-]*(?:\d(?:\.\d)?[\s-]+)?(\d+(?:\.\d+)?)\s*b\b"
             r"(?=\s*(?:-?\s*(?:parameter|param|model|llm|instruct|base|chat)|\b))"
@@ -239,6 +240,13 @@ class RegexExtractor:
                 continue
             yield Candidate("preferred_model", self.model_by_alias[match[0].lower()], -1, match.start())
             return
+        for match in self.model_named_by_size.finditer(text):
+            # "falcon-7b", "bloomz-3b": a family outside the catalog, matched to a catalog model by size.
+            if not _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+                model = self._nearest_model(None, float(match[1]))
+                if model:
+                    yield Candidate("preferred_model", model, 0, match.start())
+                    return
         for match in self.model_size.finditer(text):
             if _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
                 continue

@@ -221,6 +221,9 @@ class QuestionOption(BaseModel):
 
     value: Any
     label: str
+    # A condition on known facts (rules.yaml syntax) under which this answer contradicts what the user
+    # already said, so it is neither offered nor counted as a way the decision could change.
+    unless: dict[str, Any] | None = None
 
 
 class Question(BaseModel):
@@ -279,6 +282,7 @@ class Knowledge:
     hyperparameters: dict[str, Any]
     playbook: dict[str, Any]
     sizing: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None  # assistant.confidence.Calibration
     derived_fields: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -295,6 +299,7 @@ class Knowledge:
 
 
 def load_knowledge(root: str | Path | None = None) -> Knowledge:
+    from assistant.confidence import Calibration
     from assistant.profile import UseCaseProfile  # the profile defines which fields rules may name
     from assistant.rules import DERIVED_FIELDS
 
@@ -393,6 +398,9 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         question = _validated(Question, raw, where)
         if question.field not in profile_fields:
             raise KnowledgeError(f"{where}: field 'field': unknown profile field {question.field!r}")
+        for option in question.options:
+            if option.unless is not None:
+                _check_condition(option.unless, profile_fields, f"{where}: option {option.label!r}: field 'unless'")
         questions.append(question)
 
     hp_path = root / "hyperparameters.yaml"
@@ -410,7 +418,8 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
     return Knowledge(
         root=root, docs=docs, sections=sections, rules=rules, models=models, gpus=gpus,
         hardware=hardware, cues=cues, lexicon=lexicon, questions=questions,
-        hyperparameters=hyperparameters, playbook=playbook, sizing=sizing, derived_fields=tuple(DERIVED_FIELDS),
+        hyperparameters=hyperparameters, playbook=playbook, sizing=sizing, calibration=Calibration.load(root),
+        derived_fields=tuple(DERIVED_FIELDS),
     )
 
 

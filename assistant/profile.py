@@ -28,7 +28,7 @@ Deployment = Literal["cloud", "on_prem", "on_device"]
 Budget = Literal["low", "medium", "high"]
 Privacy = Literal["standard", "sensitive"]
 Vendor = Literal["openai_api", "anthropic_api", "open_weights", "any"]
-Coverage = Literal["covered", "poor"]
+Coverage = Literal["covered", "poor", "none"]  # none: no pretrained model reads it at all (a new modality)
 TechniqueName = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api"]
 TeamSkills = Literal["none", "some", "strong"]
 
@@ -91,6 +91,11 @@ class UseCaseProfile(BaseModel):
     label_churn: Fact[bool] = Fact()
     reward_signal: Fact[bool] = Fact()
     retrieval_noise: Fact[bool] = Fact()
+    prompting_fell_short: Fact[bool] = Fact()
+    training_intent: Fact[bool] = Fact()
+    mentions_documents: Fact[bool] = Fact()
+    knowledge_gap: Fact[bool] = Fact()
+    raw_corpus: Fact[bool] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -94,11 +94,18 @@ class Quantities:
             rf"(?:about |around |roughly |~)?{RANGE}\s+(?:(?:labeled |labelled |training )?(?:{EXAMPLE_UNITS})\s+)?"
             rf"(?:per|for each|for every|each|in each|a|/)\s*(?:\w+\s+)?(?:class|label|intent|category|topic|tag|type)"
         )
+        words = "|".join(k for k in SMALL_NUMBERS if " " not in k)
+        self.class_words = _words(rf"(?:one of |into |among )({words})\s+(?:[a-z]+\s+)?(?:{CLASS_UNITS})\b")
         self.classes = _words(
             rf"{RANGE}\s+(?:(?:different|distinct|possible|predefined|fixed|target|output|custom|[a-z]+-level)\s+)?"
             rf"(?:(?!per\b|for\b|each\b|a\b|an\b)[a-z]+\s+)?(?:{CLASS_UNITS})\b"
         )
         self.tokens = _words(rf"{NUM}\s*[- ]?tokens?")
+        # "a corpus of ~150GB", "2.7 TB of source code": raw text at ~4 bytes per token.
+        self.corpus_bytes = _words(
+            r"(\d+(?:\.\d+)?)\s*(gb|tb|gib|tib)\s+(?:of\s+)?(?:\w+\s+){0,3}?(?:text|corpus|corpora|code|data|documents)|"
+            r"(?:corpus|corpora|text|dataset)\s+of\s+~?(?:about\s+|around\s+|roughly\s+)?(\d+(?:\.\d+)?)\s*(gb|tb|gib|tib)"
+        )
         self.words_corpus = _words(rf"{NUM}\s*[- ]?words\b")
         self.deadline = _words(
             r"(?:in|within|by|next)\s+(?:the\s+next\s+)?(\d+|one|two|three|four|five|six|a|a couple of|a few)\s+"
@@ -114,6 +121,11 @@ class Quantities:
             yield Count("corpus_tokens", int(to_number(match[1], match[2])), match.start())
             break
         else:
+            for match in self.corpus_bytes.finditer(text):
+                size, unit = (match[1], match[2]) if match[1] else (match[3], match[4])
+                gigabytes = float(size) * (1000 if unit.lower().startswith("t") else 1)
+                yield Count("corpus_tokens", int(gigabytes * 1e9 / 4), match.start())
+                break
             # "300 million words" of raw text: ~1.3 tokens per English word.
             for match in self.words_corpus.finditer(text):
                 words = to_number(match[1], match[2])
@@ -170,3 +182,6 @@ class Quantities:
             if 2 <= value <= 100_000:
                 yield Count("class_count", value, match.start())
                 return
+        for match in self.class_words.finditer(text):
+            yield Count("class_count", SMALL_NUMBERS[match[1].lower()], match.start())
+            return

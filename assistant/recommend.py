@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from assistant.confidence import MAX_QUESTIONS_BEFORE_ANSWER, decision_features
 from assistant.estimates import estimate, fits, training_memory_gb
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
@@ -77,6 +78,9 @@ class Recommendation(BaseModel):
     reasons: list[Reason]
     citations: list[Citation]
     questions: list[Question]
+    # The questions the interview asks before it answers: the most decision-changing ones, only when the
+    # confidence is below the calibrated threshold, and never one the text already answered.
+    ask_first: list[Question] = Field(default_factory=list)
     alternatives: list[Alternative]
     hyperparameters: dict[str, Any]
     data_preparation: list[str]
@@ -245,6 +249,9 @@ class Advisor:
         citations = self._citations(text, decision, reasons, model)
         confidence = self._confidence(profile, decision, questions)
         label = "low" if confidence < 0.4 else "medium" if confidence < 0.7 else "high"
+        ask_first = (
+            questions[:MAX_QUESTIONS_BEFORE_ANSWER] if confidence < kn.calibration.ask_below else []
+        )
         if facts.get("language") == "other":
             notes.append("The description does not read as English; little could be extracted from it, "
                          "so the recommendation rests on defaults. Answer the questions to sharpen it.")
@@ -270,6 +277,7 @@ class Advisor:
             reasons=reasons,
             citations=citations,
             questions=questions,
+            ask_first=ask_first,
             alternatives=self._alternatives(decision, counterfactuals),
             hyperparameters=hyper,
             data_preparation=self._data_steps(facts, decision),
@@ -343,17 +351,11 @@ class Advisor:
                     )
         return list(out.values())
 
-    @staticmethod
-    def _confidence(profile: UseCaseProfile, decision: Decision, questions: list[Question]) -> float:
-        margin = min(max(decision.margin(), 0.0), 4.0) / 4.0
-        question_fields = {q.field for q in questions}
-        known = len([f for f in profile.known_fields() if f not in ("language", "domain")])
-        coverage = known / (known + len(question_fields)) if known + len(question_fields) else 1.0
-        confidence = 0.5 * margin + 0.5 * coverage
+    def _confidence(self, profile: UseCaseProfile, decision: Decision, questions: list[Question]) -> float:
+        calibration = self.knowledge.calibration
+        confidence = calibration.probability(decision_features(decision, len(questions)))
         if profile.language.value == "other":
-            confidence = min(confidence, 0.3)
-        if known == 0:
-            confidence = min(confidence, 0.2)
+            confidence = min(confidence, 0.3)  # little could be read: the rules ran on defaults
         return confidence
 
     def _data_steps(self, facts, decision) -> list[str]:

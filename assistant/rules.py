@@ -211,8 +211,10 @@ class RulesEngine:
 
     def counterfactuals(self, profile: UseCaseProfile) -> list[tuple[Question, Any, Decision]]:
         """The decision under every answer to every question (one table serves questions and alternatives)."""
+        facts = self.facts(profile)
         return [(q, option, self.counterfactual(profile, q.field, option.value))
-                for q in self.knowledge.questions for option in q.options]
+                for q in self.knowledge.questions for option in q.options
+                if option.unless is None or not matches(option.unless, facts)]
 
     def questions(self, profile: UseCaseProfile, decision: Decision,
                   table: list[tuple[Question, Any, Decision]] | None = None) -> list[AskedQuestion]:
@@ -222,7 +224,7 @@ class RulesEngine:
             if not getattr(profile, question.field).known and alt.key != decision.key:
                 changes.setdefault(question.field, {})[option.label] = f"{alt.approach}/{alt.technique}"
         asked = [
-            AskedQuestion(q.field, q.text, [o.model_dump() for o in q.options],
+            AskedQuestion(q.field, q.text, [o.model_dump(exclude={"unless"}) for o in q.options],
                           round(len(changes[q.field]) / len(q.options), 3), changes[q.field])
             for q in self.knowledge.questions if q.field in changes
         ]

@@ -102,7 +102,7 @@ class Conversation:
 
     def _questions_or_card(self) -> list[Reply]:
         rec = self.recommendation()
-        asked = self.interview.next_questions(rec.questions)
+        asked = self.interview.next_questions(rec.ask_first)
         if not asked:
             self.interview.done = True
             return [self.card()]

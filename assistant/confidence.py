@@ -1,0 +1,94 @@
+"""Calibrated confidence: the probability that the recommended approach is the one an expert would pick.
+
+A logistic model over three facts of the decision: the score margin between the chosen approach and the
+runner-up, how many rules (not priors) pushed toward the choice, and how many unknown facts could still
+change it. Its weights are data (knowledge/calibration.yaml), fitted by `bench/advice_quality.py
+--fit-calibration` on the development part of the real-case benchmark only, so the held-out part measures
+the calibration honestly. Below `ask_below`, the interview asks before it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from assistant.rules import Decision
+
+FEATURES = ("margin", "support", "open_questions")
+CLIPS = {"margin": 6.0, "support": 5.0, "open_questions": 6.0}
+MAX_QUESTIONS_BEFORE_ANSWER = 3
+
+
+@dataclass(frozen=True)
+class Calibration:
+    bias: float
+    weights: dict[str, float]
+    ask_below: float
+    fitted_on: str = ""
+
+    @classmethod
+    def load(cls, root: Path) -> Calibration:
+        path = root / "calibration.yaml"
+        if not path.exists():  # an older knowledge folder: a neutral model that never claims certainty
+            return cls(0.0, dict.fromkeys(FEATURES, 0.0), 0.5)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        weights = raw.get("weights") or {}
+        unknown = set(weights) - set(FEATURES)
+        if unknown:
+            from assistant.knowledge import KnowledgeError
+
+            raise KnowledgeError(f"{path}: field 'weights': unknown feature(s) {sorted(unknown)}; "
+                                 f"use {list(FEATURES)}")
+        return cls(float(raw.get("bias", 0.0)), {f: float(weights.get(f, 0.0)) for f in FEATURES},
+                   float(raw.get("ask_below", 0.5)), str(raw.get("fitted_on", "")))
+
+    def probability(self, features: dict[str, float]) -> float:
+        z = self.bias + sum(self.weights[f] * features[f] for f in FEATURES)
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def decision_features(decision: Decision, open_questions: int) -> dict[str, float]:
+    chosen = decision.approach
+    support = sum(
+        1 for rule in decision.fired
+        if rule.kind != "prior" and rule.effect.approach.get(chosen, 0) > 0
+    )
+    raw = {"margin": max(decision.margin(), 0.0), "support": float(support), "open_questions": float(open_questions)}
+    return {k: min(v, CLIPS[k]) for k, v in raw.items()}
+
+
+def fit(rows: list[tuple[dict[str, float], bool]], l2: float = 0.05, steps: int = 5000,
+        rate: float = 0.1) -> tuple[float, dict[str, float]]:
+    """Logistic regression by gradient descent (a few dozen rows, three features: no library needed)."""
+    bias, weights = 0.0, dict.fromkeys(FEATURES, 0.0)
+    n = len(rows)
+    for _ in range(steps):
+        grad_b, grad_w = 0.0, dict.fromkeys(FEATURES, 0.0)
+        for features, correct in rows:
+            z = bias + sum(weights[f] * features[f] for f in FEATURES)
+            error = 1.0 / (1.0 + math.exp(-z)) - (1.0 if correct else 0.0)
+            grad_b += error / n
+            for f in FEATURES:
+                grad_w[f] += error * features[f] / n
+        bias -= rate * grad_b
+        for f in FEATURES:
+            weights[f] -= rate * (grad_w[f] + l2 * weights[f])
+    return bias, weights
+
+
+def write(path: Path, bias: float, weights: dict[str, Any], ask_below: float, fitted_on: str) -> None:
+    body = {
+        "bias": round(bias, 4),
+        "weights": {f: round(weights[f], 4) for f in FEATURES},
+        "ask_below": ask_below,
+        "fitted_on": fitted_on,
+    }
+    header = ("# Confidence calibration (assistant/confidence.py): a logistic model of P(approach is right).\n"
+              "# Written by `bench/advice_quality.py --fit-calibration` from the development part of\n"
+              "# bench/advice_cases.jsonl only; the held-out part is never fitted on.\n")
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
