@@ -73,6 +73,13 @@ def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     chosen = None
+    if extractor == "regex":
+        from assistant.extract import RegexExtractor
+
+        chosen = RegexExtractor(kn)
+    elif extractor not in ("semantic", "llm", "auto"):
+        typer.secho(f"error: --extractor {extractor!r}: use semantic, regex, llm or auto", fg="red", err=True)
+        raise typer.Exit(2)
     if extractor in ("llm", "auto"):
         from assistant.extract import RegexExtractor
         from assistant.llm_extract import LLMExtractor, available_provider
@@ -81,7 +88,9 @@ def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
             typer.secho("error: --extractor llm needs OPENAI_API_KEY or ANTHROPIC_API_KEY", fg="red", err=True)
             raise typer.Exit(2)
         if available_provider() is not None:
-            chosen = LLMExtractor(RegexExtractor(kn))
+            from assistant.semantic import default_extractor
+
+            chosen = LLMExtractor(default_extractor(kn))
     return Advisor(kn, extractor=chosen, index="auto" if retrieval else None)
 
 
@@ -97,8 +106,9 @@ def recommend(
     ] = None,
     plan_out: Annotated[Path | None, typer.Option("--plan-out", help="Write the training plan (YAML).")] = None,
     extractor: Annotated[
-        str, typer.Option(help="Profile extractor: regex (offline, default), llm (needs an API key), auto.")
-    ] = os.environ.get("TUNEWISE_EXTRACTOR", "regex"),
+        str, typer.Option(help="Profile extractor: semantic (offline keywords + meaning, default), regex "
+                               "(keywords only), llm (needs an API key), auto.")
+    ] = os.environ.get("TUNEWISE_EXTRACTOR", "semantic"),
     knowledge: Annotated[Path | None, typer.Option(help="Knowledge folder (default: the bundled one).")] = None,
     retrieval: Annotated[bool, typer.Option(help="Cite retrieved guidance (local Chroma index).")] = True,
 ) -> None:

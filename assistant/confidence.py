@@ -1,8 +1,8 @@
 """Calibrated confidence: the probability that the recommended approach is the one an expert would pick.
 
 A logistic model over three facts of the decision: the score margin between the chosen approach and the
-runner-up, how many rules (not priors) pushed toward the choice, and how many unknown facts could still
-change it. Its weights are data (knowledge/calibration.yaml), fitted by `bench/advice_quality.py
+runner-up, how many decision-relevant facts are known, and how many unknown facts could still change it.
+With nothing known at all the confidence is capped low: a default is not a judgment. Its weights are data (knowledge/calibration.yaml), fitted by `bench/advice_quality.py
 --fit-calibration` on the development part of the real-case benchmark only, so the held-out part measures
 the calibration honestly. Below `ask_below`, the interview asks before it answers.
 """
@@ -19,8 +19,10 @@ import yaml
 if TYPE_CHECKING:
     from assistant.rules import Decision
 
-FEATURES = ("margin", "support", "open_questions")
-CLIPS = {"margin": 6.0, "support": 5.0, "open_questions": 6.0}
+FEATURES = ("margin", "known_facts", "open_questions")
+CLIPS = {"margin": 6.0, "known_facts": 10.0, "open_questions": 6.0}
+NOTHING_KNOWN_CAP = 0.2
+NOT_DECISION_FACTS = ("language", "domain", "mentions_documents")
 MAX_QUESTIONS_BEFORE_ANSWER = 3
 
 
@@ -52,14 +54,17 @@ class Calibration:
         return 1.0 / (1.0 + math.exp(-z))
 
 
-def decision_features(decision: Decision, open_questions: int) -> dict[str, float]:
-    chosen = decision.approach
-    support = sum(
-        1 for rule in decision.fired
-        if rule.kind != "prior" and rule.effect.approach.get(chosen, 0) > 0
-    )
-    raw = {"margin": max(decision.margin(), 0.0), "support": float(support), "open_questions": float(open_questions)}
+def decision_features(decision: Decision, known_facts: int, open_questions: int) -> dict[str, float]:
+    raw = {
+        "margin": max(decision.margin(), 0.0),
+        "known_facts": float(known_facts),
+        "open_questions": float(open_questions),
+    }
     return {k: min(v, CLIPS[k]) for k, v in raw.items()}
+
+
+def known_decision_facts(profile) -> int:
+    return len([f for f in profile.known_fields() if f not in NOT_DECISION_FACTS])
 
 
 def fit(rows: list[tuple[dict[str, float], bool]], l2: float = 0.05, steps: int = 5000,

@@ -157,7 +157,7 @@ class RegexExtractor:
         profile = UseCaseProfile()
         for field, best in self._resolve(candidates).items():
             profile = profile.with_fact(field, best.value, "text", sentences.sentence(best.position))
-        profile = self._fill_implied(profile)
+        profile = self.fill_implied(profile)
         language, evidence = detect_language(text)
         if language is not None:
             profile = profile.with_fact("language", language, "text", evidence)
@@ -278,7 +278,7 @@ class RegexExtractor:
         return best
 
     @staticmethod
-    def _fill_implied(profile: UseCaseProfile) -> UseCaseProfile:
+    def fill_implied(profile: UseCaseProfile) -> UseCaseProfile:
         """Facts that follow from others ("no GPU" means 0 GB; a GPU named implies one GPU)."""
         if profile.gpu_count.known and profile.gpu_count.value == 0 and not profile.gpu_memory_gb.known:
             profile = profile.with_fact("gpu_memory_gb", 0.0, "text", profile.gpu_count.evidence)

@@ -96,6 +96,7 @@ class UseCaseProfile(BaseModel):
     mentions_documents: Fact[bool] = Fact()
     knowledge_gap: Fact[bool] = Fact()
     raw_corpus: Fact[bool] = Fact()
+    tuning_fell_short: Fact[bool] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

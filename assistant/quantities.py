@@ -33,7 +33,7 @@ EXAMPLE_UNITS = (
     r"emails?|questions?|q&as?|instructions?|demonstrations?|comparisons?|ratings?|reviews?|utterances?|"
     r"messages?|annotations?|sentences?|prompts?|responses?|calls?|cases?|notes?|summaries|summary|queries|"
     r"query|problems?|items?|entries|entry|texts?|posts?|tweets?|descriptions?|completions?|"
-    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?"
+    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?"
 )
 DOCUMENT_UNITS = (
     r"documents?|docs|pages?|pdfs?|articles?|manuals?|files?|papers?|contracts?|reports?|policies|policy|"

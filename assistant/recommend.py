@@ -15,12 +15,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from assistant.confidence import MAX_QUESTIONS_BEFORE_ANSWER, decision_features
+from assistant.confidence import (
+    MAX_QUESTIONS_BEFORE_ANSWER,
+    NOTHING_KNOWN_CAP,
+    decision_features,
+    known_decision_facts,
+)
 from assistant.estimates import estimate, fits, training_memory_gb
-from assistant.extract import ProfileExtractor, RegexExtractor
+from assistant.extract import ProfileExtractor
 from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
 from assistant.profile import UseCaseProfile
 from assistant.rules import Decision, RulesEngine
+from assistant.semantic import default_extractor
 from assistant.sizing import chinchilla_model, right_sized
 from executor.plan import (
     DataSpec,
@@ -75,6 +81,7 @@ class Recommendation(BaseModel):
     base_model_info: dict[str, Any]
     confidence: float
     confidence_label: str
+    confidence_basis: dict[str, float] = Field(default_factory=dict)  # the calibrated model's inputs
     reasons: list[Reason]
     citations: list[Citation]
     questions: list[Question]
@@ -206,7 +213,7 @@ class Advisor:
         index: Any = "auto",
     ):
         self.knowledge = knowledge or load_knowledge()
-        self.extractor = extractor or RegexExtractor(self.knowledge)
+        self.extractor = extractor or default_extractor(self.knowledge)
         self.engine = RulesEngine(self.knowledge)
         if index == "auto":
             from assistant.retrieval import KnowledgeIndex
@@ -273,6 +280,7 @@ class Advisor:
                 "good_for": model.good_for, "cite": model.cite,
             },
             confidence=round(confidence, 3),
+            confidence_basis=decision_features(decision, known_decision_facts(profile), len(questions)),
             confidence_label=label,
             reasons=reasons,
             citations=citations,
@@ -352,8 +360,10 @@ class Advisor:
         return list(out.values())
 
     def _confidence(self, profile: UseCaseProfile, decision: Decision, questions: list[Question]) -> float:
-        calibration = self.knowledge.calibration
-        confidence = calibration.probability(decision_features(decision, len(questions)))
+        known = known_decision_facts(profile)
+        confidence = self.knowledge.calibration.probability(decision_features(decision, known, len(questions)))
+        if known == 0:
+            confidence = min(confidence, NOTHING_KNOWN_CAP)
         if profile.language.value == "other":
             confidence = min(confidence, 0.3)  # little could be read: the rules ran on defaults
         return confidence

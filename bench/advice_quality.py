@@ -113,6 +113,7 @@ def evaluate(advisor, cases: list[dict]) -> list[dict]:
             "technique_ok": (rec.technique in acceptable(expert, "technique")) if named else None,
             # Before issue #14 the interview asked every decision-changing question, up to six.
             "questions_asked": len(getattr(rec, "ask_first", rec.questions[:6])),
+            "confidence_basis": getattr(rec, "confidence_basis", {}),
             "reasons": [r.rule for r in rec.reasons],
         })
     return rows
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=Path, default=CASES)
     parser.add_argument("--misses", choices=["dev", "heldout"], help="print that part's disagreements")
     parser.add_argument("--json", type=Path, help="write per-case rows and the summaries here")
+    parser.add_argument("--fit-calibration", action="store_true",
+                        help="fit knowledge/calibration.yaml on the development part, then measure")
     args = parser.parse_args(argv)
 
     from assistant.recommend import Advisor
@@ -174,6 +177,22 @@ def main(argv: list[str] | None = None) -> int:
         "dev": [r for r in rows if r["id"] not in held],
         "heldout": [r for r in rows if r["id"] in held],
     }
+    if args.fit_calibration:
+        from assistant import confidence
+
+        rows_dev = [(r["confidence_basis"], r["approach_ok"]) for r in parts["dev"]]
+        bias, weights = confidence.fit(rows_dev)
+        path = advisor.knowledge.root / "calibration.yaml"
+        calibration = advisor.knowledge.calibration
+        confidence.write(path, bias, weights, calibration.ask_below,
+                         f"{len(rows_dev)} development cases of {args.cases.name}")
+        print(f"fitted {path}: bias {bias:.3f}, weights {weights}")
+        advisor = Advisor(index=None)
+        rows = evaluate(advisor, cases)
+        parts = {
+            "dev": [r for r in rows if r["id"] not in held],
+            "heldout": [r for r in rows if r["id"] in held],
+        }
     summaries = {name: summarize(part, majority, by_id) for name, part in parts.items()}
     keys = list(summaries["dev"])
     print(f"{len(cases)} cases ({len(parts['dev'])} development, {len(parts['heldout'])} held out), "

@@ -19,6 +19,7 @@ from typing import Any
 
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge
+from assistant.semantic import default_extractor
 from executor.llm import chat_model
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Backend:
 
     def extractor(self) -> ProfileExtractor:
         if self._extractor is None:
-            regex = RegexExtractor(self.knowledge)
+            regex = default_extractor(self.knowledge)  # keywords + meaning, the same reader as the CLI
             if self.uses_llm:
                 from assistant.llm_extract import LLMExtractor
 

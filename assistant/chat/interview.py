@@ -43,7 +43,7 @@ FIELD_NAMES = {
     "reward_signal": "A scorer / reward model for outputs", "retrieval_noise": "Retrieved passages can be irrelevant",
     "prompting_fell_short": "Prompting a general model fell short", "training_intent": "Wants to train a model",
     "mentions_documents": "Mentions documents", "knowledge_gap": "General models lack the facts",
-    "raw_corpus": "A raw text corpus to train on",
+    "raw_corpus": "A raw text corpus to train on", "tuning_fell_short": "A fine-tune was tried and fell short",
 }
 _WHAT_IF = re.compile(r"^\s*(?:and\s+|but\s+|so\s+)?(what\s+if|what\s+about|suppose|imagine|assume|if\s+we|"
                       r"if\s+instead|if\s+our)\b[\s,:]*(?P<clause>.*)$", re.I | re.S)

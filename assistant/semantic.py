@@ -1,0 +1,145 @@
+"""Facts by meaning: the sentences of a description compared with cue exemplars (knowledge/exemplars.yaml).
+
+Keywords miss what people say in their own words ("it cost a fraction of a penny per message and that added
+up" is a cost-per-request constraint; "staff want to search our wiki by asking questions" is a knowledge
+source to answer from). Each sentence is embedded with the bundled MiniLM and compared with every exemplar;
+a fact is set when a sentence is close enough to one of its exemplars and clearly closer than to any other
+value of the same field. `SemanticExtractor` wraps the keyword extractor behind the same ProfileExtractor
+interface: keyword facts stand (they are exact), the meaning fills what they left unknown, and every fact
+keeps the sentence it came from plus the exemplar it matched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from assistant.profile import UseCaseProfile
+
+if TYPE_CHECKING:
+    from assistant.extract import RegexExtractor
+
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\s+…\s+|\n+")
+MIN_WORDS = 4
+MAX_SENTENCES = 200  # a description longer than this is read by keywords only past here
+
+
+@dataclass(frozen=True)
+class Exemplars:
+    threshold: float
+    margin: float
+    groups: list[tuple[str, Any, list[str]]]  # (field, value, sentences)
+    background: list[str] = ()  # sentences that set nothing: a match must beat them by `margin`
+
+    @classmethod
+    def load(cls, root: Path) -> Exemplars:
+        from assistant.knowledge import KnowledgeError
+
+        path = root / "exemplars.yaml"
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        groups = []
+        fields = set(UseCaseProfile.field_names())
+        for i, entry in enumerate(raw.get("exemplars") or []):
+            where = f"{path}: exemplar #{i + 1}"
+            if not isinstance(entry, dict) or not {"field", "value", "sentences"} <= set(entry):
+                raise KnowledgeError(f"{where}: needs field, value and sentences")
+            if entry["field"] not in fields:
+                raise KnowledgeError(f"{where}: field 'field': unknown profile field {entry['field']!r}")
+            try:
+                UseCaseProfile().with_fact(entry["field"], entry["value"])
+            except ValueError as exc:
+                raise KnowledgeError(f"{where}: field 'value': {entry['value']!r} is not valid: {exc}") from None
+            if not entry["sentences"]:
+                raise KnowledgeError(f"{where}: field 'sentences' is empty")
+            groups.append((entry["field"], entry["value"], list(entry["sentences"])))
+        return cls(float(raw.get("threshold", 0.6)), float(raw.get("margin", 0.04)), groups,
+                   list(raw.get("background") or []))
+
+
+def sentences_of(text: str) -> list[str]:
+    parts = [" ".join(p.split()) for p in _SENTENCE.split(text or "")]
+    return [p for p in parts if len(p.split()) >= MIN_WORDS][:MAX_SENTENCES]
+
+
+class SemanticMatcher:
+    """Embeds the exemplars once; `matches(text)` gives {field: (value, sentence, exemplar, score)}."""
+
+    def __init__(self, exemplars: Exemplars, embedder=None):
+        from executor.embeddings import MiniLMEmbedder
+
+        self.exemplars = exemplars
+        self.embedder = embedder or MiniLMEmbedder.shared()
+        flat = [(f, v, s) for f, v, sentences in exemplars.groups for s in sentences]
+        self.keys = [(f, v) for f, v, _ in flat]
+        self.texts = [s for _, _, s in flat]
+        self.vectors = self.embedder.embed(self.texts)
+        self.background = self.embedder.embed(list(exemplars.background)) if exemplars.background else []
+
+    def matches(self, text: str) -> dict[str, tuple[Any, str, str, float]]:
+        sentences = sentences_of(text)
+        if not sentences:
+            return {}
+        vectors = self.embedder.embed(sentences)
+        # Best score per (field, value) over all sentence x exemplar pairs, counted only where the
+        # sentence is nearer the exemplar than to every background sentence by the margin.
+        best: dict[tuple[str, Any], tuple[float, str, str]] = {}
+        for si, sv in enumerate(vectors):
+            floor = max((_dot(sv, bv) for bv in self.background), default=-1.0) + self.exemplars.margin
+            for ei, ev in enumerate(self.vectors):
+                score = _dot(sv, ev)
+                if score < floor:
+                    continue
+                key = (self.keys[ei][0], _hashable(self.keys[ei][1]))
+                if key not in best or score > best[key][0]:
+                    best[key] = (score, sentences[si], self.texts[ei])
+        out: dict[str, tuple[Any, str, str, float]] = {}
+        for (field, value), (score, sentence, exemplar) in best.items():
+            if score < self.exemplars.threshold:
+                continue
+            rivals = [s for (f, v), (s, _, _) in best.items() if f == field and v != value]
+            if rivals and score - max(rivals) < self.exemplars.margin:
+                continue
+            out[field] = (value, sentence, exemplar, score)
+        return out
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+class SemanticExtractor:
+    """Keyword facts first, then facts by meaning for the fields they left unknown."""
+
+    def __init__(self, keywords: RegexExtractor, matcher: SemanticMatcher):
+        self.keywords = keywords
+        self.matcher = matcher
+        self.knowledge = keywords.knowledge
+
+    def extract(self, text: str) -> UseCaseProfile:
+        profile = self.keywords.extract(text)
+        for field, (value, sentence, exemplar, score) in self.matcher.matches(text).items():
+            if getattr(profile, field).known:
+                continue
+            evidence = f"{sentence[:200]} (read by meaning: like “{exemplar}”, similarity {score:.2f})"
+            profile = profile.with_fact(field, value, "text", evidence)
+        return self.keywords.fill_implied(profile)
+
+
+def default_extractor(knowledge) -> Any:
+    """The semantic extractor when the bundled MiniLM loads, else the keyword extractor alone."""
+    from assistant.extract import RegexExtractor
+
+    keywords = RegexExtractor(knowledge)
+    try:
+        matcher = SemanticMatcher(Exemplars.load(knowledge.root))
+    except (RuntimeError, OSError):
+        return keywords  # no embedding model installed: keywords still give a complete, offline answer
+    return SemanticExtractor(keywords, matcher)
