@@ -77,9 +77,6 @@ def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
         from assistant.extract import RegexExtractor
 
         chosen = RegexExtractor(kn)
-    elif extractor not in ("semantic", "llm", "auto"):
-        typer.secho(f"error: --extractor {extractor!r}: use semantic, regex, llm or auto", fg="red", err=True)
-        raise typer.Exit(2)
     if extractor in ("llm", "auto"):
         from assistant.extract import RegexExtractor
         from assistant.llm_extract import LLMExtractor, available_provider
@@ -113,8 +110,8 @@ def recommend(
     retrieval: Annotated[bool, typer.Option(help="Cite retrieved guidance (local Chroma index).")] = True,
 ) -> None:
     """Recommend prompting, RAG, fine-tuning or RAG+LoRA for a use case, with reasons, citations and a plan."""
-    if extractor not in ("regex", "llm", "auto"):
-        raise typer.BadParameter("use regex, llm or auto", param_hint="--extractor")
+    if extractor not in ("semantic", "regex", "llm", "auto"):
+        raise typer.BadParameter("use semantic, regex, llm or auto", param_hint="--extractor")
     if jsonl is not None:
         if text is not None or plan_out is not None:
             raise typer.BadParameter("--jsonl reads its texts from the input; drop TEXT and --plan-out")

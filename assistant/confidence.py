@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from assistant.rules import Decision
 
 FEATURES = ("margin", "known_facts", "open_questions")
-CLIPS = {"margin": 6.0, "known_facts": 10.0, "open_questions": 6.0}
+CLIPS = {"margin": 6.0, "known_facts": 10.0, "open_questions": 15.0}
 NOTHING_KNOWN_CAP = 0.2
 NOT_DECISION_FACTS = ("language", "domain", "mentions_documents")
 MAX_QUESTIONS_BEFORE_ANSWER = 3
