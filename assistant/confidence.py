@@ -2,9 +2,10 @@
 
 A logistic model over three facts of the decision: the score margin between the chosen approach and the
 runner-up, how many decision-relevant facts are known, and how many unknown facts could still change it.
-With nothing known at all the confidence is capped low: a default is not a judgment. Its weights are data (knowledge/calibration.yaml), fitted by `bench/advice_quality.py
---fit-calibration` on the development part of the real-case benchmark only, so the held-out part measures
-the calibration honestly. Below `ask_below`, the interview asks before it answers.
+With nothing known at all the confidence is capped low: a default is not a judgment. Its weights are data
+(knowledge/calibration.yaml), fitted by `bench/advice_quality.py --fit-calibration` on the development part
+of the real-case benchmark only, so the held-out part measures the calibration honestly. Below `ask_below`,
+the interview asks before it answers.
 """
 
 from __future__ import annotations
