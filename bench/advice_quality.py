@@ -181,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         from assistant import confidence
 
         rows_dev = [(r["confidence_basis"], r["approach_ok"]) for r in parts["dev"]]
-        bias, weights = confidence.fit(rows_dev)
+        l2 = confidence.choose_l2(rows_dev)  # 5-fold cross-validation within the development part
+        bias, weights = confidence.fit(rows_dev, l2=l2)
         path = advisor.knowledge.root / "calibration.yaml"
         calibration = advisor.knowledge.calibration
         confidence.write(path, bias, weights, calibration.ask_below,
-                         f"{len(rows_dev)} development cases of {args.cases.name}")
-        print(f"fitted {path}: bias {bias:.3f}, weights {weights}")
+                         f"{len(rows_dev)} development cases of {args.cases.name}, l2 {l2} by 5-fold CV")
+        print(f"fitted {path}: l2 {l2}, bias {bias:.3f}, weights {weights}")
         advisor = Advisor(index=None)
         rows = evaluate(advisor, cases)
         parts = {
