@@ -144,32 +144,10 @@ class Quantities:
         for match in self.per_class.finditer(text):
             yield Count("examples_per_class", int(_range_low(match)), match.start())
             break
-        best: Count | None = None
-        for match in self.examples.finditer(text):
-            if any(s <= match.start() < e for s, e in per_class):
-                continue
-            if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
-                continue  # traffic ("a day") or a property of each item ("per product")
-            if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
-                continue
-            value = int(_range_low(match))
-            if best is None or value > best.value:
-                best = Count("example_count", value, match.start())
-        if best is not None:
-            yield best
+        yield from _largest(self.examples, "example_count", text, skip=per_class)
 
     def _document_counts(self, text: str) -> Iterator[Count]:
-        best: Count | None = None
-        for match in self.documents.finditer(text):
-            if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
-                continue
-            if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
-                continue
-            value = int(_range_low(match))
-            if best is None or value > best.value:
-                best = Count("document_count", value, match.start())
-        if best is not None:
-            yield best
+        yield from _largest(self.documents, "document_count", text, skip=[])
 
     def _class_counts(self, text: str) -> Iterator[Count]:
         per_class = [(m.start(), m.end()) for m in self.per_class.finditer(text)]
@@ -185,3 +163,21 @@ class Quantities:
         for match in self.class_words.finditer(text):
             yield Count("class_count", SMALL_NUMBERS[match[1].lower()], match.start())
             return
+
+
+def _largest(pattern: re.Pattern[str], field: str, text: str, skip: list[tuple[int, int]]) -> Iterator[Count]:
+    """The largest count of `pattern` that describes the data set: not a per-class count (`skip`), not
+    traffic ("a day"), not a property of each item ("per product", "each with at least 5")."""
+    best: Count | None = None
+    for match in pattern.finditer(text):
+        if any(s <= match.start() < e for s, e in skip):
+            continue
+        if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
+            continue
+        if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
+            continue
+        value = int(_range_low(match))
+        if best is None or value > best.value:
+            best = Count(field, value, match.start())
+    if best is not None:
+        yield best
