@@ -94,6 +94,7 @@ class RegexExtractor:
     def __init__(self, knowledge: Knowledge):
         self.knowledge = knowledge
         self.negation = re.compile(knowledge.lexicon.get("negation", r"\bno\b|\bnot\b"), re.I)
+        self.question_forms = re.compile(knowledge.lexicon.get("question_forms", r"(?!x)x"), re.I)
         self.cues = [
             (i, cue, _words("|".join(f"(?:{p})" for p in cue.patterns))) for i, cue in enumerate(knowledge.cues)
         ]
@@ -171,6 +172,12 @@ class RegexExtractor:
         clause = re.split(r",|\bbut\b|\bhowever\b|\band\b", window)[-1]
         return bool(self.negation.search(clause))
 
+    def _asked_about(self, text: str, sentences: _Sentences, pos: int) -> bool:
+        """Is the match the subject of a question ("do we need to fine-tune?", "is training necessary?")?"""
+        start, end = sentences.around(pos)
+        sentence = text[start:end]
+        return sentence.rstrip().endswith("?") and bool(self.question_forms.search(text[start:pos + 40]))
+
     def _cue_candidates(self, text: str, sentences: _Sentences) -> Iterable[Candidate]:
         for priority, cue, regex in self.cues:
             for match in regex.finditer(text):
@@ -179,6 +186,8 @@ class RegexExtractor:
                     if cue.negated_value is None:
                         continue
                     value = cue.negated_value
+                if cue.not_in_question and self._asked_about(text, sentences, match.start()):
+                    continue
                 yield Candidate(cue.field, value, priority, match.start())
                 break  # the earliest match of a cue decides; later ones add nothing
 

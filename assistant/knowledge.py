@@ -214,6 +214,9 @@ class Cue(BaseModel):
     patterns: list[str] = Field(min_length=1)
     negatable: bool = True
     negated_value: Any = None
+    # Skip a match inside a question about it ("is fine-tuning necessary?", "should we train from scratch?"):
+    # a question is not a fact (lexicon.yaml `question_forms`).
+    not_in_question: bool = False
 
 
 class QuestionOption(BaseModel):

@@ -97,6 +97,7 @@ class UseCaseProfile(BaseModel):
     knowledge_gap: Fact[bool] = Fact()
     raw_corpus: Fact[bool] = Fact()
     tuning_fell_short: Fact[bool] = Fact()
+    prompting_works: Fact[bool] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

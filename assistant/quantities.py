@@ -33,7 +33,8 @@ EXAMPLE_UNITS = (
     r"emails?|questions?|q&as?|instructions?|demonstrations?|comparisons?|ratings?|reviews?|utterances?|"
     r"messages?|annotations?|sentences?|prompts?|responses?|calls?|cases?|notes?|summaries|summary|queries|"
     r"query|problems?|items?|entries|entry|texts?|posts?|tweets?|descriptions?|completions?|"
-    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?"
+    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?|"
+    r"dictations?|letters?|forms?|invoices?|receipts?|resumes?|cvs|headlines?|captions?|dialogues?"
 )
 DOCUMENT_UNITS = (
     r"documents?|docs|pages?|pdfs?|articles?|manuals?|files?|papers?|contracts?|reports?|policies|policy|"
@@ -100,7 +101,8 @@ class Quantities:
             rf"{RANGE}\s+(?:(?:different|distinct|possible|predefined|fixed|target|output|custom|[a-z]+-level)\s+)?"
             rf"(?:(?!per\b|for\b|each\b|a\b|an\b)[a-z]+\s+)?(?:{CLASS_UNITS})\b"
         )
-        self.tokens = _words(rf"{NUM}\s*[- ]?tokens?")
+        # Tokens, or the symbols of a non-language corpus (one nucleotide or residue is about one token).
+        self.tokens = _words(rf"{NUM}\s*[- ]?(?:tokens?|nucleotides|base pairs|residues)")
         # "a corpus of ~150GB", "2.7 TB of source code": raw text at ~4 bytes per token.
         self.corpus_bytes = _words(
             r"(\d+(?:\.\d+)?)\s*(gb|tb|gib|tib)\s+(?:of\s+)?(?:\w+\s+){0,3}?(?:text|corpus|corpora|code|data|documents)|"

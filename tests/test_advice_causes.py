@@ -297,3 +297,94 @@ def test_calibration_fit_recovers_a_monotone_model():
     assert weights["margin"] > 0
     low, high = (bias + weights["margin"] * m + weights["known_facts"] * 3 for m in (0, 5))
     assert low < 0 < high
+
+
+# ---------------------------------------------------------------- descriptions in our own words, one per approach
+
+PHRASINGS = [
+    ("rag",
+     "I'd like to fine-tune GPT-3.5 on our company's Confluence pages so employees can ask it anything"
+     " about internal processes. Is fine-tuning the right way?"),
+    ("rag",
+     "We have around 500 PDFs of product specifications. Customers ask detailed questions and the "
+     "model must give the exact numbers from the spec sheets."),
+    ("rag",
+     "Our legal team wants to query thousands of contracts in natural language and see the clause each"
+     " answer comes from."),
+    ("rag",
+     "How do I make ChatGPT know about our latest product releases? Our catalog changes every week."),
+    ("rag",
+     "I built a chatbot with Llama 2 but it makes up answers about our university's course "
+     "regulations. The regulations are in a 300-page handbook."),
+    ("prompting",
+     "I need the model to reply in JSON with three keys. GPT-4 mostly does it but sometimes adds text "
+     "around the JSON. Should I fine-tune?"),
+    ("prompting",
+     "We want to classify customer feedback into positive, negative and neutral. We don't have labeled"
+     " data yet and volume is low."),
+    ("prompting",
+     "Can GPT-4 summarize our weekly meeting notes into action items? We only have a handful of "
+     "examples."),
+    ("rag_fine_tuning",
+     "Our medical assistant retrieves guideline passages, but the answers do not follow the structure "
+     "our clinicians expect and often quote the wrong passage. We have 2,000 clinician-written "
+     "answers."),
+    ("rag_fine_tuning",
+     "We need a domain-specific assistant for telecom engineers that answers questions from the 3GPP "
+     "specifications in the terse style engineers use."),
+    ("from_scratch",
+     "We want to build a foundation model for genomics trained on 500 billion nucleotides of DNA."),
+    ("from_scratch",
+     "We plan to pretrain our own 7B model for Finnish on 300 billion tokens of web text; budget is "
+     "not a problem."),
+    ("fine_tuning",
+     "Our small model must extract diagnosis codes from discharge letters; we have 20,000 annotated "
+     "letters and a single A10 GPU."),
+    ("fine_tuning",
+     "We want Mistral 7B to write product descriptions in our brand voice; 8,000 examples; one RTX "
+     "4090."),
+    ("rag",
+     "Can I teach the model new facts by fine-tuning it on our internal data? It should know our "
+     "pricing and our customers' contracts."),
+    ("rag",
+     "We want a customer support chatbot trained on our 1,200 help center articles."),
+    ("rag",
+     "Retrieval-augmented generation for knowledge-intensive NLP tasks such as open-domain question "
+     "answering, where the model needs information beyond its parameters."),
+    ("rag",
+     "The model's knowledge cutoff means it cannot answer questions about recent events; we need it to"
+     " use up-to-date information."),
+    ("rag",
+     "Our private data was never seen by the model during pretraining, and users ask questions about "
+     "it."),
+    ("rag",
+     "I have a large collection of research papers and want to ask questions across them and get "
+     "answers with references."),
+    ("prompting",
+     "Is fine-tuning necessary to get the model to answer in Spanish? It understands Spanish well "
+     "already."),
+    ("prompting",
+     "We want to generate social media captions for our products; GPT-4 with a good system prompt and "
+     "three examples already gives good results."),
+    ("fine_tuning",
+     "We have 50,000 customer support tickets with the resolution category and want to automatically "
+     "route new tickets."),
+    ("fine_tuning",
+     "We need a model that converts doctors' dictated notes into our structured EHR format. We have "
+     "15,000 dictations with the final structured notes."),
+    ("fine_tuning",
+     "Our chatbot should speak like a pirate in every answer, consistently, even in long "
+     "conversations; we have 5,000 sample dialogues."),
+]
+
+
+@pytest.mark.parametrize(("approach", "text"), PHRASINGS, ids=[f"{a}-{i}" for i, (a, _) in enumerate(PHRASINGS)])
+def test_phrasings(advisor, approach, text):
+    rec = advisor.recommend(text)
+    assert rec.approach == approach, [r.rule for r in rec.reasons]
+
+
+def test_a_question_about_training_is_not_a_wish_to_train(extractor):
+    assert "training_intent" not in facts(extractor, "Do we really need to fine-tune a model for this?")
+    assert "training_intent" not in facts(extractor, "Is fine-tuning necessary, or is a prompt enough?")
+    assert facts(extractor, "We want to fine-tune Llama on our support tickets.")["training_intent"] is True

@@ -44,6 +44,7 @@ FIELD_NAMES = {
     "prompting_fell_short": "Prompting a general model fell short", "training_intent": "Wants to train a model",
     "mentions_documents": "Mentions documents", "knowledge_gap": "General models lack the facts",
     "raw_corpus": "A raw text corpus to train on", "tuning_fell_short": "A fine-tune was tried and fell short",
+    "prompting_works": "Prompting already mostly works",
 }
 _WHAT_IF = re.compile(r"^\s*(?:and\s+|but\s+|so\s+)?(what\s+if|what\s+about|suppose|imagine|assume|if\s+we|"
                       r"if\s+instead|if\s+our)\b[\s,:]*(?P<clause>.*)$", re.I | re.S)
