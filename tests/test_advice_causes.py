@@ -92,6 +92,7 @@ def test_openai_preference_pairs_go_to_hosted_dpo(advisor):
         ("Customers write in a mix of languages, mostly German, French and Italian.", "multilingual", True),
         ("New intents are added every month as products launch.", "label_churn", True),
         ("Retrieval often brings back irrelevant passages and the model gets confused.", "retrieval_noise", True),
+        ("We only have a consumer GPU to train on.", "gpu_memory_gb", 16.0),
     ],
 )
 def test_prose_constraints(extractor, text, field, value):
@@ -388,3 +389,8 @@ def test_a_question_about_training_is_not_a_wish_to_train(extractor):
     assert "training_intent" not in facts(extractor, "Do we really need to fine-tune a model for this?")
     assert "training_intent" not in facts(extractor, "Is fine-tuning necessary, or is a prompt enough?")
     assert facts(extractor, "We want to fine-tune Llama on our support tickets.")["training_intent"] is True
+
+
+def test_a_7b_model_on_a_consumer_gpu_is_tuned_in_4_bits(advisor):
+    rec = advisor.recommend("We want to fine-tune Mistral 7B on our 3,000 support replies, on a consumer GPU.")
+    assert (rec.approach, rec.technique) == ("fine_tuning", "qlora")
