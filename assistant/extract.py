@@ -115,7 +115,8 @@ class RegexExtractor:
         self.task_count = _words(
             r"(\d+)\s+(?:different|distinct|separate|individual)\s+(?:[a-z-]+\s+)?(?:tasks|tenants|clients|customers|"
             r"classifiers|use[- ]cases|models|departments|products|brands)|(?:each|every|one for each|all) of "
-            r"(?:our |the |its )?(\d+)\s+(?:tenants|clients|customers|tasks|departments|brands|business units)"
+            r"(?:our |the |its )?(\d+)\s+(?:[a-z-]+\s+)?"
+            r"(?:tenants|clients|customers|tasks|departments|brands|business units)"
         )
         gpu_aliases = sorted(
             {alias.lower(): gpu for gpu in knowledge.gpus for alias in [*gpu.aliases, gpu.id]}.items(),

@@ -34,7 +34,8 @@ EXAMPLE_UNITS = (
     r"messages?|annotations?|sentences?|prompts?|responses?|calls?|cases?|notes?|summaries|summary|queries|"
     r"query|problems?|items?|entries|entry|texts?|posts?|tweets?|descriptions?|completions?|"
     r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?|"
-    r"dictations?|letters?|forms?|invoices?|receipts?|resumes?|cvs|headlines?|captions?|dialogues?"
+    r"dictations?|letters?|forms?|invoices?|receipts?|resumes?|cvs|headlines?|captions?|dialogues?|titles?|"
+    r"slogans?|subject lines?|judg(?:e)?ments?|calls?"
 )
 DOCUMENT_UNITS = (
     r"documents?|docs|pages?|pdfs?|articles?|manuals?|files?|papers?|contracts?|reports?|policies|policy|"

@@ -394,3 +394,49 @@ def test_a_question_about_training_is_not_a_wish_to_train(extractor):
 def test_a_7b_model_on_a_consumer_gpu_is_tuned_in_4_bits(advisor):
     rec = advisor.recommend("We want to fine-tune Mistral 7B on our 3,000 support replies, on a consumer GPU.")
     assert (rec.approach, rec.technique) == ("fine_tuning", "qlora")
+
+
+# Approach and technique together, in our own words.
+TECHNIQUE_PHRASINGS = [
+    ("fine_tuning", "api",
+     "We're using gpt-4o-mini through the API to write product titles. We have 3,000 titles our "
+     "merchandisers approved and want the model to match their style."),
+    ("fine_tuning", "api",
+     "Our startup has no GPUs and no ML engineers; we already use the OpenAI API and want the model to"
+     " follow our support macros more closely. We have 1,000 example conversations."),
+    ("fine_tuning", "dpo",
+     "Our annotators compared two model answers for each prompt and picked the better one; we "
+     "collected 8,000 such judgments and want the model to produce the preferred kind of answer."),
+    ("fine_tuning", "rlhf",
+     "We can automatically check whether generated SQL runs and returns the right rows, and want to "
+     "train the model to maximize that."),
+    ("fine_tuning", "prompt_tuning",
+     "We host one frozen 3B model and must add a new lightweight adaptation for each of our 200 "
+     "enterprise customers, storing only a few kilobytes per customer."),
+    ("fine_tuning", "full",
+     "We want to adapt Llama 3 8B to Icelandic; we collected 2 billion tokens of Icelandic text and "
+     "have 8 H100s."),
+    ("fine_tuning", "qlora",
+     "I want to fine-tune Llama 3 70B on my 24GB RTX 3090 for a roleplay chatbot with 10,000 "
+     "dialogues."),
+    ("fine_tuning", "lora",
+     "We want to tune Llama 3.1 8B on 20,000 customer support conversations; we have an A100 80GB."),
+    ("prompting", "none",
+     "Large language models can annotate text for social science research. We compare zero-shot "
+     "classification with ChatGPT against crowd workers on tweets about content moderation."),
+    ("rag", "none",
+     "Financial analysts need an assistant that answers questions about the latest quarterly filings "
+     "of the companies they cover, citing the filing."),
+    ("rag_fine_tuning", "lora",
+     "We have a retrieval pipeline over our API documentation, and want the model to write correct API"
+     " calls using the retrieved docs. We have 5,000 examples of correct calls."),
+    ("from_scratch", "full",
+     "Training a 1B-parameter language model from scratch on our 1.5 trillion tokens of source code."),
+]
+
+
+@pytest.mark.parametrize(("approach", "technique", "text"), TECHNIQUE_PHRASINGS,
+                         ids=[f"{t}-{i}" for i, (_, t, _) in enumerate(TECHNIQUE_PHRASINGS)])
+def test_technique_phrasings(advisor, approach, technique, text):
+    rec = advisor.recommend(text)
+    assert (rec.approach, rec.technique) == (approach, technique), [r.rule for r in rec.reasons]
