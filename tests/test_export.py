@@ -86,6 +86,11 @@ def test_merged_export_loads_with_plain_automodel_and_keeps_the_chat_template(lo
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert model.dtype == torch.bfloat16 and any((tmp_path / "merged").glob("*.safetensors"))
     assert tokenizer.chat_template == smol_tokenizer.chat_template
+    # The export stops where the chat template ends a turn, whatever the library's GGUF conversion said.
+    im_end = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.eos_token == "<|im_end|>" and model.config.eos_token_id == im_end
+    eos = model.generation_config.eos_token_id
+    assert (eos if isinstance(eos, list) else [eos])[0] == im_end
 
     # Merging now from adapter/ (no merged/ in the run) gives the same weights as the merge at training time.
     run_copy = tmp_path / "run-without-merged"
@@ -95,6 +100,8 @@ def test_merged_export_loads_with_plain_automodel_and_keeps_the_chat_template(lo
     info = export_run(run_copy, "merged", tmp_path / "merged-now", base=base)
     assert info["how"].startswith("adapter merged into")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged-now")
+    assert AutoTokenizer.from_pretrained(tmp_path / "merged-now").eos_token == "<|im_end|>"
+    assert again.config.eos_token_id == im_end
     assert torch.allclose(_logits(again, tokenizer), _logits(model, tokenizer), atol=1e-2)
     # The merge changed the base: the adapter was trained, not zero.
     untouched = AutoModelForCausalLM.from_pretrained(base).to(torch.bfloat16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from executor.models.end_of_turn import stop_token_ids
 from executor.train.data import IGNORE_INDEX, PadCollator, tokenize_chat
 
 Progress = Callable[[int, int], None]
@@ -30,7 +31,8 @@ def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], max_new_
                             add_special_tokens=False).to(device)
             with torch.inference_mode():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                     pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=stop_token_ids(tokenizer, model))
             for row, i in enumerate(ids):
                 new = out[row, enc["input_ids"].shape[1]:]
                 results[i] = tokenizer.decode(new, skip_special_tokens=True).strip()

@@ -74,8 +74,10 @@ def export_adapter(run: Run, out: Path) -> dict[str, Any]:
 def _load_tokenizer(run: Run, folder: Path | None):
     from transformers import AutoTokenizer
 
+    from executor.models.end_of_turn import with_end_of_turn
+
     if folder is not None and (folder / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(folder)
+        return with_end_of_turn(AutoTokenizer.from_pretrained(folder))
     from executor.models.registry import load_tokenizer
 
     return load_tokenizer(run.base_model_name)
@@ -101,8 +103,12 @@ def merge_adapter(run: Run, out: Path, base: str | Path | None = None, dtype: st
     merged = PeftModel.from_pretrained(model, run.adapter_dir).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     merged.config.use_cache = True
+    tokenizer = _load_tokenizer(run, run.adapter_dir)
+    from executor.models.end_of_turn import set_generation_stop
+
+    set_generation_stop(merged, tokenizer)
     merged.save_pretrained(out, safe_serialization=True)
-    _load_tokenizer(run, run.adapter_dir).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 

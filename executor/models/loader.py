@@ -102,6 +102,9 @@ def load_causal_lm(name: str | None, placement: Placement, quantization=None, at
                          "model folder") from None
     if quantization is None:
         model.to(placement.device)
+    from executor.models.end_of_turn import set_generation_stop
+
+    set_generation_stop(model, load_tokenizer(name))  # whatever is saved from it stops at the end of turn
     return model
 
 

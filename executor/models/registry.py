@@ -80,15 +80,18 @@ def _cache_dir(spec: ModelSpec, part: str) -> Path:
 
 
 def load_tokenizer(name: str | None = None):
-    """The model's tokenizer, with a pad token that is not the end-of-turn token."""
+    """The model's tokenizer: eos is its chat template's end of turn, the pad token is something else."""
     from transformers import AutoTokenizer
+
+    from executor.models.end_of_turn import with_end_of_turn
 
     spec = resolve(name)
     if spec.source == "api":
         raise ModelError(f"{spec.id} is a hosted API model: there is no local tokenizer")
     cached = _cache_dir(spec, "tokenizer")
     if (cached / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(cached)
+        # Caches written before the end-of-turn fix carry the library's eos: the template decides again.
+        return _safe_pad(with_end_of_turn(AutoTokenizer.from_pretrained(cached)))
     if spec.source == "bundled":
         tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=BUNDLED_GGUF)
     else:
@@ -101,10 +104,16 @@ def load_tokenizer(name: str | None = None):
                     "use the bundled default or a local model folder"
                 ) from None
             raise
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        if SAFE_PAD_TOKEN in tokenizer.get_vocab():
-            tokenizer.pad_token = SAFE_PAD_TOKEN
+    tokenizer = _safe_pad(with_end_of_turn(tokenizer))
     if spec.source != "local":
         cached.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(cached)
+    return tokenizer
+
+
+def _safe_pad(tokenizer):
+    """A pad token that is not the end of turn: padding masked out of the loss must not mask the stop."""
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        if SAFE_PAD_TOKEN in tokenizer.get_vocab():
+            tokenizer.pad_token = SAFE_PAD_TOKEN
     return tokenizer

@@ -21,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from executor.models.end_of_turn import stop_token_ids
+
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -255,18 +257,5 @@ def _context_length(model) -> int:
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    # A chat model ends its turn with the template's end-of-turn token even where eos says otherwise.
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
-        if token_id is not None:
-            ids.add(int(token_id))
-    return ids
+    # The chat template's end of turn first, then every eos the tokenizer and the model name.
+    return set(stop_token_ids(tokenizer, model))

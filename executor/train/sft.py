@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from executor.models.end_of_turn import set_generation_stop
 from executor.models.loader import load_causal_lm
 from executor.models.registry import load_tokenizer
 from executor.train.common import RunContext, resume_point, standard_callbacks, trainer_arguments
@@ -66,6 +67,7 @@ def build_model(ctx: RunContext, tokenizer):
     quantization = plan.training.quantization if plan.technique == "qlora" else None
     if ctx.model_factory is not None:
         model = ctx.model_factory(tokenizer)
+        set_generation_stop(model, tokenizer)
         if quantization is not None:
             model = _quantize_tiny(model, quantization)
         model.to(ctx.placement.device if quantization is None else "cpu")
@@ -211,6 +213,7 @@ def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str,
     if not trainer.is_world_process_zero():
         return {"steps": trainer.state.global_step}
     if not sharded:
+        set_generation_stop(trainer.model, tokenizer)
         trainer.model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     result: dict[str, Any] = {
@@ -242,6 +245,7 @@ def merge_lora(ctx: RunContext, adapter_dir: Path, tokenizer) -> str:
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged = merged.to(torch.bfloat16)
     merged.config.use_cache = True
+    set_generation_stop(merged, tokenizer)
     target = ctx.run_dir / "merged"
     merged.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
