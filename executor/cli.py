@@ -168,7 +168,8 @@ def eval_command(
     = "auto",
     baselines: Annotated[str | None, typer.Option("--baselines", help="Comma list of zero_shot, few_shot, rag "
                                                   "(default: the plan's).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate the first N test rows.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="Evaluate a seeded random sample of N test rows (stratified by label).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Compare the tuned model with its base and the cheaper baselines on the test split."""

@@ -77,6 +77,8 @@ def test_cli_eval_json_and_limit(trained_run, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["n"] == 4 and set(report["systems"]) == {"base", "tuned", "zero_shot"}
+    assert report["sample"].startswith("Evaluated on a seeded random sample of 4 of ")
+    assert report["sample"] in report["notes"]
     bad = CliRunner().invoke(app, ["eval", str(trained_run), "--baselines", "oracle"])
     assert bad.exit_code == 2 and "unknown ['oracle']" in bad.stderr
 
@@ -137,6 +139,30 @@ def test_generation_runs_use_the_judge(tmp_path, tunewise_home, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
     report = evaluate(tmp_path / "run", limit=3, model_factory=tiny_llama)
     assert "win_rate_vs_base" not in report["systems"]["tuned"] and "win_rate_judge" not in report["systems"]["tuned"]
-    assert len(report["notes"]) == 1 and report["notes"][0].startswith("No judged win rate: the LLM judge failed (")
+    sample, judge_note = report["notes"]  # the sample is said first, then the judge's failure
+    assert sample == report["sample"] and judge_note.startswith("No judged win rate: the LLM judge failed (")
     assert report["systems"]["tuned"]["perplexity"]["value"] > 0  # the rest was measured
-    assert f"Note: {report['notes'][0]}" in (tmp_path / "run" / "report.md").read_text()
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert f"Note: {judge_note}" in markdown and f"Note: {sample}" in markdown
+
+
+def test_limit_takes_a_stratified_seeded_sample_not_the_first_rows():
+    from executor.evaluate.runner import sample_rows
+
+    # A test file ordered by label, as Banking77's official test set is: 10 labels x 30 rows.
+    labels = [f"intent_{k}" for k in range(10) for _ in range(30)]
+    rows = list(range(len(labels)))
+    taken, taken_labels, note = sample_rows(rows, labels, 50)
+    assert len(taken) == 50 and taken == sorted(taken)
+    assert {label: taken_labels.count(label) for label in set(taken_labels)} == {f"intent_{k}": 5 for k in range(10)}
+    assert sample_rows(rows, labels, 50) == (taken, taken_labels, note)  # seeded: the same rows every time
+    assert taken != rows[:50]
+    assert note == ("Evaluated on a seeded random sample of 50 of 300 test rows (stratified by label over 10 "
+                    "labels, seed 0).")
+    # Uneven classes keep their shares; rows without labels are sampled uniformly; no limit keeps all.
+    uneven = ["a"] * 70 + ["b"] * 20 + ["c"] * 10
+    _, got, _ = sample_rows(list(range(100)), uneven, 10)
+    assert (got.count("a"), got.count("b"), got.count("c")) == (7, 2, 1)
+    plain, _, plain_note = sample_rows(list(range(100)), [None] * 100, 7)
+    assert len(set(plain)) == 7 and "uniform" in plain_note
+    assert sample_rows(rows, labels, None) == (rows, labels, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,40 @@ def detect_task(references: list[str], labels: list[str | None]) -> str:
     return "generation"
 
 
+def sample_rows(rows: list, labels: list, limit: int | None, seed: int = 0) -> tuple[list, list, str | None]:
+    """At most `limit` rows: a seeded random sample, stratified by label where rows have labels, in file order.
+
+    Never the first N rows: test files are often ordered by label (Banking77's official test set is), and the
+    first 1,000 rows then cover a third of the intents. Returns the rows, their labels and a sentence for the
+    report (None when every row is kept).
+    """
+    n = len(rows)
+    if not limit or limit >= n:
+        return rows, labels, None
+    rng = random.Random(seed)
+    if any(labels):
+        groups: dict[Any, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+        # Largest-remainder allocation: each label gets its share of the sample, rounded fairly.
+        shares = {label: len(ids) * limit / n for label, ids in groups.items()}
+        quota = {label: int(share) for label, share in shares.items()}
+        left = limit - sum(quota.values())
+        for label in sorted(shares, key=lambda x: (-(shares[x] - quota[x]), str(x)))[:left]:
+            quota[label] += 1
+        chosen = []
+        for label, ids in groups.items():
+            rng.shuffle(ids)
+            chosen += ids[:quota[label]]
+        how = f"stratified by label over {len(groups)} labels"
+    else:
+        chosen = rng.sample(range(n), limit)
+        how = "uniform"
+    chosen.sort()
+    note = f"Evaluated on a seeded random sample of {limit:,} of {n:,} test rows ({how}, seed {seed})."
+    return [rows[i] for i in chosen], [labels[i] for i in chosen], note
+
+
 def _load_rows(path: Path, limit: int | None) -> tuple[list[list[dict]], list[str | None]]:
     rows, labels = [], []
     with path.open(encoding="utf-8") as handle:
@@ -55,8 +90,6 @@ def _load_rows(path: Path, limit: int | None) -> tuple[list[list[dict]], list[st
         elif "prompt" in parsed:  # preference rows: the chosen reply is the reference
             rows.append([*parsed["prompt"], {"role": "assistant", "content": parsed["chosen"]}])
             labels.append(None)
-    if limit:
-        rows, labels = rows[:limit], labels[:limit]
     return rows, labels
 
 
@@ -159,7 +192,8 @@ def evaluate(
     test_path = Path(test_file) if test_file else splits.get("test")
     if test_path is None or not test_path.exists():
         raise EvalError(f"no test split: pass --test FILE (looked in {data_dir})")
-    rows, row_labels = _load_rows(test_path, limit)
+    rows, row_labels = _load_rows(test_path, None)
+    rows, row_labels, sample_note = sample_rows(rows, row_labels, limit)
     if not rows:
         raise EvalError(f"{test_path}: no chat rows with a reference reply to evaluate")
     train_rows = _load_rows(splits["train"], None)[0] if "train" in splits else []
@@ -264,7 +298,8 @@ def evaluate(
         "technique": plan.technique, "base_model": plan.base_model.id, "device": placement.device,
         "decoding": {"strategy": "greedy", "max_new_tokens": max_new}, "few_shot_k": k,
         "systems": results, "headline_metric": _headline(task), "generation_seconds": timings,
-        "labels": label_set if task == "classification" else None, "notes": notes,
+        "labels": label_set if task == "classification" else None,
+        "notes": ([sample_note] if sample_note else []) + notes, "sample": sample_note,
     }
     return write_reports(run_dir, report, examples)
 
