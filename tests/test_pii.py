@@ -152,3 +152,21 @@ def test_speed_on_ordinary_rows():
     rate = size_mb / (time.perf_counter() - start)
     print(f"\nPII redaction: {rate:.1f} MB/s over {size_mb:.1f} MB")
     assert rate >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("Call (555) 123-4567 today.", "Call <PHONE> today."),
+        ("Contact: 555-123-4567", "Contact: <PHONE>"),
+        ("Tel. 555.123.4567 or write to us.", "Tel. <PHONE> or write to us."),
+        ("Please call me at 555 123 4567.", "Please call me at <PHONE>."),
+        ("Phone +1 555-123-4567 anytime", "Phone <PHONE> anytime"),
+        # Look-alikes without a word that introduces a phone stay as they are.
+        ("Order (555) 123-4567 shipped.", "Order (555) 123-4567 shipped."),
+        ("The part number is 555-123-4567.", "The part number is 555-123-4567."),
+        ("Version 123-4567 of the contract", "Version 123-4567 of the contract"),
+    ],
+)
+def test_phone_numbers_in_context_are_redacted_even_when_not_valid_nanp(text, redacted):
+    assert PiiRedactor().redact(text)[0] == redacted

@@ -293,6 +293,14 @@ _PHONE_NANP = (r"(?<![\w+.-])(?<!\d[ .-])(?:1[ .-])?"
 _PHONE_NATIONAL = (r"(?<![\w+./:-])(?<!\d )(?:\(0[1-9]\d{0,3}\) ?|0[1-9]\d{0,3}[ /-])\d{2,8}(?: \d{2,8}){0,4}"
                    r"(?![\w/:-]|[.,]\d| \d)")
 
+# Any 10-digit NANP-shaped number (or 7 digits) right after a word that introduces a phone: "call (555)
+# 123-4567", "Tel: 555.123.4567". The strict patterns above refuse such numbers (exchange 1xx, area 555):
+# fine for look-alikes in prose, but here the context says it is a phone, so recall wins.
+_PHONE_CONTEXT_WORDS = ("call", "contact", "phone", "tel", "telephone", "mobile", "cell", "fax", "whatsapp")
+_PHONE_IN_CONTEXT = (r"(?i:\b(?:" + "|".join(_PHONE_CONTEXT_WORDS) + r")(?:\s+(?:me|us|him|her|them|him/her))?"
+                     r"(?:\s+(?:at|on))?\s*[:.#]?\s*)"
+                     r"(?P<pii>(?:\+?1[ .-])?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}|\d{3}[ .-]\d{4})(?![\w]|[.-]?\d)")
+
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("URL_CREDENTIALS", _c(_URL_CREDENTIALS), _span(), hints=("://",)),
     _Pattern("SECRET", _c(_PRIVATE_KEY, re.DOTALL), _span(0), hints=("private key",)),
@@ -321,6 +329,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("PHONE", _c(_PHONE_NANP), _phone(10, 11), needs_digit=True, gate=_c(r"\d{3}[ .-]\d{4}")),
     _Pattern("PHONE", _c(_PHONE_NATIONAL), _phone(9, 12), needs_digit=True,
              gate=_c(r"0\d{1,4}(?:[ /-]|\) ?)\d\d")),
+    _Pattern("PHONE", _c(_PHONE_IN_CONTEXT), _span(), needs_digit=True, hints=_PHONE_CONTEXT_WORDS,
+             gate=_c(r"\d{3}[ .-]\d{4}")),
 )
 
 # Each pass that redacts something is followed by one more; real text settles after the second. Only values
