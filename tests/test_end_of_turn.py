@@ -87,3 +87,27 @@ def test_a_tuned_model_stops_after_its_answer(tmp_path, smol_tokenizer):
     # Each generation is one trained answer and nothing after it: it stopped at the end of turn, 20 tokens
     # before the limit (which a model still mapping colors would reach with run-on text).
     assert set(answers) <= {a for _, a in SHORT}, answers
+
+
+def test_a_weights_only_folder_still_loads(tmp_path, smol_tokenizer):
+    from executor.models.loader import Placement, load_causal_lm, tiny_llama
+
+    tiny_llama(smol_tokenizer).save_pretrained(tmp_path / "weights-only")  # no tokenizer files beside it
+    model = load_causal_lm(str(tmp_path / "weights-only"), Placement("cpu", "float32"))
+    assert model.config.eos_token_id == smol_tokenizer.eos_token_id
+
+
+def test_a_folder_with_its_tokenizer_gets_the_end_of_turn(tmp_path, smol_tokenizer):
+    import copy
+
+    from executor.models.loader import Placement, load_causal_lm, tiny_llama
+
+    folder = tmp_path / "with-tokenizer"
+    model = tiny_llama(smol_tokenizer)
+    model.config.eos_token_id = 1
+    model.save_pretrained(folder)
+    old = copy.deepcopy(smol_tokenizer)
+    old.eos_token = "<|im_start|>"  # as a library version mis-converted it
+    old.save_pretrained(folder)
+    loaded = load_causal_lm(str(folder), Placement("cpu", "float32"))
+    assert loaded.config.eos_token_id == smol_tokenizer.convert_tokens_to_ids("<|im_end|>")

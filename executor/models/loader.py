@@ -104,7 +104,11 @@ def load_causal_lm(name: str | None, placement: Placement, quantization=None, at
         model.to(placement.device)
     from executor.models.end_of_turn import set_generation_stop
 
-    set_generation_stop(model, load_tokenizer(name))  # whatever is saved from it stops at the end of turn
+    try:
+        tokenizer = load_tokenizer(name)
+    except (OSError, ValueError, ModelError):  # a weights-only local folder: its own config decides, as before
+        return model
+    set_generation_stop(model, tokenizer)  # whatever is saved from it stops at the end of turn
     return model
 
 
