@@ -51,6 +51,10 @@ _CONTRAST_BEFORE = re.compile(
 )
 
 
+def _named_as_contrast(text: str, pos: int) -> bool:
+    return bool(_CONTRAST_BEFORE.search(text[max(0, pos - 40):pos]))
+
+
 @dataclass(frozen=True)
 class Candidate:
     field: str
@@ -246,19 +250,19 @@ class RegexExtractor:
         as a point of comparison or as the source of outputs ("instead of GPT-4", "answers from GPT-4") is
         not the one they want; the first other mention is."""
         for match in self.model_named.finditer(text):
-            if _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+            if _named_as_contrast(text, match.start()):
                 continue
             yield Candidate("preferred_model", self.model_by_alias[match[0].lower()], -1, match.start())
             return
         for match in self.model_named_by_size.finditer(text):
             # "falcon-7b", "bloomz-3b": a family outside the catalog, matched to a catalog model by size.
-            if not _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+            if not _named_as_contrast(text, match.start()):
                 model = self._nearest_model(None, float(match[1]))
                 if model:
                     yield Candidate("preferred_model", model, 0, match.start())
                     return
         for match in self.model_size.finditer(text):
-            if _CONTRAST_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+            if _named_as_contrast(text, match.start()):
                 continue
             model = self._nearest_model(match[1], float(match[2]))
             if model:

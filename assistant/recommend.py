@@ -254,7 +254,8 @@ class Advisor:
             Reason(rule=r.id, text=r.reason, citations=r.cite) for r in self.engine.reasons(decision)
         ]
         citations = self._citations(text, decision, reasons, model)
-        confidence = self._confidence(profile, decision, questions)
+        basis = decision_features(decision, known_decision_facts(profile), len(questions))
+        confidence = self._confidence(profile, basis)
         label = "low" if confidence < 0.4 else "medium" if confidence < 0.7 else "high"
         ask_first = (
             questions[:MAX_QUESTIONS_BEFORE_ANSWER] if confidence < kn.calibration.ask_below else []
@@ -280,7 +281,7 @@ class Advisor:
                 "good_for": model.good_for, "cite": model.cite,
             },
             confidence=round(confidence, 3),
-            confidence_basis=decision_features(decision, known_decision_facts(profile), len(questions)),
+            confidence_basis=basis,
             confidence_label=label,
             reasons=reasons,
             citations=citations,
@@ -359,10 +360,9 @@ class Advisor:
                     )
         return list(out.values())
 
-    def _confidence(self, profile: UseCaseProfile, decision: Decision, questions: list[Question]) -> float:
-        known = known_decision_facts(profile)
-        confidence = self.knowledge.calibration.probability(decision_features(decision, known, len(questions)))
-        if known == 0:
+    def _confidence(self, profile: UseCaseProfile, basis: dict[str, float]) -> float:
+        confidence = self.knowledge.calibration.probability(basis)
+        if basis["known_facts"] == 0:
             confidence = min(confidence, NOTHING_KNOWN_CAP)
         if profile.language.value == "other":
             confidence = min(confidence, 0.3)  # little could be read: the rules ran on defaults

@@ -76,21 +76,28 @@ class SemanticMatcher:
         flat = [(f, v, s) for f, v, sentences in exemplars.groups for s in sentences]
         self.keys = [(f, v) for f, v, _ in flat]
         self.texts = [s for _, _, s in flat]
-        self.vectors = self.embedder.embed(self.texts)
-        self.background = self.embedder.embed(list(exemplars.background)) if exemplars.background else []
+        import torch
+
+        self.torch = torch
+        self.vectors = torch.tensor(self.embedder.embed(self.texts))
+        background = list(exemplars.background)
+        self.background = torch.tensor(self.embedder.embed(background)) if background else None
 
     def matches(self, text: str) -> dict[str, tuple[Any, str, str, float]]:
         sentences = sentences_of(text)
         if not sentences:
             return {}
-        vectors = self.embedder.embed(sentences)
+        vectors = self.torch.tensor(self.embedder.embed(sentences))
+        # Cosine similarities (the embeddings are unit length), sentences x exemplars, in one product.
+        scores = (vectors @ self.vectors.T).tolist()
+        floors = ((vectors @ self.background.T).max(dim=1).values.tolist() if self.background is not None
+                  else [-1.0] * len(sentences))
         # Best score per (field, value) over all sentence x exemplar pairs, counted only where the
         # sentence is nearer the exemplar than to every background sentence by the margin.
         best: dict[tuple[str, Any], tuple[float, str, str]] = {}
-        for si, sv in enumerate(vectors):
-            floor = max((_dot(sv, bv) for bv in self.background), default=-1.0) + self.exemplars.margin
-            for ei, ev in enumerate(self.vectors):
-                score = _dot(sv, ev)
+        for si, row in enumerate(scores):
+            floor = floors[si] + self.exemplars.margin
+            for ei, score in enumerate(row):
                 if score < floor:
                     continue
                 key = (self.keys[ei][0], _hashable(self.keys[ei][1]))
@@ -105,10 +112,6 @@ class SemanticMatcher:
                 continue
             out[field] = (value, sentence, exemplar, score)
         return out
-
-
-def _dot(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def _hashable(value: Any) -> Any:

@@ -148,7 +148,8 @@ class Engine:
         self.max_batch_size = max(1, max_batch_size)
         self.batch_wait = batch_wait_ms / 1000
         self.context_length = context_length or _context_length(model)
-        self.eos_ids = _eos_ids(model, tokenizer)
+        # The chat template's end of turn first, then every eos the tokenizer and the model name.
+        self.eos_ids = set(stop_token_ids(tokenizer, model))
         self.stats = EngineStats()
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -256,6 +257,3 @@ def _context_length(model) -> int:
     return 2048
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    # The chat template's end of turn first, then every eos the tokenizer and the model name.
-    return set(stop_token_ids(tokenizer, model))
