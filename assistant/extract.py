@@ -51,8 +51,18 @@ _CONTRAST_BEFORE = re.compile(
 )
 
 
-def _named_as_contrast(text: str, pos: int) -> bool:
-    return bool(_CONTRAST_BEFORE.search(text[max(0, pos - 40):pos]))
+# Words after a model name that make it the model being replaced: "GPT-4 is too slow and expensive".
+_CONTRAST_AFTER = re.compile(
+    r"[\w.-]*\s+(?:is|was|are|were|would be|gets|got|became|has become)\s+(?:\w+\s+)?"
+    r"(?:too|very|prohibitively|far too|way too)\s+(?:slow|expensive|costly|pricey|big|large)",
+    re.I,
+)
+
+
+def _named_as_contrast(text: str, pos: int, end: int | None = None) -> bool:
+    if _CONTRAST_BEFORE.search(text[max(0, pos - 40):pos]):
+        return True
+    return end is not None and bool(_CONTRAST_AFTER.match(text, end))
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class RegexExtractor:
             r"(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b(?:\s+of)?\s*(?:\w+\s+){0,2}?(?:gpus?|vram|graphics cards?|cards?|"
             r"of (?:gpu|video) memory|video memory)|(?:gpus?|cards?)\s+(?:with\s+)?(\d+(?:\.\d+)?)\s*(?:gb|gib)\b"
         )
+        self.memory_after_name = re.compile(r"\s*(?:with\s+|,\s*)?(\d+(?:\.\d+)?)\s*(?:gb|gib)\b", re.I)
         self.gpu_count_words = _words(
             rf"(\d+|{counts})\s*(?:x\s*)?(?:\w+\s+)?gpus"
         )
@@ -233,7 +244,10 @@ class RegexExtractor:
             count = match[1] or match[3]
             count = int(count) if count and count.isdigit() else WORD_NUMBERS.get((count or "").lower(), 1)
             yield Candidate("gpu_name", gpu.id, first, match.start())
-            yield Candidate("gpu_memory_gb", float(gpu.memory_gb), first, match.start())
+            # A size written right after the name is that card's ("RTX 4070 8GB" is the laptop part).
+            written = self.memory_after_name.match(text, match.end())
+            memory = float(written[1]) if written else float(gpu.memory_gb)
+            yield Candidate("gpu_memory_gb", memory, first, match.start())
             yield Candidate("gpu_count", count, first, match.start())
             break
         for match in self.gpu_memory.finditer(text):
@@ -250,19 +264,19 @@ class RegexExtractor:
         as a point of comparison or as the source of outputs ("instead of GPT-4", "answers from GPT-4") is
         not the one they want; the first other mention is."""
         for match in self.model_named.finditer(text):
-            if _named_as_contrast(text, match.start()):
+            if _named_as_contrast(text, match.start(), match.end()):
                 continue
             yield Candidate("preferred_model", self.model_by_alias[match[0].lower()], -1, match.start())
             return
         for match in self.model_named_by_size.finditer(text):
             # "falcon-7b", "bloomz-3b": a family outside the catalog, matched to a catalog model by size.
-            if not _named_as_contrast(text, match.start()):
+            if not _named_as_contrast(text, match.start(), match.end()):
                 model = self._nearest_model(None, float(match[1]))
                 if model:
                     yield Candidate("preferred_model", model, 0, match.start())
                     return
         for match in self.model_size.finditer(text):
-            if _named_as_contrast(text, match.start()):
+            if _named_as_contrast(text, match.start(), match.end()):
                 continue
             model = self._nearest_model(match[1], float(match[2]))
             if model:

@@ -58,6 +58,10 @@ _PER_ITEM_BEFORE = re.compile(
     r"(?:at least|at most|up to|no more than|minimum of|maximum of|each (?:with|has|having))\s*$", re.I
 )
 _PER_ITEM_AFTER = re.compile(r"\s*(?:per|for each|for every|each|in each|/)\s+\w+", re.I)
+# A number right after a model family is its version, not a count: "make Llama 3 answer questions".
+_VERSION_BEFORE = re.compile(
+    r"(?:llama|gpt|phi|qwen|gemma|claude|mistral|mixtral|gemini|falcon|bert|t5|yi|deepseek|version|v)[\s-]?$", re.I
+)
 
 
 def to_number(digits: str, multiplier: str | None) -> float:
@@ -178,6 +182,8 @@ def _largest(pattern: re.Pattern[str], field: str, text: str, skip: list[tuple[i
         if _RATE_AFTER.match(text, match.end()) or _PER_ITEM_AFTER.match(text, match.end()):
             continue
         if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
+            continue
+        if _VERSION_BEFORE.search(text[max(0, match.start() - 10):match.start()]):
             continue
         value = int(_range_low(match))
         if best is None or value > best.value:

@@ -376,6 +376,86 @@ PHRASINGS = [
     ("fine_tuning",
      "Our chatbot should speak like a pirate in every answer, consistently, even in long "
      "conversations; we have 5,000 sample dialogues."),
+    # Written in session 5, before the changes they test (no case from bench/advice_cases.jsonl).
+    ("rag",
+     "Our HR team gets the same questions about leave, benefits and expense rules every day. The "
+     "answers are all in about 300 pages of handbooks on SharePoint that change every quarter. We "
+     "want a bot that answers employees and links to the right page."),
+    ("rag",
+     "I have ~2,000 PDF manuals for industrial pumps. Field technicians need to ask questions like "
+     "'what is the torque spec for the impeller bolt on model X' and get the exact value. Should I "
+     "fine-tune llama on the manuals?"),
+    ("rag",
+     "We want customers to be able to ask questions about our product catalog, prices and stock "
+     "levels, which update hourly."),
+    ("rag",
+     "Is it possible to teach GPT our company's internal knowledge base (Confluence, ~10k pages) "
+     "so it can answer questions from new engineers? Fine-tuning seems expensive."),
+    ("rag",
+     "Building a legal research assistant that finds relevant clauses in a collection of 50,000 "
+     "contracts and answers questions citing the contract and clause."),
+    ("rag",
+     "I want to chat with my own notes and papers (about 800 markdown files). The model should "
+     "answer using what's in them and not make things up."),
+    ("rag",
+     "Our support bot keeps giving outdated answers about our API because the docs changed since "
+     "the model was trained. How do we keep it current?"),
+    ("rag_fine_tuning",
+     "We built a RAG chatbot over our insurance policy documents, retrieval works but the model "
+     "answers in a rambling way, ignores our required disclaimer format and sometimes uses "
+     "irrelevant retrieved chunks. We have 3,000 reviewed question-answer pairs with the source "
+     "passages."),
+    ("rag_fine_tuning",
+     "Medical guideline QA: answers must come from the latest guidelines (updated monthly) with "
+     "citations, and must follow our clinical summary template exactly. We have 5k examples of "
+     "good summaries written by doctors."),
+    ("prompting",
+     "I want the model to summarize meeting notes into three bullet points with action items. I "
+     "have maybe 20 examples. Would fine-tuning help?"),
+    ("prompting",
+     "We need to translate product descriptions from English to German in a friendly tone. GPT-4 "
+     "already does it well, we just want it a bit more consistent."),
+    ("prompting",
+     "Just starting out: we'd like to extract the invoice number, date and total from emails. No "
+     "labeled data yet."),
+    ("prompting",
+     "Can an LLM classify customer reviews into positive, negative and neutral? We have no "
+     "training data and only need a few hundred per week."),
+    ("rag",
+     "Customers ask our chatbot about their order status, delivery times and return policy. The "
+     "return policy and shipping rates are on our website and we change them a few times a year."),
+    ("rag",
+     "How can I make Llama 3 answer questions about our 5,000 research reports without retraining "
+     "it every time a new report comes out?"),
+    ("rag",
+     "We're a law firm. Associates spend hours searching precedent memos. We'd like them to type a "
+     "question and get the relevant memos summarized with references."),
+    ("rag",
+     "The model doesn't know anything about our internal tools and processes, so it invents "
+     "answers when engineers ask how to deploy a service."),
+    ("rag",
+     "Looking to build a Q&A over the EU regulations relevant to medical devices, which get "
+     "amended regularly. Answers must quote the article."),
+    ("rag_fine_tuning",
+     "Our retrieval pipeline over product manuals is in production, but the 7B model often answers "
+     "from the wrong retrieved chunk when several are similar. We have 4,000 questions with the "
+     "correct passage and answer marked by support staff."),
+    ("rag_fine_tuning",
+     "We want a support assistant that answers from our help center articles, which change weekly, "
+     "and replies in our brand voice like our best agents do. We have 30,000 past chat transcripts "
+     "with agents."),
+    ("prompting",
+     "Our marketing team wants to generate social media posts from blog articles. We don't have "
+     "examples, just want to try it."),
+    ("prompting",
+     "Should I fine-tune a model to write SQL for our database? We have 12 tables and a handful of "
+     "example queries."),
+    ("prompting",
+     "I need to classify support tickets into 5 categories but the categories will change next "
+     "month when we reorganize the team. We have some historical tickets."),
+    ("prompting",
+     "Claude gives good answers for our code review comments, but it's sometimes too verbose. Is "
+     "fine-tuning needed to make it shorter?"),
 ]
 
 
@@ -432,6 +512,63 @@ TECHNIQUE_PHRASINGS = [
      " calls using the retrieved docs. We have 5,000 examples of correct calls."),
     ("from_scratch", "full",
      "Training a 1B-parameter language model from scratch on our 1.5 trillion tokens of source code."),
+    # Written in session 5, before the changes they test.
+    ("fine_tuning", "qlora",
+     "I have a single RTX 3060 with 12GB and want to tune a 7B model on 8,000 instruction-response "
+     "pairs in my company's writing style."),
+    ("fine_tuning", "api",
+     "We use the OpenAI API for everything and have 1,500 examples of tickets and the ideal "
+     "replies in our brand voice. Our team has no GPUs and no ML engineers."),
+    ("fine_tuning", "dpo",
+     "We collected 10,000 pairs of responses where our reviewers marked which of two answers is "
+     "better. We want the assistant to prefer the better style."),
+    ("fine_tuning", "rlhf",
+     "We have a trained reward model that scores helpfulness of answers, and want to optimise our "
+     "chat model against it with PPO."),
+    ("fine_tuning", "full",
+     "We have 8 A100s and 2 billion tokens of biomedical text and want to continue pre-training a "
+     "7B model so it knows the domain vocabulary."),
+    ("fine_tuning", "prompt_tuning",
+     "We serve one frozen base model to 200 customers and each customer wants their own small "
+     "adaptation; storing a LoRA per customer is too much, we want tiny per-task soft prompts."),
+    ("fine_tuning", "lora",
+     "Route incoming support tickets to one of 40 queues. We have 25,000 historical tickets with "
+     "the queue they were resolved in. It must run on our own server with an A10G."),
+    ("fine_tuning", "lora",
+     "Our radiologists wrote 3,000 reports and we want a model that turns their dictated findings "
+     "into our structured report format. Data is patient data and must stay on our servers; we "
+     "have one A100 80GB."),
+    ("fine_tuning", "lora",
+     "We want a model that extracts drug names, dosages and frequencies from clinical notes. We "
+     "have 6,000 annotated notes. GPT-4 is too slow and expensive at our volume of 2 million notes "
+     "a month."),
+    ("fine_tuning", "api",
+     "We already call gpt-4o-mini for product title rewriting and have 2,000 before/after examples "
+     "approved by our editors. Want it more consistent with our rules without pasting 40 rules "
+     "into every prompt."),
+    ("fine_tuning", "qlora",
+     "Hobby project: I want to fine-tune Mistral 7B to write like me using 5,000 of my own blog "
+     "posts and tweets. I only have a laptop with an RTX 4070 8GB."),
+    ("fine_tuning", "dpo",
+     "Users thumbs-up or thumbs-down the answers of our assistant; for the same question we often "
+     "have one upvoted and one downvoted answer. We have 40k such pairs and want to use them to "
+     "improve the model."),
+    ("fine_tuning", "full",
+     "We need a model for Icelandic. Existing open models write poor Icelandic. We have 5 billion "
+     "tokens of Icelandic web text and news, and a cluster of 64 H100s."),
+    ("fine_tuning", "lora",
+     "Our game needs NPC dialogue in the voice of each character. Writers produced 10,000 lines of "
+     "dialogue with character and situation. We run a 3B model locally on the player's PC."),
+    ("fine_tuning", "lora",
+     "We'd like a small model that calls our internal APIs (create ticket, look up order, refund) "
+     "from user requests. We logged 8,000 correct function calls from our current GPT-4 agent and "
+     "want something cheaper and self-hosted."),
+    ("from_scratch", "full",
+     "We have 400 billion tokens of proprietary financial text and data, a budget of several "
+     "million dollars and want our own foundation model for finance."),
+    ("from_scratch", "full",
+     "We work with protein sequences, millions of them, and want a language model over amino acid "
+     "sequences to predict function."),
 ]
 
 
@@ -440,3 +577,65 @@ TECHNIQUE_PHRASINGS = [
 def test_technique_phrasings(advisor, approach, technique, text):
     rec = advisor.recommend(text)
     assert (rec.approach, rec.technique) == (approach, technique), [r.rule for r in rec.reasons]
+
+
+# ---------------------------------------------------------------- session 5: causes found with our own phrasings
+
+
+def test_a_model_version_is_not_a_count(extractor):
+    found = facts(extractor, "How can I make Llama 3 answer questions about our 5,000 research reports?")
+    assert "example_count" not in found
+    assert found["document_count"] == 5000
+    assert facts(extractor, "GPT 4 reads 3 emails a day and we have 900 emails labeled.")["example_count"] == 900
+
+
+def test_a_model_said_to_be_too_slow_or_expensive_is_the_one_replaced(extractor):
+    found = facts(extractor, "GPT-4 is too slow and expensive at our volume; we want a self-hosted Mistral 7B.")
+    assert found["preferred_model"] == "mistral-7b-instruct-v0.3"
+    assert "preferred_model" not in facts(extractor, "GPT-4o was far too costly for us.")
+
+
+def test_a_memory_size_after_a_gpu_name_is_that_cards(extractor):
+    laptop = facts(extractor, "I only have a laptop with an RTX 4070 8GB.")
+    assert (laptop["gpu_name"], laptop["gpu_memory_gb"], laptop["gpu_count"]) == ("rtx-4070-12gb", 8.0, 1)
+    assert facts(extractor, "We train on an RTX 4070.")["gpu_memory_gb"] == 12.0
+
+
+def test_pairs_with_votes_go_to_dpo_and_votes_alone_to_rlhf(advisor):
+    pairs = advisor.recommend("For each question we have one thumbs-up and one thumbs-down answer from our users, "
+                              "20k pairs, and want the assistant to improve from them.")
+    assert (pairs.approach, pairs.technique) == ("fine_tuning", "dpo")
+    assert pairs.profile["reward_signal"]["value"] is True
+    votes = advisor.recommend("Users give thumbs up or thumbs down to each answer of our assistant and we want "
+                              "to optimise it for more thumbs up.")
+    assert votes.technique == "rlhf"
+
+
+@pytest.mark.parametrize(("tokens", "approach"), [("5 billion", "fine_tuning"), ("60 billion", "from_scratch")])
+def test_from_scratch_needs_tens_of_billions_of_tokens(advisor, tokens, approach):
+    rec = advisor.recommend(f"Existing open models write poor Icelandic. We have {tokens} tokens of Icelandic web "
+                            "text and 64 H100s.")
+    assert rec.approach == approach, [r.rule for r in rec.reasons]
+    assert rec.technique == "full"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("Our bot gives outdated answers since the docs changed.", "knowledge_freshness", "changing"),
+        ("The regulations are amended regularly.", "knowledge_freshness", "periodic"),
+        ("We change them a few times a year.", "knowledge_freshness", "periodic"),
+        ("Answers must quote the article they rely on.", "needs_citations", True),
+        ("Each report must follow our discharge template exactly.", "output_format", "structured"),
+        ("The model doesn't know anything about our internal tools.", "knowledge_gap", True),
+        ("Claude gives good answers for our code reviews.", "prompting_works", True),
+        ("It invents numbers when it is unsure.", "hallucination_concern", True),
+        ("I want to chat with my own notes and papers.", "knowledge_intensive", True),
+    ],
+)
+def test_more_prose_facts(extractor, text, field, value):
+    assert facts(extractor, text).get(field) == value
+
+
+def test_a_hyphenated_question_is_not_a_wish_to_train(extractor):
+    assert "training_intent" not in facts(extractor, "Is fine-tuning needed to make it shorter?")
