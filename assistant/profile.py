@@ -98,6 +98,7 @@ class UseCaseProfile(BaseModel):
     raw_corpus: Fact[bool] = Fact()
     tuning_fell_short: Fact[bool] = Fact()
     prompting_works: Fact[bool] = Fact()
+    continued_pretraining: Fact[bool] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

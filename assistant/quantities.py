@@ -33,7 +33,8 @@ EXAMPLE_UNITS = (
     r"emails?|questions?|q&as?|instructions?|demonstrations?|comparisons?|ratings?|reviews?|utterances?|"
     r"messages?|annotations?|sentences?|prompts?|responses?|calls?|cases?|notes?|summaries|summary|queries|"
     r"query|problems?|items?|entries|entry|texts?|posts?|tweets?|descriptions?|completions?|"
-    r"instances?|data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?|"
+    r"answers?|instances?|"
+    r"data ?points?|observations?|sequences?|solutions?|replies|reply|comments?|abstracts?|products?|"
     r"dictations?|letters?|forms?|invoices?|receipts?|resumes?|cvs|headlines?|captions?|dialogues?|titles?|"
     r"slogans?|subject lines?|judg(?:e)?ments?|calls?"
 )

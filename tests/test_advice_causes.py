@@ -456,6 +456,46 @@ PHRASINGS = [
     ("prompting",
      "Claude gives good answers for our code review comments, but it's sometimes too verbose. Is "
      "fine-tuning needed to make it shorter?"),
+    # Paper- and forum-style, written before the changes they test.
+    ("rag",
+     "Large language models often produce plausible but incorrect statements about specialized "
+     "topics. We propose to augment a frozen LLM with a retriever over a corpus of veterinary "
+     "textbooks, so that answers are grounded in the retrieved passages."),
+    ("rag",
+     "Clinicians need fast access to current drug interaction information, which changes as new "
+     "evidence appears. Our system answers pharmacists' questions by looking up the relevant "
+     "monographs in our database before generating an answer."),
+    ("rag",
+     "Enterprise users want to ask natural-language questions over tens of thousands of internal "
+     "tickets and design documents. Training a model on this data is costly and the documents keep "
+     "growing."),
+    ("rag",
+     "We study how to help students find answers in lecture slides and course materials. Students "
+     "type questions and the assistant points to the slide where the answer is."),
+    ("prompting",
+     "We show that carefully designed prompts with chain-of-thought and a few retrieved examples "
+     "allow a general model to match specialist fine-tuned models on a suite of legal reasoning "
+     "benchmarks, at no training cost."),
+    ("prompting",
+     "Can ChatGPT replace crowd workers for labeling tweets? We compare zero-shot ChatGPT "
+     "annotations with MTurk workers on five tasks."),
+    ("rag_fine_tuning",
+     "We fine-tune a model to answer questions using retrieved documents, training it with both "
+     "relevant and distractor passages so it learns to ignore irrelevant context in "
+     "domain-specific open-book settings."),
+    ("rag_fine_tuning",
+     "Our financial analyst assistant combines a retriever over the latest SEC filings with a "
+     "model fine-tuned on 10,000 analyst-written answers, so responses are current and in the "
+     "analysts' format."),
+    ("rag",
+     "what's the best way to get an LLM to answer questions about a big codebase? fine tune on the "
+     "repo or something else?"),
+    ("prompting",
+     "I want my chatbot to have a pirate personality. Do I need to fine-tune or can I just use a "
+     "system prompt? I don't have any data."),
+    ("rag",
+     "how do I stop my bot from hallucinating prices? prices are in a postgres table and change "
+     "daily"),
 ]
 
 
@@ -569,6 +609,37 @@ TECHNIQUE_PHRASINGS = [
     ("from_scratch", "full",
      "We work with protein sequences, millions of them, and want a language model over amino acid "
      "sequences to predict function."),
+    # Paper- and forum-style, written before the changes they test.
+    ("fine_tuning", "lora",
+     "We introduce a parameter-efficient adaptation of an open 7B model to clinical note "
+     "summarization. Using 30,000 note-summary pairs from our hospital, low-rank adapters trained "
+     "on a single GPU outperform the prompted base model."),
+    ("fine_tuning", "full",
+     "We continue pretraining an open model on 50 billion tokens of legal text to build a domain "
+     "model for law, followed by instruction tuning; the resulting model beats general models of "
+     "the same size on legal benchmarks."),
+    ("fine_tuning", "dpo",
+     "To reduce sycophancy, we collect pairs of model responses where annotators marked the less "
+     "sycophantic one as preferred, and optimize the policy directly on these preferences without "
+     "a separate reward model."),
+    ("fine_tuning", "rlhf",
+     "We train a code model with reinforcement learning where the reward comes from executing unit "
+     "tests on the generated programs."),
+    ("fine_tuning", "prompt_tuning",
+     "We learn soft prompts for a frozen model: only a few thousand parameters per task are "
+     "trained, which lets one model serve many tasks with a small per-task cost."),
+    ("fine_tuning", "lora",
+     "Our customer service team wants a small model that classifies incoming chats into 30 "
+     "intents. We labeled 9,000 chats last year."),
+    ("fine_tuning", "api",
+     "We're a small team building on Azure OpenAI. We want GPT-4o-mini to produce our compliance "
+     "summaries in the exact house format; we have 600 good examples."),
+    ("fine_tuning", "qlora",
+     "We fine-tune a 65B model on a single 48GB GPU by backpropagating through a frozen 4-bit "
+     "quantized model into low-rank adapters."),
+    ("fine_tuning", "lora",
+     "we want a model that writes SQL for our warehouse schema. we have 4000 question/sql pairs "
+     "from our analysts' query logs and the prompted model keeps getting joins wrong"),
 ]
 
 
@@ -639,3 +710,17 @@ def test_more_prose_facts(extractor, text, field, value):
 
 def test_a_hyphenated_question_is_not_a_wish_to_train(extractor):
     assert "training_intent" not in facts(extractor, "Is fine-tuning needed to make it shorter?")
+
+
+def test_training_called_too_costly_is_not_a_wish_to_train(extractor):
+    found = facts(extractor, "Training a model on this data is costly and the documents keep growing.")
+    assert found["training_intent"] is False
+    assert found["knowledge_freshness"] == "changing"
+
+
+def test_continued_pretraining_is_not_from_scratch(advisor):
+    rec = advisor.recommend("We continue pretraining an open model on 60 billion tokens of legal text.")
+    assert (rec.approach, rec.technique) == ("fine_tuning", "full"), [r.rule for r in rec.reasons]
+    assert "continue-an-existing-model" in [r.rule for r in rec.reasons]
+    asked = advisor.recommend("Should we continue pretraining Llama or train from scratch on 60 billion tokens?")
+    assert "continued_pretraining" not in asked.profile

@@ -45,6 +45,7 @@ FIELD_NAMES = {
     "mentions_documents": "Mentions documents", "knowledge_gap": "General models lack the facts",
     "raw_corpus": "A raw text corpus to train on", "tuning_fell_short": "A fine-tune was tried and fell short",
     "prompting_works": "Prompting already mostly works",
+    "continued_pretraining": "Continue pre-training an existing model",
 }
 _WHAT_IF = re.compile(r"^\s*(?:and\s+|but\s+|so\s+)?(what\s+if|what\s+about|suppose|imagine|assume|if\s+we|"
                       r"if\s+instead|if\s+our)\b[\s,:]*(?P<clause>.*)$", re.I | re.S)
