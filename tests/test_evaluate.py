@@ -166,3 +166,22 @@ def test_limit_takes_a_stratified_seeded_sample_not_the_first_rows():
     plain, _, plain_note = sample_rows(list(range(100)), [None] * 100, 7)
     assert len(set(plain)) == 7 and "uniform" in plain_note
     assert sample_rows(rows, labels, None) == (rows, labels, None)
+
+
+def test_report_notes_a_metric_whose_interval_misses_its_value():
+    import numpy as np
+
+    from executor.evaluate.runner import _intervals_missing_their_value, _score
+
+    # About one example per intent (3,000 rows over 3,000 intents, half answered right): too thin for a bootstrap
+    # of macro-F1, whose resamples then all lie on one side of the value. Accuracy is still fine.
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3000, 3000)
+    guess = np.where(rng.random(3000) < 0.5, truth, rng.integers(0, 3000, 3000))
+    labels = [f"intent_{i}" for i in range(3000)]
+    metrics, _ = _score("classification", [labels[g] for g in guess], [labels[t] for t in truth], labels)
+    macro = metrics["macro_f1"]
+    assert not macro["ci_low"] <= macro["value"] <= macro["ci_high"]
+    (note,) = _intervals_missing_their_value({"tuned": metrics})
+    assert note.startswith("tuned macro_f1: the bootstrap interval [") and "too few examples" in note
+    assert _intervals_missing_their_value({"base": {"accuracy": metrics["accuracy"], "unmapped": 0}}) == []

@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from executor.evaluate.metrics import (
     Estimate,
+    _interval,
+    _stratified_indices,
     bootstrap,
     bootstrap_paired,
+    classification_estimates,
     classification_scores,
     exact_match,
     extract_final_number,
@@ -25,6 +28,7 @@ from executor.evaluate.metrics import (
     normalize_answer,
     normalized_exact_match,
     parse_json_output,
+    resampled_scores,
     token_f1,
 )
 
@@ -80,7 +84,9 @@ def test_bootstrap_two_scores_by_hand():
 
 
 def test_bootstrap_is_deterministic_for_a_seed():
-    scores = [1, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 0, 1]
+    # Continuous scores: the interval ends are resample means (order statistics), which for a few 0/1 scores
+    # are the same handful of fractions k/13 whatever the seed.
+    scores = [0.3, 0.9, 0.15, 0.62, 0.05, 0.77, 0.41, 0.88, 0.2, 0.95, 0.5, 0.33, 0.7]
     assert bootstrap(scores, seed=3) == bootstrap(scores, seed=3)
     assert bootstrap(scores, seed=3) != bootstrap(scores, seed=4)
 
@@ -148,14 +154,52 @@ def test_bootstrap_mean_interval_is_within_the_scores_and_around_the_value(score
     assert estimate.n == len(scores)
 
 
+def test_interval_is_centred_on_the_value_when_the_resamples_are_biased():
+    # Resamples ~ N(0.5, 1) around a value of 0: the percentile interval would be 0.5 -+ 1.96. The share below 0
+    # is Phi(-0.5), so z0 = -0.5 and the percentiles are read at Phi(-1 -+ 1.96): 0.5 - 2.96 and 0.5 + 0.96,
+    # an interval as far below the value as the resamples lie above it.
+    normal = statistics.NormalDist()
+    stats = np.array([0.5 + normal.inv_cdf((i + 0.5) / 100_000) for i in range(100_000)])  # exact quantiles
+    estimate = _interval(0.0, stats, 50, 0.05)
+    assert (estimate.ci_low, estimate.ci_high) == pytest.approx((-2.46, 1.46), abs=0.005)
+    # Without bias (half the resamples below the value) it is the percentile interval.
+    unbiased = _interval(0.5, stats, 50, 0.05)
+    assert (unbiased.ci_low, unbiased.ci_high) == pytest.approx((0.5 - 1.96, 0.5 + 1.96), abs=0.005)
+
+
+def test_interval_falls_back_to_the_percentiles_when_the_value_is_beyond_the_resamples():
+    # Every resample above the value: bias correction has no range left, so the percentile interval is given
+    # (and misses the value, which the evaluation report then says) instead of a zero-width one.
+    stats = np.arange(1.0, 1001.0)
+    estimate = _interval(0.0, stats, 10, 0.05)
+    # The 25th and 975th of the 1,000 order statistics, give or take the last bit of Phi(-1.96) = 0.025.
+    assert 25.0 <= estimate.ci_low <= 26.0 and 975.0 <= estimate.ci_high <= 976.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=300), st.floats(-1e3, 1e3))
+def test_interval_contains_the_value_when_enough_resamples_lie_on_each_side(stats, value):
+    stats = np.array(stats)
+    below, above = np.mean(stats < value), np.mean(stats > value)
+    estimate = _interval(value, stats, 1, 0.05)
+    if below + np.mean(stats == value) / 2 > 0.025 and above + np.mean(stats == value) / 2 > 0.025:
+        assert estimate.ci_low <= value <= estimate.ci_high
+    assert stats.min() <= estimate.ci_low <= estimate.ci_high <= stats.max()
+
+
 # ------------------------------------------------------------------------------------------ bootstrap_paired
 
 
+def _per_token(pairs):
+    """A corpus-level statistic as the evaluation's perplexity uses: summed NLL over summed tokens."""
+    return sum(nll for nll, _ in pairs) / sum(tokens for _, tokens in pairs)
+
+
 def test_bootstrap_paired_value_is_the_statistic_on_all_pairs():
-    pairs = [("a", "a"), ("b", "a"), ("b", "b"), (None, "b")]
-    estimate = bootstrap_paired(pairs, macro_f1)
-    # a: P=1/1, R=1/2 -> F1=2/3; b: P=1/2, R=1/2 -> F1=1/2; macro = (2/3 + 1/2) / 2 = 7/12.
-    assert estimate.value == pytest.approx(7 / 12)
+    pairs = [(2.0, 1), (3.0, 2), (1.0, 1), (6.0, 4)]
+    estimate = bootstrap_paired(pairs, _per_token)
+    # (2 + 3 + 1 + 6) / (1 + 2 + 1 + 4) = 12 / 8, not the mean of the per-pair ratios (2 + 1.5 + 1 + 1.5) / 4.
+    assert estimate.value == 1.5
     assert estimate.n == 4
     assert estimate.ci_low <= estimate.value <= estimate.ci_high
 
@@ -174,11 +218,11 @@ def test_bootstrap_paired_resamples_like_bootstrap():
 
 
 def test_bootstrap_paired_deterministic_constant_and_empty():
-    pairs = [("x", "x"), ("y", "x"), ("y", "y"), ("x", "y"), ("x", "x")] * 4
-    assert bootstrap_paired(pairs, macro_f1, seed=2) == bootstrap_paired(pairs, macro_f1, seed=2)
-    all_right = [("x", "x"), ("y", "y")] * 5
-    assert bootstrap_paired(all_right, macro_f1) == Estimate(1.0, 1.0, 1.0, 10)
-    assert bootstrap_paired([], macro_f1).n == 0 and math.isnan(bootstrap_paired([], macro_f1).value)
+    pairs = [(2.0, 1), (3.0, 2), (1.0, 1), (6.0, 4), (0.5, 1)] * 4
+    assert bootstrap_paired(pairs, _per_token, seed=2) == bootstrap_paired(pairs, _per_token, seed=2)
+    constant = [(2.0, 1), (4.0, 2)] * 5
+    assert bootstrap_paired(constant, _per_token) == Estimate(2.0, 2.0, 2.0, 10)
+    assert bootstrap_paired([], _per_token).n == 0 and math.isnan(bootstrap_paired([], _per_token).value)
 
 
 # ------------------------------------------------------------------------------------------ answers as text
@@ -348,14 +392,35 @@ def test_classification_scores_treat_a_prediction_outside_the_labels_as_unmapped
     assert scores["macro_f1"] == pytest.approx(2 / 3)
 
 
-def test_classification_scores_match_sklearn_without_unmapped_predictions():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+def test_macro_f1_averages_the_labels_in_use_not_all_labels():
+    # The issue's case: 5 labels known, the references use 2 of them (A = card_arrival, T = top_up_failed), the
+    # model also names pin_blocked (P) once and names no label once.
+    references = ["card_arrival"] * 3 + ["top_up_failed"] * 3
+    predictions = ["card_arrival", "card_arrival", None, "top_up_failed", "top_up_failed", "pin_blocked"]
+    scores = classification_scores(predictions, references, BANKING_LABELS)
+    # A: tp 2, predicted 2, true 3 -> F1 = 2*2 / (2 + 3) = 4/5; T likewise 4/5 (its third row was called P);
+    # P: predicted once, never a reference -> F1 0. The None is a miss of A, not a class of its own.
+    # Over {A, T, P}: (4/5 + 4/5 + 0) / 3 = 8/15; over all 5 labels it would read 8/25, with an "unmapped" class 2/5.
+    assert scores["macro_f1"] == pytest.approx(8 / 15)
+    assert list(scores["per_label"]) == ["card_arrival", "top_up_failed", "pin_blocked"]
+    assert scores["accuracy"] == pytest.approx(4 / 6) and scores["unmapped"] == 1
+    assert macro_f1(list(zip(predictions, references, strict=True))) == scores["macro_f1"]
+
+
+def test_classification_scores_match_sklearn_with_unmapped_predictions_as_misses():
+    from sklearn import metrics as sklearn_metrics
+
     rng = np.random.default_rng(7)
     references = [BANKING_LABELS[i] for i in rng.integers(0, 4, 200)]  # pin_blocked never a reference
-    predictions = [BANKING_LABELS[i] for i in rng.integers(0, 5, 200)]
+    predictions = [BANKING_LABELS[i] if i < 5 else None for i in rng.integers(0, 6, 200)]
     scores = classification_scores(predictions, references, BANKING_LABELS)
-    assert scores["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(references, predictions, average="macro"))
-    assert scores["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(references, predictions))
+    # sklearn on the label strings, a None as a string outside `labels`: counted wrong, averaged over no class.
+    as_text = [p or "<no label>" for p in predictions]
+    used = sorted(set(references) | {p for p in predictions if p})
+    expected = sklearn_metrics.f1_score(references, as_text, labels=used, average="macro", zero_division=0)
+    assert scores["macro_f1"] == pytest.approx(expected, abs=1e-12)
+    assert scores["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(references, as_text))
+    assert scores["per_label"]["pin_blocked"]["support"] == 0 and scores["per_label"]["pin_blocked"]["f1"] == 0.0
 
 
 def test_classification_scores_errors_and_empty_input():
@@ -364,6 +429,100 @@ def test_classification_scores_errors_and_empty_input():
     empty = classification_scores([], [], BANKING_LABELS)
     assert math.isnan(empty["accuracy"]) and math.isnan(empty["macro_f1"])
     assert empty["per_label"] == {} and empty["unmapped"] == 0
+
+
+# ---------------------------------------------------------------------------- classification intervals
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 120), st.integers(0, 2**32 - 1))
+def test_resampled_scores_are_sklearns_to_the_last_bit(k, n, seed):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, k, n), rng.integers(0, k + 1, n)  # code k: a prediction naming no label
+    rows = rng.integers(0, n, size=(4, n))
+    accuracy, macro = resampled_scores(y_true, y_pred, k, rows)
+    for i, row in enumerate(rows):
+        assert accuracy[i] == accuracy_score(y_true[row], y_pred[row])
+        assert macro[i] == f1_score(y_true[row], y_pred[row], labels=np.arange(k), average="macro", zero_division=0)
+
+
+def _skewed_dataset(seed: int, k: int, n: int, skew: float, accuracy: float, unmapped: float):
+    """References over k labels with Zipf-like shares (skew 2: most labels have one or two examples), errors
+    drawn from the same shares, some predictions naming no label."""
+    rng = np.random.default_rng(seed)
+    shares = 1.0 / np.arange(1, k + 1) ** skew
+    shares /= shares.sum()
+    names = [f"intent_{i}" for i in range(k)]
+    truth = rng.choice(k, n, p=shares)
+    guess = np.where(rng.random(n) < accuracy, truth, rng.choice(k, n, p=shares))
+    predictions = [None if rng.random() < unmapped else names[g] for g in guess]
+    return predictions, [names[t] for t in truth], names
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([2, 10, 77, 150]),
+    st.integers(1, 400),
+    st.sampled_from([0.0, 1.0, 2.0]),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.0, 0.1, 0.5]),
+)
+def test_every_classification_metric_lies_inside_its_interval(seed, k, n, skew, accuracy, unmapped):
+    predictions, references, labels = _skewed_dataset(seed, k, n, skew, accuracy, unmapped)
+    estimates = classification_estimates(predictions, references, labels, seed=seed % 7)
+    scores = classification_scores(predictions, references, labels)
+    for name in ("accuracy", "macro_f1"):
+        estimate = estimates[name]
+        assert estimate.value == scores[name]  # the same sklearn value as the per-label report
+        assert estimate.ci_low <= estimate.value <= estimate.ci_high, (name, estimate)
+        assert estimate.n == n
+
+
+def test_issue_15_the_value_lies_in_its_interval_where_plain_resampling_put_it_below():
+    # 10 intents x 30 rows in the references (a label-ordered file's first rows), 30% wrong answers, most of
+    # them naming one of 120 other intents once or twice: those labels score F1 0 and join the macro average.
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.arange(10), 30)
+    wrong, elsewhere = rng.random(300) < 0.3, rng.random(300) < 0.6
+    guess = np.where(~wrong, truth, np.where(elsewhere, 10 + rng.integers(0, 120, 300), rng.integers(0, 10, 300)))
+    predictions, references = [f"intent_{g}" for g in guess], [f"intent_{t}" for t in truth]
+    labels = [f"intent_{i}" for i in range(130)]
+    # Resampling all rows and averaging over the labels of each resample, as before: a predicted-once label
+    # drops out of about a third of the resamples, each drop lifts the average, and every resample lies above.
+    plain = bootstrap_paired(list(zip(predictions, references, strict=True)), macro_f1, resamples=200)
+    assert plain.value < plain.ci_low
+    estimate = classification_estimates(predictions, references, labels)["macro_f1"]
+    assert estimate.value == plain.value == pytest.approx(0.125, abs=1e-3)
+    assert estimate.ci_low < estimate.value < estimate.ci_high
+
+
+def test_stratified_resamples_keep_every_labels_count():
+    y_true = np.array([0] * 7 + [1] * 2 + [2] * 1 + [3] * 40)
+    blocks = list(_stratified_indices(y_true, 300, seed=4))
+    rows = np.concatenate(blocks)
+    assert rows.shape == (300, y_true.size)
+    assert (np.sort(y_true[rows], axis=1) == np.sort(y_true)).all()  # each resample: 7, 2, 1 and 40 rows
+    assert len({row.tobytes() for row in rows}) > 250  # and they differ
+    assert all((a == b).all() for a, b in zip(blocks, _stratified_indices(y_true, 300, seed=4), strict=True))
+
+
+def test_classification_estimates_are_fast_seeded_and_handle_edge_cases():
+    # Banking77's test set: 77 intents x 40 rows.
+    predictions, references, labels = _skewed_dataset(3, 77, 3080, 0.0, 0.8, 0.03)
+    start = time.perf_counter()
+    estimates = classification_estimates(predictions, references, labels, resamples=1000)
+    assert time.perf_counter() - start < 1.0  # measured about 0.15 s; sklearn per resample took 6 s
+    assert estimates == classification_estimates(predictions, references, labels, resamples=1000)
+    assert estimates != classification_estimates(predictions, references, labels, resamples=1000, seed=1)
+    all_right = classification_estimates(["a", "b"] * 5, ["a", "b"] * 5, ["a", "b"])
+    assert all_right == {"accuracy": Estimate(1.0, 1.0, 1.0, 10), "macro_f1": Estimate(1.0, 1.0, 1.0, 10)}
+    empty = classification_estimates([], [], ["a"])
+    assert empty["macro_f1"].n == 0 and math.isnan(empty["accuracy"].value)
+    with pytest.raises(ValueError, match="3 predictions but 2 references"):
+        classification_estimates(["a", "b", "a"], ["a", "b"], ["a", "b"])
 
 
 # ----------------------------------------------------------------------------------------------- JSON output
