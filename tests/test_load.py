@@ -350,7 +350,7 @@ def test_missing_path_and_unsupported_extension(tmp_path):
     with pytest.raises(DataError, match="nope.jsonl: no such file or folder"):
         iter_rows(tmp_path / "nope.jsonl")
     with pytest.raises(DataError, match=r"unsupported file type '\.xlsx'\. Supported: \.jsonl, \.ndjson, \.json, "
-                                        r"\.csv, \.tsv, \.parquet, \.txt, \.md, \.markdown"):
+                                        r"\.csv, \.tsv, \.parquet, \.arrow, \.txt, \.md, \.markdown"):
         iter_rows(write(tmp_path / "d.xlsx", b"PK"))
     with pytest.raises(DataError, match="it looks compressed: decompress it first"):
         iter_rows(write(tmp_path / "d.jsonl.gz", b"\x1f\x8b"))

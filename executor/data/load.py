@@ -1,7 +1,9 @@
 """Collection: stream the records out of whatever file or folder a team hands us.
 
-`iter_rows(path)` reads JSONL, JSON (an array, `{"data": [...]}`, the SQuAD layout), CSV/TSV, Parquet, a
-folder saved by `datasets` and folders of .txt/.md documents, and yields one RawRow per record with the file
+`iter_rows(path)` reads JSONL, JSON (an array, `{"data": [...]}`, the SQuAD layout), CSV/TSV, Parquet, Arrow, a
+folder saved by `datasets`, a Hugging Face Hub dataset folder (sharded data files under data/ or train.jsonl /
+test.jsonl, with a README.md card; the split each row came from is taken from the file names) and folders of
+.txt/.md documents, and yields one RawRow per record with the file
 and line (or item index) it came from. A record that cannot be parsed becomes a RawRow carrying the error, so
 one bad line never stops a load; only whole-input problems (missing path, empty, binary or unsupported file)
 raise DataError. Encodings are sniffed, not assumed: files exported from Excel or old systems are often
@@ -26,11 +28,21 @@ SAMPLE_BYTES = 8192
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown")
-SUPPORTED = (*JSONL_SUFFIXES, ".json", *CSV_DELIMITERS, ".parquet", *DOCUMENT_SUFFIXES)
+SUPPORTED = (*JSONL_SUFFIXES, ".json", *CSV_DELIMITERS, ".parquet", ".arrow", *DOCUMENT_SUFFIXES)
+DATA_SUFFIXES = (*JSONL_SUFFIXES, ".json", *CSV_DELIMITERS, ".parquet", ".arrow")
 COMPRESSED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")
 # Top-level keys under which a JSON object commonly holds its list of records.
 RECORD_KEYS = ("data", "rows", "examples", "records")
 DATASET_MARKERS = ("dataset_info.json", "state.json")
+# Split names as the Hugging Face Hub reads them from file and folder names (train-00000-of-00002.parquet,
+# test.jsonl, data/validation/...): the words it recognises, and the split each one means.
+SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test",
+               "evaluation": "test"}
+SPLIT_ORDER = ("train", "validation", "test")
+DATASET_CARDS = ("readme.md",)   # a Hub dataset's card: describes the data, is not data
+HUB_METADATA = ("dataset_infos.json",)  # older Hub repositories describe their features in this file
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
 
 _BOMS = (  # longest first: the UTF-32-LE BOM starts with the UTF-16-LE one
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
@@ -208,6 +220,8 @@ def iter_rows(path: str | Path) -> Iterator[RawRow]:
         if _read_start(path, 4) != b"PAR1":
             raise DataError(f"{path} is not a Parquet file (no PAR1 magic bytes); check how it was exported")
         return _iter_parquet(path)
+    if suffix == ".arrow":
+        return _iter_arrow_file(path)
     head = _read_head(path)
     if suffix in JSONL_SUFFIXES:
         return _iter_jsonl(path, head)
@@ -233,6 +247,8 @@ def estimate_rows(path: str | Path) -> int | None:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).metadata.num_rows
+        if suffix == ".arrow":
+            return sum(batch.num_rows for batch in _arrow_batches(path))
         if suffix in DOCUMENT_SUFFIXES:
             return 1
     except (OSError, ValueError):
@@ -245,7 +261,8 @@ def _unsupported_message(path: Path) -> str:
     if path.suffix.lower() in COMPRESSED_SUFFIXES:
         hint = "; it looks compressed: decompress it first"
     return (f"{path}: unsupported file type '{path.suffix or '(none)'}'{hint}. Supported: {', '.join(SUPPORTED)}, "
-            "a folder saved by datasets.save_to_disk, or a folder of .txt/.md documents")
+            "a folder saved by datasets.save_to_disk, a Hugging Face Hub dataset folder (data files with a "
+            "README.md card), or a folder of .txt/.md documents")
 
 
 def _estimate_csv(path: Path, probe: int = 20_000) -> int:
@@ -562,30 +579,58 @@ def _csv_row(file: str, columns: list[str], values: list[str], start: int, end: 
 # ---------------------------------------------------------------------------------------------- Parquet / Arrow
 
 def _iter_parquet(path: Path) -> Iterator[RawRow]:
+    """Rows of a Parquet file. ClassLabel integers come out as their names when the file carries the features
+    `datasets` writes into its schema metadata (every Parquet file it pushes to the Hub does)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     file, index = str(path), 0
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        parquet = pq.ParquetFile(path)
+        names = _label_names_in_schema(parquet.schema_arrow)
+        for batch in parquet.iter_batches(batch_size=1024):
             for record in batch.to_pylist():
-                yield RawRow(SourceRef(file, item=index), record)
+                yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, None))
                 index += 1
     except (pa.ArrowException, OSError) as e:  # a cut-off or corrupt file: no row boundaries to recover
         raise DataError(f"{path}: cannot read the Parquet data after {index} rows ({e}); is the file complete?") from e
 
 
+def _iter_arrow_file(path: Path) -> Iterator[RawRow]:
+    """One Arrow file (the Hub's .arrow data files, a `datasets` cache file), labels named as for Parquet."""
+    file, index = str(path), 0
+    for batch in _arrow_batches(path):
+        names = _label_names_in_schema(batch.schema)
+        for record in batch.to_pylist():
+            yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, None))
+            index += 1
+
+
+def _label_names_in_schema(schema: Any) -> dict[str, list[str]]:
+    """ClassLabel names from the features `datasets` stores in an Arrow schema's b"huggingface" metadata."""
+    try:
+        features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+    except (AttributeError, KeyError, TypeError, ValueError):  # no metadata, or not written by datasets
+        return {}
+    return _class_labels(features)
+
+
 # ---------------------------------------------------------------------------------------------- folders
 
 def _iter_folder(folder: Path) -> Iterator[RawRow]:
+    """A `save_to_disk` folder, a Hub dataset folder, or a folder of documents, in that order of evidence."""
     if (folder / "dataset_dict.json").is_file():
         return _iter_dataset_dict(folder, _splits(folder))
     if any((folder / marker).is_file() for marker in DATASET_MARKERS):
         return _iter_saved_dataset(folder)
+    hub = _hub_data_files(folder)
+    if hub:
+        return _iter_hub_folder(hub)
     documents = _document_paths(folder)
     if not documents:
         raise DataError(f"{folder}: a folder with no {'/'.join(DOCUMENT_SUFFIXES)} files that is not a folder "
-                        "saved by datasets.save_to_disk (no dataset_info.json, state.json or dataset_dict.json)")
+                        "saved by datasets.save_to_disk (no dataset_info.json, state.json or dataset_dict.json) "
+                        f"and holds no data files ({', '.join(DATA_SUFFIXES)})")
     return (_document_row(p, p.relative_to(folder).as_posix()) for p in documents)
 
 
@@ -594,7 +639,89 @@ def _estimate_folder(folder: Path) -> int | None:
         return sum(_arrow_row_count(folder / split) for split in _splits(folder))
     if any((folder / marker).is_file() for marker in DATASET_MARKERS):
         return _arrow_row_count(folder)
+    hub = _hub_data_files(folder)
+    if hub:
+        counts = [estimate_rows(path) for path, _ in hub]
+        return None if None in counts else sum(counts)
     return len(_document_paths(folder)) or None
+
+
+# ---------------------------------------------------------------------------------------------- Hub dataset folders
+
+def _hub_data_files(folder: Path) -> list[tuple[Path, str]]:
+    """(data file, split name) of a Hub dataset folder, train first; [] when the folder is not one.
+
+    A Hub dataset is data files (data/train-00000-of-00002.parquet, test.jsonl, ...) with at most a README.md
+    card beside them. A folder that also holds other documents is read as documents, as it always was: a
+    corpus with a stray .json next to its pages is still a corpus.
+    """
+    files = _visible_files(folder)
+    data = [p for p in files if p.suffix.lower() in DATA_SUFFIXES and p.name.lower() not in HUB_METADATA]
+    if not data or any(p.suffix.lower() in DOCUMENT_SUFFIXES and p.name.lower() not in DATASET_CARDS
+                       for p in files):
+        return []
+    _check_one_subset(folder, data)
+    named = [(p, _split_name(p.relative_to(folder))) for p in data]
+    _check_split_names(folder, named)
+    return sorted(named, key=lambda pair: (_split_rank(pair[1]), pair[0].relative_to(folder).as_posix()))
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Every file below `folder`, skipping hidden files and folders (.git, .cache, .huggingface)."""
+    return [p for p in folder.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def _split_name(relative: Path) -> str:
+    """The split a Hub data file belongs to: its name without the shard suffix ("train-00000-of-00002" ->
+    "train", "test_prefs-00000-of-00001" -> "test_prefs"), else the nearest folder named like a split
+    ("data/validation/0.parquet"); "train" when nothing says (the Hub's own default)."""
+    for name in (_SHARD.sub("", relative.stem), *(part for part in reversed(relative.parts[:-1]))):
+        if _split_of(name):
+            return name
+    return "train"
+
+
+def _split_of(name: str) -> str | None:
+    """The canonical split a split name means ("test_prefs" -> "test", "dev" -> "validation"), if any."""
+    return next((SPLIT_WORDS[w] for w in re.split(r"[^a-z]+", name.lower()) if w in SPLIT_WORDS), None)
+
+
+def _split_rank(name: str) -> int:
+    split = _split_of(name)
+    return SPLIT_ORDER.index(split) if split else len(SPLIT_ORDER)
+
+
+def _check_one_subset(folder: Path, files: list[Path]) -> None:
+    """Refuse a folder holding several subsets (configs) of a dataset: their layouts differ, or they would be
+    counted twice. Folders that only group files (data/, split folders) do not make a subset."""
+    subsets = {"/".join(part for part in p.relative_to(folder).parts[:-1] if part != "data" and not _split_of(part))
+               for p in files}
+    if len(subsets) > 1:
+        names = ", ".join(f"{s}/" if s else "(top level)" for s in sorted(subsets))
+        raise DataError(f"{folder}: holds several subsets of a dataset ({names}); point at the folder of one")
+
+
+def _check_split_names(folder: Path, named: list[tuple[Path, str]]) -> None:
+    """Two differently named splits that mean the same one (train_prefs and train_sft in UltraFeedback) are
+    different versions of the data: reading both would mix them."""
+    by_split: dict[str, set[str]] = {}
+    for _, name in named:
+        by_split.setdefault(_split_of(name) or name, set()).add(name)
+    clashes = [sorted(names) for names in by_split.values() if len(names) > 1]
+    if clashes:
+        listed = "; ".join(", ".join(names) for names in clashes)
+        raise DataError(f"{folder}: holds several versions of one split ({listed}); point at the data files of "
+                        "one of them, or move the others out of the folder")
+
+
+def _iter_hub_folder(files: list[tuple[Path, str]]) -> Iterator[RawRow]:
+    """Each data file's rows, marked with the split its name gives (`__split__`, as for save_to_disk folders)."""
+    for path, split in files:
+        for row in iter_rows(path):
+            if isinstance(row.data, dict):
+                row.data["__split__"] = split
+            yield row
 
 
 def _document_paths(folder: Path) -> list[Path]:
@@ -693,6 +820,12 @@ def _class_label_names(folder: Path) -> dict[str, list[str]]:
     try:
         features = json.loads(info.read_text("utf-8")).get("features") or {}
     except (OSError, ValueError, AttributeError):
+        return {}
+    return _class_labels(features)
+
+
+def _class_labels(features: Any) -> dict[str, list[str]]:
+    if not isinstance(features, dict):
         return {}
     return {name: spec["names"] for name, spec in features.items()
             if isinstance(spec, dict) and spec.get("_type") == "ClassLabel" and spec.get("names")}

@@ -17,6 +17,8 @@ from typing import Any
 REJECT_REASONS = (
     "parse_error",          # the line/record is not valid JSON/CSV/... (truncated line, binary bytes)
     "schema_error",         # parsed, but a required field is missing or has the wrong type
+    "undesirable",          # the data itself judges it bad: a KTO completion labeled false, a solution with a
+                            # wrong step (stepwise supervision); supervised training must not learn it
     "empty",                # no text left after cleaning
     "too_short",            # below the minimum length
     "too_long",             # longer than the model's context after tokenization

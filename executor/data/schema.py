@@ -4,19 +4,41 @@
 with the columns it uses and a sentence saying why; when nothing fits, or two layouts fit equally, it raises
 SchemaError listing the columns and showing the mapping that would settle it. `to_example` then converts one
 RawRow at a time and answers a Reject (never an exception) for a row that does not fit.
+
+Every dataset type TRL documents is recognised, standard (text) and conversational (message lists): language
+modeling (text, messages), prompt-completion, preference with an explicit or an implicit prompt, unpaired
+preference (KTO) and stepwise supervision; prompt-only data is named in the error (nothing to train on).
+Conversations written out as text (HH-RLHF's "Human:/Assistant:", "User:/Assistant:", Zephyr's <|user|>,
+ChatML) are read back into turns (transcripts.py); layouts.py holds the conversions that need more than
+renaming columns.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from executor.data.columns import (
+    Column,
+    Profile,
+    is_turns,
+    pick_prompt_and_reply,
+    type_name,
+)
+from executor.data.layouts import (
+    RowError,
+    Undesirable,
+    correct_solution,
+    desirable_completion,
+    split_conversations,
+    split_texts,
+)
 from executor.data.records import Example, RawRow, Reject, SourceRef
+from executor.data.transcripts import STYLES, parse_transcript
 
 FORMATS = ("alpaca", "sharegpt", "chatml", "prompt_completion", "preference", "openai_preference",
-           "classification", "text", "squad")
+           "classification", "text", "squad", "transcript", "unpaired_preference", "stepwise_supervision")
 # Roles a mapping may name; `context` is the passage of a reading-comprehension (squad) row.
 ROLES = ("instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text", "label",
          "system", "messages", "conversations", "context")
@@ -45,13 +67,19 @@ MAPPING_ROLES = {
     "classification": {"text", "label", "system"},
     "text": {"text", "label"},
 }
-MAX_LABEL_CHARS = 64       # a label is a short name, not a sentence
+# Roles whose text may be a whole conversation written out (a transcript), per format that reads them as turns.
+TRANSCRIPT_ROLES = {
+    "prompt_completion": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected"),
+    "unpaired_preference": ("prompt", "completion"), "stepwise_supervision": ("prompt",), "transcript": ("text",),
+}
 MAX_METADATA_CHARS = 200   # longer strings are content, not something to stratify or filter on
 SAMPLE_SIZE = 200
 
 ROLE_NAMES = {"system": "system", "user": "user", "human": "user", "prompter": "user",
               "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant",
               "chatgpt": "assistant"}
+IMPLICIT_PROMPT = ("preference pairs with an implicit prompt: the turns both conversations share are the prompt, "
+                   "the first assistant turn where they differ is the chosen and the rejected reply")
 
 
 @dataclass
@@ -60,6 +88,7 @@ class DetectedFormat:
     fields: dict[str, str]    # role -> column path (dotted for nested), e.g. {"prompt": "question"}
     label_column: str | None = None
     explanation: str = ""     # one sentence: what was found and why
+    transcripts: dict[str, str] = field(default_factory=dict)  # column -> transcript style, read back into turns
 
 
 class SchemaError(ValueError):
@@ -88,102 +117,6 @@ def parse_mapping(spec: str) -> dict[str, str]:
     return mapping
 
 
-# ---------------------------------------------------------------------------------------------- column profile
-
-@dataclass
-class _Column:
-    """What the sample shows about one column: how often it is present, its value types, its values."""
-
-    path: str
-    present: int = 0
-    types: Counter = field(default_factory=Counter)
-    values: Counter = field(default_factory=Counter)   # scalar values, for label-likeness
-    max_chars: int = 0
-    role_turns: int = 0   # values that are lists of {role, content}
-    from_turns: int = 0   # values that are lists of {from, value}
-
-    def add(self, value: Any) -> None:
-        self.present += 1
-        self.types[_type_name(value)] += 1
-        if isinstance(value, (str, int, float, bool)):
-            self.values[str(value)] += 1
-            self.max_chars = max(self.max_chars, len(str(value)))
-        self.role_turns += _is_turns(value, "role", "content")
-        self.from_turns += _is_turns(value, "from", "value")
-
-    def mostly(self, count: int) -> bool:
-        return self.present > 0 and count >= 0.8 * self.present
-
-    @property
-    def is_text(self) -> bool:
-        return self.mostly(self.types["string"])
-
-    @property
-    def is_turns(self) -> bool:
-        return self.mostly(self.role_turns) or self.mostly(self.from_turns)
-
-    @property
-    def is_label_like(self) -> bool:
-        """Short scalar values that repeat: a category, not free text or an id."""
-        scalar = self.types["string"] + self.types["number"] + self.types["boolean"]
-        return (self.mostly(scalar) and 0 < self.max_chars <= MAX_LABEL_CHARS
-                and len(self.values) <= max(2, self.present // 2))
-
-    def describe(self) -> str:
-        kind = self.types.most_common(1)[0][0] if self.types else "empty"
-        return f"{self.path} ({kind})"
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return "null" if value is None else type(value).__name__
-
-
-def _is_turns(value: Any, role_key: str, content_key: str) -> bool:
-    return (isinstance(value, list) and bool(value)
-            and all(isinstance(t, dict) and role_key in t and content_key in t for t in value))
-
-
-class _Profile:
-    """Every column (nested objects as dotted paths) seen in the sample."""
-
-    def __init__(self, sample: list[dict]):
-        self.rows = len(sample)
-        self.columns: dict[str, _Column] = {}
-        for row in sample:
-            self._walk(row, "")
-
-    def _walk(self, obj: dict, prefix: str) -> None:
-        for key, value in obj.items():
-            path = f"{prefix}{key}"
-            if value is None:
-                continue
-            self.columns.setdefault(path, _Column(path)).add(value)
-            if isinstance(value, dict) and not _is_turns(value, "role", "content"):
-                self._walk(value, path + ".")
-
-    def get(self, path: str) -> _Column | None:
-        """The column if it holds a value in at least half the rows (rarer ones are optional extras)."""
-        column = self.columns.get(path)
-        return column if column and column.present * 2 >= self.rows else None
-
-    def top_level(self) -> list[_Column]:
-        return [c for c in self.columns.values() if "." not in c.path and not c.path.startswith("__")]
-
-    def describe(self) -> str:
-        leaves = [c for c in self.columns.values() if c.types["object"] < c.present]
-        return ", ".join(c.describe() for c in leaves) or "(none)"
-
-
 # ---------------------------------------------------------------------------------------------- detection
 
 @dataclass
@@ -196,7 +129,7 @@ class _Candidate:
 def detect_format(sample: list[dict], mapping: dict[str, str] | None = None) -> DetectedFormat:
     """Name the format of `sample` (parsed rows, say the first 200). A mapping always wins over detection."""
     rows = [r for r in sample[:SAMPLE_SIZE] if isinstance(r, dict)]
-    profile = _Profile(rows)
+    profile = Profile(rows)
     if mapping and set(mapping) - {"label", "system"}:
         return _from_mapping(mapping, profile)
     if not rows:
@@ -210,13 +143,14 @@ def detect_format(sample: list[dict], mapping: dict[str, str] | None = None) -> 
     return fmt
 
 
-def _detect(profile: _Profile) -> DetectedFormat:
+def _detect(profile: Profile) -> DetectedFormat:
     groups = [_detect_preference(profile), _detect_conversations(profile), _detect_pairs(profile)]
-    found = [c for group in groups for c in group]
+    found = _without_copies(profile, [c for group in groups for c in group])
     if len(found) > 1:
         raise _ambiguous(profile, found[0], found[1])
     if not found:
-        found = _detect_classification(profile) or _detect_document(profile)
+        found = (_detect_transcript(profile) or _detect_classification(profile) or _detect_named_pair(profile)
+                 or _detect_document(profile))
     if not found:
         raise _unknown(profile)
     chosen = found[0]
@@ -225,29 +159,47 @@ def _detect(profile: _Profile) -> DetectedFormat:
     if system and chosen.name not in ("text",):
         fields["system"] = system
     label, label_why = (None, "") if chosen.name in ("classification", "text") else _label_column(profile, fields)
-    return DetectedFormat(chosen.name, fields, fields.get("label") or label, chosen.why + label_why + ".")
+    transcripts, transcript_why = _transcripts(profile, chosen.name, fields, chosen.why)
+    return DetectedFormat(chosen.name, fields, fields.get("label") or label,
+                          chosen.why + transcript_why + label_why + ".", transcripts)
 
 
-def _detect_preference(profile: _Profile) -> list[_Candidate]:
+def _detect_preference(profile: Profile) -> list[_Candidate]:
     found = []
     if all(profile.get(c) for c in ("input.messages", "preferred_output", "non_preferred_output")):
         found.append(_Candidate("openai_preference", {"prompt": "input.messages", "chosen": "preferred_output",
                                                       "rejected": "non_preferred_output"},
                                 "Found input.messages with preferred_output and non_preferred_output: "
                                 "preference pairs in the OpenAI DPO layout"))
-    if profile.get("chosen") and profile.get("rejected"):
-        fields = {"chosen": "chosen", "rejected": "rejected"}
+    chosen = profile.get("chosen")
+    if chosen and profile.get("rejected"):
         prompt = next((c for c in ("prompt", "question", "instruction", "input") if profile.get(c)), None)
+        fields = {"chosen": "chosen", "rejected": "rejected"}
         if prompt:
             fields = {"prompt": prompt, **fields}
-        if prompt or profile.get("chosen").is_turns:  # without a prompt column the turns carry the prompt
-            source = f"'{prompt}' as the prompt" if prompt else "the prompt taken from the chosen conversation"
-            found.append(_Candidate("preference", fields,
-                                    f"Found 'chosen' and 'rejected' replies with {source}: preference pairs"))
+        found.append(_Candidate("preference", fields, _preference_why(chosen, prompt)))
     return found
 
 
-def _detect_conversations(profile: _Profile) -> list[_Candidate]:
+def _preference_why(chosen: Column, prompt: str | None) -> str:
+    """Explicit prompt, or implicit in whole conversations (lists or transcripts), or in two plain texts. Rows
+    are told apart one by one the same way (`_to_preference`); this names what most of the sample is."""
+    unused = f" ('{prompt}' repeats the start of the conversations and is not used)" if prompt else ""
+    if chosen.is_turns and chosen.mostly(chosen.with_user):
+        return f"Found 'chosen' and 'rejected' conversations that include the user's turns: {IMPLICIT_PROMPT}{unused}"
+    if chosen.transcript_style and chosen.mostly(chosen.with_user):
+        return (f"Found 'chosen' and 'rejected' holding {STYLES[chosen.transcript_style]}, read back into chat "
+                f"turns: {IMPLICIT_PROMPT}{unused}")
+    if prompt:
+        return f"Found 'chosen' and 'rejected' replies with '{prompt}' as the prompt: preference pairs"
+    if chosen.is_turns:
+        return ("Found 'chosen' and 'rejected' replies with the prompt taken from the chosen conversation: "
+                "preference pairs")
+    return ("Found 'chosen' and 'rejected' texts and no prompt column: preference pairs with an implicit prompt "
+            "(their common beginning, cut at a word boundary, is the prompt; the rest of each is the reply)")
+
+
+def _detect_conversations(profile: Profile) -> list[_Candidate]:
     found = []
     for name in CONVERSATION_COLUMNS:
         column = profile.get(name)
@@ -262,8 +214,25 @@ def _detect_conversations(profile: _Profile) -> list[_Candidate]:
     return found
 
 
-def _detect_pairs(profile: _Profile) -> list[_Candidate]:
-    """squad, alpaca and prompt/completion, most specific first: each one refines the next."""
+def _without_copies(profile: Profile, found: list[_Candidate]) -> list[_Candidate]:
+    """Preference data often carries the chosen reply again, as 'messages' (UltraFeedback binarized) or as a
+    'response' beside the prompt (Dahoas' HH-RLHF copies): that copy is not a second layout."""
+    preference = next((c for c in found if c.name in ("preference", "openai_preference")), None)
+    if preference is None:
+        return found
+    kept = []
+    for candidate in found:
+        copy = next((column for role, column in candidate.fields.items() if candidate is not preference
+                     and role != "prompt" and profile.repeats(column, preference.fields["chosen"])), None)
+        if copy:
+            preference.why += f" ('{copy}' repeats '{preference.fields['chosen']}' and is not used)"
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def _detect_pairs(profile: Profile) -> list[_Candidate]:
+    """squad, alpaca, stepwise, unpaired and prompt/completion, most specific first: each one refines the next."""
     has = {c.path for c in profile.top_level() if profile.get(c.path)}
     if {"context", "question"} <= has and ({"answer", "answers"} & has):
         answer = "answer" if "answer" in has else "answers"
@@ -274,6 +243,9 @@ def _detect_pairs(profile: _Profile) -> list[_Candidate]:
         extra = " and 'input'" if "input" in has else ""
         fields = {"instruction": "instruction", "output": "output", **({"input": "input"} if extra else {})}
         return [_Candidate("alpaca", fields, f"Found 'instruction', 'output'{extra}: Alpaca instructions")]
+    judged = _detect_stepwise(profile, has) or _detect_unpaired(profile, has)
+    if judged:
+        return judged
     pairs = [(p, c) for p, c in PAIR_COLUMNS if p in has and c in has
              and not (p == "input" and "instruction" in has)]
     turns = " (conversational: the values are message lists)"
@@ -283,7 +255,42 @@ def _detect_pairs(profile: _Profile) -> list[_Candidate]:
             for p, c in pairs]
 
 
-def _detect_classification(profile: _Profile) -> list[_Candidate]:
+def _detect_stepwise(profile: Profile, has: set[str]) -> list[_Candidate]:
+    if not {"prompt", "completions", "labels"} <= has:
+        return []
+    steps, labels = profile.get("completions"), profile.get("labels")
+    if not (steps.mostly(steps.text_lists) and labels.mostly(labels.boolean_lists)):
+        return []
+    return [_Candidate("stepwise_supervision", {"prompt": "prompt", "completions": "completions",
+                                                "step_labels": "labels"},
+                       "Found 'prompt', 'completions' (a list of steps) and 'labels' (true/false per step): stepwise "
+                       "supervision (TRL's process-reward layout). Tunewise has no process-reward trainer, so a "
+                       "solution whose every step is labeled true becomes one supervised example (its steps one per "
+                       "line) and a solution with a false step is rejected as 'undesirable'")]
+
+
+def _detect_unpaired(profile: Profile, has: set[str]) -> list[_Candidate]:
+    if not {"prompt", "completion", "label"} <= has or not profile.get("label").mostly(profile.get("label").booleans):
+        return []
+    return [_Candidate("unpaired_preference", {"prompt": "prompt", "completion": "completion", "desirable": "label"},
+                       "Found 'prompt', 'completion' and a true/false 'label': unpaired preference (TRL's KTO "
+                       "layout). Tunewise has no KTO trainer, so the desirable completions (label true) become "
+                       "prompt/completion examples for supervised fine-tuning and the undesirable ones are rejected "
+                       "as 'undesirable'; for DPO, give pairs as prompt, chosen, rejected")]
+
+
+def _detect_transcript(profile: Profile) -> list[_Candidate]:
+    """A text column of whole conversations written out (Guanaco's "### Human: ... ### Assistant: ...")."""
+    found = [c for c in profile.top_level() if profile.get(c.path) and c.transcript_style and c.mostly(c.with_user)]
+    if not found:
+        return []
+    column = found[0]
+    return [_Candidate("transcript", {"text": column.path},
+                       f"Found '{column.path}' holding {STYLES[column.transcript_style]}: conversations, read back "
+                       "into chat turns (every assistant turn is trained on)")]
+
+
+def _detect_classification(profile: Profile) -> list[_Candidate]:
     text = next((c for c in TEXT_COLUMNS if profile.get(c) and profile.get(c).is_text), None)
     label = next((c for c in LABEL_COLUMNS if c != text and profile.get(c) and profile.get(c).is_label_like), None)
     if not text or not label:
@@ -294,7 +301,21 @@ def _detect_classification(profile: _Profile) -> list[_Candidate]:
                        f"distinct in {profile.rows} sampled rows): classification, the label is the assistant's reply")]
 
 
-def _detect_document(profile: _Profile) -> list[_Candidate]:
+def _detect_named_pair(profile: Profile) -> list[_Candidate]:
+    """No known layout, but one column is named and shaped like a prompt and another like a reply (Spider:
+    'question' and 'query' beside db_id, token lists and the parsed SQL)."""
+    prompt, reply = pick_prompt_and_reply(profile, by_name_only=True)
+    if prompt is None or reply is None:
+        return []
+    aside = [c.path for c in profile.top_level() if c.path not in (prompt.path, reply.path)]
+    rest = f"; left aside: {', '.join(aside)}" if aside else ""
+    return [_Candidate("prompt_completion", {"prompt": prompt.path, "completion": reply.path},
+                       f"Found free text in '{prompt.path}', named like a prompt, and '{reply.path}', named like a "
+                       f"reply{rest}: prompt/completion pairs ({prompt.path} -> prompt, {reply.path} -> completion; "
+                       "pass a mapping if that is wrong)")]
+
+
+def _detect_document(profile: Profile) -> list[_Candidate]:
     text = next((c for c in DOCUMENT_COLUMNS if profile.get(c) and profile.get(c).is_text), None)
     if not text:
         return []
@@ -302,7 +323,23 @@ def _detect_document(profile: _Profile) -> list[_Candidate]:
                                                "documents (continued pre-training)")]
 
 
-def _label_column(profile: _Profile, fields: dict[str, str]) -> tuple[str | None, str]:
+def _transcripts(profile: Profile, name: str, fields: dict[str, str], why: str) -> tuple[dict[str, str], str]:
+    """The columns of `fields` that hold transcripts (read back into turns), and what to add to `why` about
+    them (nothing when it already names their style)."""
+    found = {}
+    for role in TRANSCRIPT_ROLES.get(name, ()):
+        column = profile.get(fields[role]) if role in fields else None
+        if column is not None and column.transcript_style:
+            found[fields[role]] = column.transcript_style
+    unsaid = [c for c, style in found.items() if STYLES[style] not in why]
+    if not unsaid:
+        return found, ""
+    styles = " and ".join(sorted({STYLES[found[c]] for c in unsaid}))
+    verb = "hold" if len(unsaid) > 1 else "holds"
+    return found, f"; {', '.join(repr(c) for c in unsaid)} {verb} {styles}, read back into chat turns"
+
+
+def _label_column(profile: Profile, fields: dict[str, str]) -> tuple[str | None, str]:
     """A short repeating categorical column beside the training fields: what stratified splits use."""
     used = {path.split(".")[0] for path in fields.values()}
     labels = [c for c in LABEL_COLUMNS if c not in used and profile.get(c) and profile.get(c).is_label_like]
@@ -315,39 +352,46 @@ def _label_column(profile: _Profile, fields: dict[str, str]) -> tuple[str | None
                    f"so it is the label for stratified splits and the label chart{others}")
 
 
-def _ambiguous(profile: _Profile, a: _Candidate, b: _Candidate) -> SchemaError:
+def _ambiguous(profile: Profile, a: _Candidate, b: _Candidate) -> SchemaError:
     return SchemaError(
         f"The rows fit two formats equally: {a.name} ({a.why}) and {b.name} ({b.why}). Columns seen: "
         f"{profile.describe()}. Pass a mapping to choose, for example \"{_mapping_text(a.fields)}\" or "
         f"\"{_mapping_text(b.fields)}\".")
 
 
-def _unknown(profile: _Profile) -> SchemaError:
+def _unknown(profile: Profile) -> SchemaError:
+    suggestion = _suggest_mapping(profile)
+    if profile.get("prompt") and "completion=<column>" in suggestion:
+        return SchemaError(
+            f"Found only a 'prompt' column: TRL's prompt-only layout, made for online methods (GRPO, RLOO, online "
+            "DPO) that generate their own completions and score them. Tunewise trains on given replies: supervised "
+            "fine-tuning needs a completion per prompt, DPO a chosen and a rejected reply. Add them to the data. "
+            f"Columns seen: {profile.describe()}.")
     return SchemaError(
         f"Could not recognise the format. Columns seen: {profile.describe()}. Supported layouts: alpaca "
         "(instruction, input, output), sharegpt (conversations of {from, value}), chatml (messages of {role, "
         "content}), prompt_completion (prompt+completion, question+answer, query+response, ...), preference "
-        "(prompt, chosen, rejected), openai_preference (input.messages, preferred_output, non_preferred_output), "
-        "classification (text + label), text, squad (context, question, answer). Pass a mapping of roles to "
-        f"columns, for example \"{_suggest_mapping(profile)}\" (roles: {', '.join(ROLES)}).")
+        "(prompt, chosen, rejected; or chosen and rejected alone, sharing the prompt), openai_preference "
+        "(input.messages, preferred_output, non_preferred_output), unpaired_preference (prompt, completion, label "
+        "true/false), stepwise_supervision (prompt, completions, labels), transcript (Human:/Assistant:, User:/"
+        "Assistant:, <|user|> or ChatML text), classification (text + label), text, squad (context, question, "
+        f"answer). Pass a mapping of roles to columns, for example \"{suggestion}\" (roles: {', '.join(ROLES)}).")
 
 
 def _mapping_text(fields: dict[str, str]) -> str:
     return ",".join(f"{role}={column}" for role, column in fields.items())
 
 
-def _suggest_mapping(profile: _Profile) -> str:
-    """A plausible mapping for the error message: the first text column as prompt, the next column as reply."""
-    leaves = [c for c in profile.columns.values() if c.types["object"] < c.present]
-    leaves.sort(key=lambda c: -c.present)  # stable: columns present in every row first, in file order
-    prompt = next((c for c in leaves if c.is_text), None)
+def _suggest_mapping(profile: Profile) -> str:
+    """A plausible mapping for the error message: the most prompt-like free text, then the most reply-like
+    column (see columns.pick_prompt_and_reply); never an id, a short category or a token list as the prompt."""
+    prompt, reply = pick_prompt_and_reply(profile)
     if prompt is None:
         return "prompt=<column>,completion=<column>"
-    reply = next((c for c in leaves if c is not prompt), None)
     return f"prompt={prompt.path},completion={reply.path if reply else '<column>'}"
 
 
-def _from_mapping(mapping: dict[str, str], profile: _Profile) -> DetectedFormat:
+def _from_mapping(mapping: dict[str, str], profile: Profile) -> DetectedFormat:
     name = _format_for_roles(mapping, profile)
     unused = sorted(set(mapping) - MAPPING_ROLES[name])
     if unused:
@@ -360,10 +404,12 @@ def _from_mapping(mapping: dict[str, str], profile: _Profile) -> DetectedFormat:
                               f"Columns seen: {profile.describe()}")
     fields = {role: column for role, column in mapping.items() if role != "label" or name == "classification"}
     described = ", ".join(f"{role} <- {column}" for role, column in mapping.items())
-    return DetectedFormat(name, fields, mapping.get("label"), f"Used the given mapping ({described}): {name}.")
+    transcripts, transcript_why = _transcripts(profile, name, fields, "")
+    return DetectedFormat(name, fields, mapping.get("label"),
+                          f"Used the given mapping ({described}): {name}{transcript_why}.", transcripts)
 
 
-def _format_for_roles(mapping: dict[str, str], profile: _Profile) -> str:
+def _format_for_roles(mapping: dict[str, str], profile: Profile) -> str:
     roles = set(mapping)
     if "messages" in roles or "conversations" in roles:
         role = "messages" if "messages" in roles else "conversations"
@@ -388,10 +434,7 @@ def _format_for_roles(mapping: dict[str, str], profile: _Profile) -> str:
 
 # ---------------------------------------------------------------------------------------------- conversion
 
-class _RowError(Exception):
-    """One row does not fit the format; becomes a schema_error Reject."""
-
-
+_RowError = RowError  # one row does not fit the format; becomes a schema_error Reject
 _MISSING = object()
 
 
@@ -400,12 +443,14 @@ def to_example(row: RawRow, fmt: DetectedFormat) -> Example | Reject:
     if row.error is not None or row.data is None:
         return Reject(row.source, "parse_error", row.error or "the record could not be parsed", data=None)
     if not isinstance(row.data, dict):
-        return Reject(row.source, "schema_error", f"expected a record (object), got {_type_name(row.data)}",
+        return Reject(row.source, "schema_error", f"expected a record (object), got {type_name(row.data)}",
                       data=row.data)
     try:
-        example = _CONVERTERS[fmt.name](row.data, fmt.fields, row.source)
+        example = _CONVERTERS[fmt.name](row.data, fmt, row.source)
         if fmt.label_column and example.label is None:
             example.label = _optional_text(row.data, fmt.label_column) or None
+    except Undesirable as e:  # judged bad by the data itself: kept out of training, counted apart
+        return Reject(row.source, "undesirable", str(e), data=row.data)
     except _RowError as e:
         return Reject(row.source, "schema_error", str(e), data=row.data)
     except (TypeError, ValueError, AttributeError, KeyError) as e:  # a value shape no rule foresaw: still one row
@@ -460,13 +505,13 @@ def _turns(value: Any, path: str, keys: tuple[str, str] = ("role", "content")) -
     """A list of chat turns ({role, content} or ShareGPT {from, value}) -> canonical messages."""
     shape = f"field '{path}' must be a list of {{{keys[0]}, {keys[1]}}}"
     if not isinstance(value, list):
-        raise _RowError(f"{shape}, got {_type_name(value)}")
+        raise _RowError(f"{shape}, got {type_name(value)}")
     if not value:
         raise _RowError(f"field '{path}' is an empty list")
     messages = []
     for i, turn in enumerate(value):
         if not isinstance(turn, dict):
-            raise _RowError(f"{shape}; turn {i} is a {_type_name(turn)}")
+            raise _RowError(f"{shape}; turn {i} is a {type_name(turn)}")
         role = turn.get("role", turn.get("from"))
         content = turn.get("content", turn.get("value"))
         mapped = ROLE_NAMES.get(str(role).lower()) if role is not None else None
@@ -481,7 +526,24 @@ def _content(content: Any, path: str, index: int) -> str:
         return content
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
-    raise _RowError(f"field '{path}' turn {index} has no text content (got {_type_name(content)})")
+    raise _RowError(f"field '{path}' turn {index} has no text content (got {type_name(content)})")
+
+
+def _chat_value(data: dict, path: str, fmt: DetectedFormat) -> str | list[dict[str, str]]:
+    """A field that may hold turns: a message list or a transcript column -> messages; anything else -> text."""
+    value = _required(data, path)
+    if is_turns(value, "role", "content") or is_turns(value, "from", "value"):
+        return _turns(value, path)
+    if path in fmt.transcripts and isinstance(value, str):
+        transcript = parse_transcript(value)
+        if transcript is None:
+            raise _RowError(_not_a_transcript(path, fmt))
+        return _turns(transcript.turns, path)
+    return _text(value)
+
+
+def _not_a_transcript(path: str, fmt: DetectedFormat) -> str:
+    return f"field '{path}' is not a transcript: the other rows hold {STYLES[fmt.transcripts[path]]}"
 
 
 def _with_system(messages: list[dict[str, str]], data: dict, fields: dict[str, str]) -> list[dict[str, str]]:
@@ -497,14 +559,24 @@ def _ends_with_assistant(messages: list[dict[str, str]], path: str) -> list[dict
     return messages
 
 
-def _to_chat(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
+def _to_chat(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    fields = fmt.fields
     role, path = next(iter((r, c) for r, c in fields.items() if r in ("messages", "conversations")))
     keys = ("from", "value") if role == "conversations" else ("role", "content")
     messages = _ends_with_assistant(_turns(_required(data, path), path, keys), path)
     return Example(source, messages=_with_system(messages, data, fields))
 
 
-def _to_alpaca(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
+def _to_transcript(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    path = fmt.fields["text"]
+    messages = _chat_value(data, path, fmt)
+    if isinstance(messages, str):
+        raise _RowError(_not_a_transcript(path, fmt))
+    return Example(source, messages=_with_system(_ends_with_assistant(messages, path), data, fmt.fields))
+
+
+def _to_alpaca(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    fields = fmt.fields
     user = _required_text(data, fields["instruction"])
     extra = _optional_text(data, fields.get("input"))
     if extra.strip():
@@ -514,21 +586,35 @@ def _to_alpaca(data: dict, fields: dict[str, str], source: SourceRef) -> Example
     return Example(source, messages=_with_system(messages, data, fields))
 
 
-def _to_prompt_completion(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
-    """Plain strings, or TRL's conversational form where prompt and completion are message lists."""
-    prompt = _required(data, fields["prompt"])
-    completion = _required(data, fields["completion"])
-    messages = (_turns(prompt, fields["prompt"]) if _is_turns(prompt, "role", "content")
-                else [{"role": "user", "content": _text(prompt)}])
-    if _is_turns(completion, "role", "content"):
-        messages += _turns(completion, fields["completion"])
-    else:
-        messages.append({"role": "assistant", "content": _text(completion)})
-    return Example(source, messages=_with_system(_ends_with_assistant(messages, fields["completion"]),
-                                                      data, fields))
+def _to_prompt_completion(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    """Plain strings, TRL's conversational form where prompt and completion are message lists, or transcripts."""
+    fields = fmt.fields
+    messages = _prompt_messages(data, fields["prompt"], fmt)
+    completion = _chat_value(data, fields["completion"], fmt)
+    messages += completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    return Example(source, messages=_with_system(_ends_with_assistant(messages, fields["completion"]), data, fields))
 
 
-def _to_squad(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
+def _prompt_messages(data: dict, path: str, fmt: DetectedFormat) -> list[dict[str, str]]:
+    prompt = _chat_value(data, path, fmt)
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+
+
+def _to_unpaired(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    desirable_completion(_required(data, fmt.fields["desirable"]), fmt.fields["desirable"])
+    return _to_prompt_completion(data, fmt, source)
+
+
+def _to_stepwise(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    fields = fmt.fields
+    solution = correct_solution(_required(data, fields["completions"]), _required(data, fields["step_labels"]),
+                                (fields["completions"], fields["step_labels"]))
+    messages = [*_prompt_messages(data, fields["prompt"], fmt), {"role": "assistant", "content": solution}]
+    return Example(source, messages=_with_system(messages, data, fields))
+
+
+def _to_squad(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    fields = fmt.fields
     context = _required_text(data, fields["context"])
     question = _required_text(data, fields["prompt"])
     answer = _squad_answer(_required(data, fields["completion"]), fields["completion"])
@@ -553,15 +639,36 @@ def _squad_answer(value: Any, path: str) -> str:
     return _text(value)
 
 
-def _to_preference(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
-    """Prompt turns + chosen/rejected replies. Replies may be strings or message lists; when there is no
-    prompt column, the turns before the last reply of a conversation are the prompt (Anthropic HH, TRL)."""
-    prompt = _prompt_turns(data, fields.get("prompt"))
-    chosen_prefix, chosen = _reply(_required(data, fields["chosen"]), fields["chosen"])
-    rejected_prefix, rejected = _reply(_required(data, fields["rejected"]), fields["rejected"])
-    if chosen_prefix != rejected_prefix:
-        raise _RowError(f"fields '{fields['chosen']}' and '{fields['rejected']}' continue different conversations")
-    messages = prompt + chosen_prefix
+def _to_preference(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    """Prompt turns + chosen/rejected replies, from whichever of TRL's preference layouts the row is in:
+
+    - the chosen conversation includes the user's turns (message lists or transcripts such as HH-RLHF): the
+      prompt is implicit, what both conversations share; a prompt column of plain text beside them only repeats
+      it (TRL's maybe_extract_prompt ignores it the same way)
+    - a prompt column (and no user turns in the replies, or a prompt that is itself a conversation): explicit
+      prompt; replies are strings or assistant turns
+    - two plain texts and no prompt: the prompt is their common beginning
+    """
+    fields = fmt.fields
+    names = (fields["chosen"], fields["rejected"])
+    chosen, rejected = (_chat_value(data, path, fmt) for path in names)
+    explicit = "prompt" in fields and _is_conversation(data, fields["prompt"], fmt)
+    if (_has_user_turn(chosen) or _has_user_turn(rejected)) and not explicit:
+        if not (isinstance(chosen, list) and isinstance(rejected, list)):
+            raise _RowError(f"fields '{names[0]}' and '{names[1]}' must both be conversations when one is")
+        messages, chosen, rejected = split_conversations(chosen, rejected, names)
+    elif "prompt" in fields:
+        messages = _prompt_turns(data, fields["prompt"], fmt)
+        chosen_prefix, chosen = _reply(chosen, names[0])
+        rejected_prefix, rejected = _reply(rejected, names[1])
+        if chosen_prefix != rejected_prefix:
+            raise _RowError(f"fields '{names[0]}' and '{names[1]}' continue different conversations")
+        messages = messages + chosen_prefix
+    elif isinstance(chosen, str) and isinstance(rejected, str):
+        prompt, chosen, rejected = split_texts(chosen, rejected, names)
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = []
     if not messages:
         raise _RowError("missing field 'prompt'")
     if messages[-1]["role"] != "user":
@@ -569,24 +676,31 @@ def _to_preference(data: dict, fields: dict[str, str], source: SourceRef) -> Exa
     return Example(source, messages=_with_system(messages, data, fields), chosen=chosen, rejected=rejected)
 
 
-def _prompt_turns(data: dict, path: str | None) -> list[dict[str, str]]:
-    if path is None:
-        return []
+def _is_conversation(data: dict, path: str, fmt: DetectedFormat) -> bool:
+    return isinstance(_value(data, path), list) or path in fmt.transcripts
+
+
+def _has_user_turn(value: str | list[dict[str, str]]) -> bool:
+    return isinstance(value, list) and any(turn["role"] == "user" for turn in value)
+
+
+def _prompt_turns(data: dict, path: str, fmt: DetectedFormat) -> list[dict[str, str]]:
     value = _required(data, path)
     if isinstance(value, list):
         return _turns(value, path)
-    return [{"role": "user", "content": _text(value)}]
+    return _prompt_messages(data, path, fmt)
 
 
-def _reply(value: Any, path: str) -> tuple[list[dict[str, str]], str]:
+def _reply(value: str | list[dict[str, str]], path: str) -> tuple[list[dict[str, str]], str]:
     """(turns before the reply, reply text)."""
     if not isinstance(value, list):
-        return [], _text(value)
-    turns = _ends_with_assistant(_turns(value, path), path)
+        return [], value
+    turns = _ends_with_assistant(value, path)
     return turns[:-1], turns[-1]["content"]
 
 
-def _to_classification(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
+def _to_classification(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    fields = fmt.fields
     text = _required_text(data, fields["text"])
     label = _required_text(data, fields["label"])
     if not label.strip():
@@ -595,8 +709,8 @@ def _to_classification(data: dict, fields: dict[str, str], source: SourceRef) ->
     return Example(source, messages=_with_system(messages, data, fields), label=label)
 
 
-def _to_document(data: dict, fields: dict[str, str], source: SourceRef) -> Example:
-    return Example(source, text=_required_text(data, fields["text"]))
+def _to_document(data: dict, fmt: DetectedFormat, source: SourceRef) -> Example:
+    return Example(source, text=_required_text(data, fmt.fields["text"]))
 
 
 def _metadata(data: dict, fields: dict[str, str]) -> dict[str, Any]:
@@ -610,5 +724,6 @@ def _metadata(data: dict, fields: dict[str, str]) -> dict[str, Any]:
 _CONVERTERS = {
     "alpaca": _to_alpaca, "sharegpt": _to_chat, "chatml": _to_chat, "prompt_completion": _to_prompt_completion,
     "preference": _to_preference, "openai_preference": _to_preference, "classification": _to_classification,
-    "text": _to_document, "squad": _to_squad,
+    "text": _to_document, "squad": _to_squad, "transcript": _to_transcript, "unpaired_preference": _to_unpaired,
+    "stepwise_supervision": _to_stepwise,
 }
