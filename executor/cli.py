@@ -33,6 +33,9 @@ def prepare_command(
     split: Annotated[str, typer.Option("--split", help="train,validation,test fractions.")] = "0.8,0.1,0.1",
     stratify: Annotated[str | None, typer.Option("--stratify", help="Column to stratify the split on "
                                                  "(default: the detected label column).")] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Column (dotted for nested) whose rows stay "
+                                                 "in one split: db_id, document_id, customer_id. The test split "
+                                                 "then measures unseen groups.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     no_pii: Annotated[bool, typer.Option("--no-pii", help="Do not redact PII.")] = False,
     mapping: Annotated[str | None, typer.Option("--map", help="Column mapping when detection is ambiguous, e.g. "
@@ -59,7 +62,7 @@ def prepare_command(
     try:
         config = PrepareConfig(
             input=input, out=out, model=model, output_format=fmt, split=_fractions(split), stratify=stratify,
-            seed=seed, redact_pii=not no_pii, deduplicate=dedup, near_duplicate_threshold=near_dup,
+            group_by=group_by, seed=seed, redact_pii=not no_pii, deduplicate=dedup, near_duplicate_threshold=near_dup,
             max_length=max_length, language=language, mapping=parse_mapping(mapping) if mapping else None,
             system_prompt=system, review_size=review,
         )
@@ -84,9 +87,26 @@ def prepare_command(
                   f"{sum(rejected.values()):,} rejected {json.dumps(rejected) if rejected else ''}")
     if report["pii_redacted"]:
         console.print(f"PII redacted: {json.dumps(report['pii_redacted'])}")
+    _print_groups(console, report)
     for problem in report["template"]["problems"]:
         console.print(f"[yellow]template problem:[/yellow] {problem}")
     console.print(f"Report: {out / 'report.md'}")
+
+
+def _print_groups(console, report: dict) -> None:
+    groups, suggestion = report.get("groups"), report.get("group_suggestion")
+    if suggestion:
+        console.print(f"[yellow]suggestion:[/yellow] {suggestion['text']}", highlight=False)
+    if not groups:
+        return
+    per_split = ", ".join(f"{s} {v['groups']:,} ({v['rows']:,} rows)" for s, v in groups["splits"].items())
+    console.print(f"{groups['groups']:,} groups of {groups['column']} -> {per_split}", highlight=False)
+    for note in groups["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    dups = groups["cross_group_duplicates"]
+    if dups["pairs"]:
+        console.print(f"{dups['pairs']:,} (near-)duplicate pairs across groups, {dups['across_splits']:,} across "
+                      f"splits ({'removed' if dups['removed'] else 'kept: de-duplication is off'})", highlight=False)
 
 
 @data_app.command("review")

@@ -53,3 +53,27 @@ def test_prepare_errors_name_the_problem(tunewise_home, tmp_path):
     bad.write_text(json.dumps({"foo": "a", "bar": "b"}) + "\n")
     result = runner.invoke(app, ["data", "prepare", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "foo" in result.stderr and "--map" in result.stderr
+
+
+def test_prepare_group_by_round_trip(tunewise_home, smol_tokenizer, tmp_path):
+    source = tmp_path / "sql.jsonl"
+    source.write_text("".join(json.dumps({"db_id": f"db_{d}", "question": f"Question {q} about database {d}?",
+                                          "query": f"SELECT c{q} FROM t_{d}"}) + "\n"
+                              for d in range(5) for q in range(4)))
+    out = tmp_path / "out"
+    args = ["data", "prepare", str(source), "--out", str(out), "--map", "prompt=question,completion=query"]
+    result = runner.invoke(app, [*args, "--group-by", "db_id"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["group_by"] == "db_id" and report["groups"]["column"] == "db_id"
+    assert report["splits"] == {"train": 12, "validation": 4, "test": 4}
+    assert "5 groups of db_id -> train 3 (12 rows), validation 1 (4 rows), test 1 (4 rows)" in result.stderr
+    assert "note: Row shares differ from the asked fractions by up to 20%" in result.stderr
+
+    result = runner.invoke(app, args)  # without --group-by: the suggestion
+    assert result.exit_code == 0 and "consider --group-by db_id so the test split measures unseen databases" in (
+        " ".join(result.stderr.split()))
+    result = runner.invoke(app, [*args, "--group-by", "db"])
+    assert result.exit_code == 2
+    assert "--group-by column 'db' has no value in any row. Columns seen: db_id, question, query" in (
+        " ".join(result.stderr.split()))

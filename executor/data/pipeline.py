@@ -2,7 +2,7 @@
 
     load (stream) -> detect schema -> canonical Example -> clean -> redact PII -> filter
       -> exact / near-duplicate removal (before splitting) -> chat template + token lengths
-      -> stratified split -> write splits, rejects, review sample, report (JSON, Markdown, PNG)
+      -> stratified split (by whole groups with --group-by) -> write splits, rejects, review sample, report
 
 Every input row ends in exactly one of the three splits or rejects.jsonl; the report's counts add up
 and say so (`accounted_for`).
@@ -22,8 +22,15 @@ from executor.data.clean import normalize_text
 from executor.data.dedup import NearDuplicateIndex, content_key
 from executor.data.filters import check_example
 from executor.data.formats import FORMATS, export
+from executor.data.groups import (
+    CrossGroupDuplicates,
+    check_group_column,
+    group_key,
+    group_summary,
+    suggest_group_column,
+)
 from executor.data.load import iter_rows
-from executor.data.records import REJECT_REASONS, Example, RawRow, Reject
+from executor.data.records import REJECT_REASONS, Example, RawRow, Reject, SourceRef
 from executor.data.report import (
     length_stats,
     render_markdown,
@@ -32,7 +39,7 @@ from executor.data.report import (
     write_review_sample,
 )
 from executor.data.schema import SchemaError, detect_format, to_example
-from executor.data.split import SPLITS, stratified_split
+from executor.data.split import SPLITS, group_split, stratified_split
 
 Progress = Callable[[str, int, int | None], None]  # (stage, done, total)
 DETECTION_SAMPLE = 200
@@ -46,6 +53,7 @@ class PrepareConfig:
     output_format: str = "chatml"
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     stratify: str | None = None        # column name; default: the label column the schema detection found
+    group_by: str | None = None        # column (dotted path) whose rows stay in one split: db_id, document_id
     seed: int = 42
     redact_pii: bool = True
     deduplicate: bool = True
@@ -90,6 +98,10 @@ class Preparer:
         self.progress = progress or (lambda stage, done, total: None)
         self.rejects: list[Reject] = []
         self.timings: dict[str, float] = {}
+        self.groups: dict[SourceRef, str] = {}  # --group-by: each converted row's group
+        self.without_group = 0
+        self.cross_group = CrossGroupDuplicates(self.groups, removed=config.deduplicate)
+        self.group_suggestion: dict[str, Any] | None = None
 
     def _reject(self, source, reason: str, detail: str, data: Any = None) -> None:
         assert reason in REJECT_REASONS, reason
@@ -106,7 +118,12 @@ class Preparer:
         t = start = time.perf_counter()
         raw = self._load()
         t = self._stage("load", t)
+        if cfg.group_by:
+            check_group_column(raw, cfg.group_by, str(cfg.input))
         fmt = self._detect(raw)
+        if not cfg.group_by:
+            self.group_suggestion = suggest_group_column(
+                raw, fmt.fields.get("context"), {c for c in (cfg.stratify, fmt.label_column) if c})
         examples = self._convert(raw, fmt)
         input_rows = len(raw)
         del raw
@@ -119,7 +136,7 @@ class Preparer:
         t = self._stage("deduplicate", t)
         template, examples, lengths = self._tokenize(examples)
         t = self._stage("tokenize", t)
-        assignment = stratified_split([ex.label for ex in examples], cfg.split, cfg.seed)
+        assignment = self._split(examples)
         report = self._write(input_rows, fmt, examples, lengths, assignment, template, pii, dups, near)
         self._stage("write", t)
         report["timings_s"] = {**self.timings, "total": round(time.perf_counter() - start, 3)}
@@ -158,7 +175,7 @@ class Preparer:
             result = to_example(row, fmt)
             if isinstance(result, Reject):
                 self.rejects.append(result)
-            else:
+            elif self._group_or_reject(row, result):
                 if stratify and stratify != fmt.label_column:
                     value = result.metadata.get(stratify)
                     result.label = None if value is None else str(value)
@@ -166,6 +183,22 @@ class Preparer:
             if n % 5000 == 0:
                 self.progress("convert", n, len(raw))
         return examples
+
+    def _group_or_reject(self, row: RawRow, example: Example) -> bool:
+        """Note the row's --group-by group, read from the row as parsed (a long passage or a column the format
+        uses is not in the Example's metadata). A row without one is rejected rather than made a group of its
+        own: it may belong to a group in another split, and the split promises the test groups are unseen."""
+        column = self.cfg.group_by
+        if not column:
+            return True
+        key = group_key(row.data, column)
+        if key is None:
+            self.without_group += 1
+            self._reject(row.source, "schema_error", f"missing group column '{column}' (--group-by {column}): "
+                         "the row cannot be placed with its group", row.data)
+            return False
+        self.groups[example.source] = key
+        return True
 
     def _clean_and_redact(self, examples: list[Example]) -> Counter:
         counts: Counter = Counter()
@@ -195,29 +228,38 @@ class Preparer:
         return kept
 
     def _deduplicate(self, examples: list[Example]) -> tuple[list[Example], int, int]:
-        if not self.cfg.deduplicate:
+        """Remove exact and near duplicates (the later row of each pair). With --group-by, pairs whose rows are
+        in different groups are also noted for the report, and found even with de-duplication off: they are
+        the same example on both sides of a group boundary, so they leak when their groups split apart."""
+        if not self.cfg.deduplicate and not self.cfg.group_by:
             return examples, 0, 0
         seen: dict[str, Example] = {}
         near = NearDuplicateIndex(self.cfg.near_duplicate_threshold)
         kept: list[Example] = []
         dups = nears = 0
         for n, ex in enumerate(examples, start=1):
-            strings = ex.dedup_strings()
-            key = content_key(strings)
-            if key in seen:
-                self._reject(ex.source, "duplicate", f"same content as {seen[key].source}", ex.to_dict())
-                dups += 1
-                continue
-            seen[key] = ex
-            match = near.add_or_match(key, " ".join(strings))
-            if match is not None:
-                self._reject(ex.source, "near_duplicate",
-                             f"near-duplicate of {seen[match].source} (Jaccard >= {near.threshold})", ex.to_dict())
-                nears += 1
-                continue
-            kept.append(ex)
             if n % 5000 == 0:
                 self.progress("deduplicate", n, len(examples))
+            strings = ex.dedup_strings()
+            key = content_key(strings)
+            first, reason = seen.get(key), "duplicate"
+            if first is None:
+                seen[key] = ex
+                match = near.add_or_match(key, " ".join(strings))
+                first, reason = (seen[match], "near_duplicate") if match is not None else (None, "")
+            if first is None:
+                kept.append(ex)
+                continue
+            if self.cfg.group_by:
+                self.cross_group.note(first, ex, reason)
+            if not self.cfg.deduplicate:
+                kept.append(ex)
+                continue
+            detail = (f"same content as {first.source}" if reason == "duplicate"
+                      else f"near-duplicate of {first.source} (Jaccard >= {near.threshold})")
+            self._reject(ex.source, reason, detail, ex.to_dict())
+            dups += reason == "duplicate"
+            nears += reason == "near_duplicate"
         return kept, dups, nears
 
     def _tokenize(self, examples: list[Example]):
@@ -249,6 +291,20 @@ class Preparer:
                 kept_lengths.append(length)
         template.check_masks(kept[:50])
         return template, kept, kept_lengths
+
+    def _split(self, examples: list[Example]) -> list[str]:
+        labels = [ex.label for ex in examples]
+        if not self.cfg.group_by:
+            return stratified_split(labels, self.cfg.split, self.cfg.seed)
+        return group_split(labels, [self.groups[ex.source] for ex in examples], self.cfg.split, self.cfg.seed)
+
+    def _group_report(self, examples: list[Example], assignment: list[str]) -> dict[str, Any] | None:
+        if not self.cfg.group_by:
+            return None
+        groups = [self.groups[ex.source] for ex in examples]
+        split_of_group = dict(zip(groups, assignment, strict=True))
+        return group_summary(self.cfg.group_by, groups, assignment, self.cfg.split, self.without_group,
+                             self.cross_group.summary(split_of_group))
 
     def _write(self, input_rows, fmt, examples, lengths, assignment, template, pii, dups, near) -> dict[str, Any]:
         cfg = self.cfg
@@ -289,6 +345,8 @@ class Preparer:
             "near_duplicates_removed": near,
             "pii_redacted": dict(sorted(pii.items())),
             "splits": {s: counts[s] for s in SPLITS},
+            "groups": self._group_report(examples, assignment),
+            "group_suggestion": self.group_suggestion,
             "detected_format": {"name": fmt.name, "fields": fmt.fields, "label_column": fmt.label_column,
                                 "explanation": fmt.explanation},
             "output_format": cfg.output_format,
@@ -299,7 +357,7 @@ class Preparer:
             "chart": "report.png",
             "settings": {
                 "model": cfg.model or "smollm2-135m-instruct", "split": list(cfg.split), "seed": cfg.seed,
-                "stratify": cfg.stratify or fmt.label_column, "redact_pii": cfg.redact_pii,
+                "stratify": cfg.stratify or fmt.label_column, "group_by": cfg.group_by, "redact_pii": cfg.redact_pii,
                 "deduplicate": cfg.deduplicate, "near_duplicate_threshold": cfg.near_duplicate_threshold,
                 "min_chars": cfg.min_chars, "max_length": self.max_length, "language": cfg.language,
                 "system_prompt": cfg.system_prompt,

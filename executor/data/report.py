@@ -93,6 +93,41 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "/")
+
+
+def _side(row: dict[str, Any]) -> str:
+    """One row of a duplicate pair: where it is, its group, its group's split (— when the group was removed)."""
+    return _cell(f"{row['source']} · `{row['group'][:40]}` · {row['split'] or '—'}")
+
+
+def _groups_markdown(groups: dict[str, Any] | None, suggestion: dict[str, Any] | None) -> list[str]:
+    """The group split (--group-by): groups and rows per split, notes, cross-group duplicates; or the hint."""
+    if not groups:
+        return [f"**Suggestion:** {suggestion['text']}."] if suggestion else []
+    kept = sum(s["rows"] for s in groups["splits"].values()) or 1
+    parts = [f"### Groups by `{groups['column']}`",
+             f"{groups['groups']:,} groups; every group is in exactly one split, so the test split measures "
+             "unseen groups." + (f" Rows rejected for having no `{groups['column']}` value (schema_error): "
+                                 f"{groups['rows_without_group']:,}." if groups["rows_without_group"] else ""),
+             _table([(s, f"{v['groups']:,}", f"{v['rows']:,}", f"{v['rows'] / kept:.1%}")
+                     for s, v in groups["splits"].items()], ("split", "groups", "rows", "share of rows"))]
+    parts += [f"- **Note:** {note}" for note in groups["notes"]]
+    dups = groups["cross_group_duplicates"]
+    if dups["pairs"]:
+        fate = ("the later row of each was removed, so none is in two splits" if dups["removed"]
+                else "de-duplication is off, so they stay: the test split is not fully unseen")
+        parts.append(f"Duplicate or near-duplicate pairs joining rows of different groups: **{dups['pairs']:,}** "
+                     f"({dups['across_splits']:,} with their groups in different splits); {fate}.")
+        header = ("kept", "removed") if dups["removed"] else ("first", "second")
+        parts.append(_table([(e["kind"], e["jaccard"], _side(e["first"]), _side(e["second"]), _cell(e["text"]))
+                             for e in dups["examples"]], ("kind", "Jaccard", *header, "text")))
+    else:
+        parts.append("No duplicate or near-duplicate joins rows of different groups.")
+    return parts
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     fmt = report["detected_format"]
     rejected = {k: v for k, v in report["rejected"].items() if v}
@@ -104,6 +139,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"All rows accounted for: {'yes' if report['accounted_for'] else 'NO'}.",
         "## Splits",
         _table([(s, f"{n:,}") for s, n in report["splits"].items()], ("split", "rows")),
+        *_groups_markdown(report.get("groups"), report.get("group_suggestion")),
         "## Rejected rows by reason",
         _table(sorted(rejected.items(), key=lambda kv: -kv[1]), ("reason", "rows")) if rejected else "None.",
         "## PII redacted",
