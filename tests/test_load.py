@@ -398,6 +398,89 @@ def test_datasets_save_to_disk_folders(tmp_path):
     assert estimate_rows(tmp_path / "dict") == 4
 
 
+def test_parquet_and_arrow_files_name_their_class_labels(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    ds = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features)
+    ds.to_parquet(str(tmp_path / "d.parquet"))  # datasets keeps the features in the Parquet schema metadata
+    assert [r.data for r in rows_of(tmp_path / "d.parquet")] == [{"text": "bad", "label": "negative"},
+                                                                 {"text": "good", "label": "positive"}]
+    ds.save_to_disk(str(tmp_path / "saved"))
+    arrow = next((tmp_path / "saved").glob("*.arrow"))
+    assert [r.data["label"] for r in rows_of(arrow)] == ["negative", "positive"]
+    assert estimate_rows(arrow) == 2
+
+
+# ---------------------------------------------------------------------------------------------- Hub dataset folders
+
+def hub_folder(root: Path, files: dict[str, list[dict]], card: bool = True) -> Path:
+    """A folder as the Hub lays a dataset out: data files (Parquet when named so, else JSONL) and a card."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name, records in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".parquet"):
+            pq.write_table(pa.Table.from_pylist(records), path)
+        else:
+            write(path, "".join(json.dumps(r) + "\n" for r in records))
+    if card:
+        write(root / "README.md", "---\nlicense: mit\n---\n# A dataset card\n")
+    (root / ".git").mkdir(exist_ok=True)
+    write(root / ".git" / "config.json", "{}")  # hidden folders are never data
+    return root
+
+
+def test_hub_folder_of_parquet_shards(tmp_path):
+    folder = hub_folder(tmp_path / "hub", {
+        "data/test-00000-of-00001.parquet": [{"q": "t0"}],
+        "data/train-00001-of-00002.parquet": [{"q": "b0"}, {"q": "b1"}],
+        "data/train-00000-of-00002.parquet": [{"q": "a0"}],
+        "data/validation-00000-of-00001.parquet": [{"q": "v0"}]})
+    rows = rows_of(folder)
+    assert [(r.data, Path(r.source.file).name, r.source.item) for r in rows] == [
+        ({"q": "a0", "__split__": "train"}, "train-00000-of-00002.parquet", 0),
+        ({"q": "b0", "__split__": "train"}, "train-00001-of-00002.parquet", 0),
+        ({"q": "b1", "__split__": "train"}, "train-00001-of-00002.parquet", 1),
+        ({"q": "v0", "__split__": "validation"}, "validation-00000-of-00001.parquet", 0),
+        ({"q": "t0", "__split__": "test"}, "test-00000-of-00001.parquet", 0)]
+    assert estimate_rows(folder) == 5
+
+
+def test_hub_folder_split_names(tmp_path):
+    folder = hub_folder(tmp_path / "jsonl", {"test.jsonl": [{"q": "t"}], "train.jsonl": [{"q": "a"}],
+                                             "dev.jsonl": [{"q": "d"}]}, card=False)
+    assert [(r.data["q"], r.data["__split__"], r.source.line) for r in rows_of(folder)] == [
+        ("a", "train", 1), ("d", "dev", 1), ("t", "test", 1)]
+    folder = hub_folder(tmp_path / "by_folder", {"data/validation/0000.parquet": [{"q": "v"}],
+                                                 "data/train/0000.parquet": [{"q": "a"}]})
+    assert [(r.data["q"], r.data["__split__"]) for r in rows_of(folder)] == [("a", "train"), ("v", "validation")]
+    folder = hub_folder(tmp_path / "unnamed", {"corpus.jsonl": [{"q": "c"}]})
+    assert [r.data["__split__"] for r in rows_of(folder)] == ["train"]  # the Hub's default
+
+
+def test_hub_folder_refuses_several_subsets_or_versions(tmp_path):
+    subsets = hub_folder(tmp_path / "configs", {"en/train.jsonl": [{"q": "a"}], "de/train.jsonl": [{"q": "b"}]})
+    with pytest.raises(DataError, match=r"holds several subsets of a dataset \(de/, en/\); point at the folder of one"):
+        iter_rows(subsets)
+    versions = hub_folder(tmp_path / "versions", {"data/train_prefs-00000-of-00001.parquet": [{"q": "a"}],
+                                                  "data/train_sft-00000-of-00001.parquet": [{"q": "a"}],
+                                                  "data/test_prefs-00000-of-00001.parquet": [{"q": "b"}]})
+    with pytest.raises(DataError, match=r"several versions of one split \(train_prefs, train_sft\); point at"):
+        iter_rows(versions)
+
+
+def test_documents_beside_a_data_file_stay_documents(tmp_path):
+    """A corpus of pages with a stray .json index is still a corpus, as before Hub folders were read."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write(docs / "a.md", "# Refunds")
+    write(docs / "index.json", '[{"page": "a.md"}]')
+    assert [r.data for r in rows_of(docs)] == [{"text": "# Refunds", "path": "a.md"}]
+
+
 # ---------------------------------------------------------------------------------------------- documents
 
 def test_document_folder(tmp_path):
