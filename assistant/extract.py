@@ -77,14 +77,23 @@ class ProfileExtractor(Protocol):
     def extract(self, text: str) -> UseCaseProfile: ...
 
 
-class _Sentences:
+class Sentences:
     """Sentence boundaries of a text, for mapping a match offset back to its sentence."""
 
-    _SPLIT = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*\d])")
+    # One definition of a sentence for keywords and meaning alike: after . ! ? ; at an ellipsis that joins
+    # excerpts, and at every line break (lists, bullet points, hard-wrapped forum posts).
+    SPLIT = re.compile(r"(?<=[.!?;])\s+|\s+…\s+|\n+")
 
     def __init__(self, text: str):
         self.text = text
-        self.starts = [0] + [m.end() for m in self._SPLIT.finditer(text)]
+        breaks = list(self.SPLIT.finditer(text))
+        self.starts = [0] + [m.end() for m in breaks]
+        self.ends = [m.start() for m in breaks] + [len(text)]  # the separator (an ellipsis) belongs to neither
+
+    def texts(self) -> list[str]:
+        """Each sentence with its white space collapsed."""
+        ends = self.ends
+        return [" ".join(self.text[a:b].split()) for a, b in zip(self.starts, ends, strict=True)]
 
     def around(self, pos: int) -> tuple[int, int]:
         i = bisect.bisect_right(self.starts, pos) - 1
@@ -167,7 +176,7 @@ class RegexExtractor:
     # ------------------------------------------------------------------ the story
     def extract(self, text: str) -> UseCaseProfile:
         text = text or ""
-        sentences = _Sentences(text)
+        sentences = Sentences(text)
         candidates: list[Candidate] = []
         candidates += self._cue_candidates(text, sentences)
         candidates += self._number_candidates(text)
@@ -181,20 +190,20 @@ class RegexExtractor:
         return profile
 
     # ------------------------------------------------------------------ keyword cues
-    def _negated(self, text: str, sentences: _Sentences, pos: int) -> bool:
+    def _negated(self, text: str, sentences: Sentences, pos: int) -> bool:
         start, _ = sentences.around(pos)
         window = text[max(start, pos - 60):pos]
         # The negation must be in the same clause: stop at the last comma / "but".
         clause = re.split(r",|\bbut\b|\bhowever\b|\band\b", window)[-1]
         return bool(self.negation.search(clause))
 
-    def _asked_about(self, text: str, sentences: _Sentences, pos: int) -> bool:
+    def _asked_about(self, text: str, sentences: Sentences, pos: int) -> bool:
         """Is the match the subject of a question ("do we need to fine-tune?", "is training necessary?")?"""
         start, end = sentences.around(pos)
         sentence = text[start:end]
         return sentence.rstrip().endswith("?") and bool(self.question_forms.search(text[start:pos + 40]))
 
-    def _cue_candidates(self, text: str, sentences: _Sentences) -> Iterable[Candidate]:
+    def _cue_candidates(self, text: str, sentences: Sentences) -> Iterable[Candidate]:
         for priority, cue, regex in self.cues:
             for match in regex.finditer(text):
                 value = cue.value

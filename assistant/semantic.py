@@ -11,7 +11,6 @@ keeps the sentence it came from plus the exemplar it matched.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,6 @@ from assistant.profile import UseCaseProfile
 if TYPE_CHECKING:
     from assistant.extract import RegexExtractor
 
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\s+…\s+|\n+")
 MIN_WORDS = 4
 MAX_SENTENCES = 200  # a description longer than this is read by keywords only past here
 
@@ -61,8 +59,9 @@ class Exemplars:
 
 
 def sentences_of(text: str) -> list[str]:
-    parts = [" ".join(p.split()) for p in _SENTENCE.split(text or "")]
-    return [p for p in parts if len(p.split()) >= MIN_WORDS][:MAX_SENTENCES]
+    from assistant.extract import Sentences
+
+    return [p for p in Sentences(text or "").texts() if len(p.split()) >= MIN_WORDS][:MAX_SENTENCES]
 
 
 class SemanticMatcher:
