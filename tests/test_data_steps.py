@@ -133,3 +133,22 @@ def test_export_preference_and_text():
     assert export(doc, "alpaca") == {"text": "Some document.", "source": {"file": "docs/a.md"}}
     with pytest.raises(ValueError, match="unknown output format 'csv'"):
         export(doc, "csv")
+
+
+def test_near_duplicates_one_word_apart_are_found():
+    # 120-word rows that differ in one word (Jaccard ~0.95): the LSH bands must not let them slip through.
+    import random
+
+    from executor.data.dedup import NearDuplicateIndex
+
+    rng = random.Random(0)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    found = 0
+    for _ in range(50):
+        index = NearDuplicateIndex(0.85)
+        row = [rng.choice(vocabulary) for _ in range(120)]
+        variant = list(row)
+        variant[rng.randrange(120)] = rng.choice(vocabulary)
+        index.add_or_match("a", " ".join(row))
+        found += index.add_or_match("b", " ".join(variant)) == "a"
+    assert found >= 49
