@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -137,10 +138,6 @@ def test_export_preference_and_text():
 
 def test_near_duplicates_one_word_apart_are_found():
     # 120-word rows that differ in one word (Jaccard ~0.95): the LSH bands must not let them slip through.
-    import random
-
-    from executor.data.dedup import NearDuplicateIndex
-
     rng = random.Random(0)
     vocabulary = [f"w{i}" for i in range(5000)]
     found = 0
