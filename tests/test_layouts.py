@@ -13,7 +13,7 @@ import pytest
 from executor.data.load import iter_rows
 from executor.data.pipeline import PrepareConfig, prepare
 from executor.data.records import Example, Reject
-from executor.data.schema import DetectedFormat, SchemaError, detect_format, to_example
+from executor.data.schema import DetectedFormat, SchemaError, detect_format, parse_mapping, to_example
 from executor.data.transcripts import parse_transcript
 
 LAYOUTS = Path(__file__).parent / "data" / "layouts"
@@ -228,6 +228,23 @@ def test_parse_transcript_accepts_only_whole_transcripts():
         assert parse_transcript(prose) is None, prose
 
 
+def test_transcripts_with_a_label_ask_which_is_meant():
+    rows = [{"text": "User: hi\nAssistant: hello", "label": "greeting"},
+            {"text": "User: bye\nAssistant: see you", "label": "farewell"},
+            {"text": "User: yo\nAssistant: hey", "label": "greeting"}]
+    with pytest.raises(SchemaError, match='The rows fit two formats equally: transcript .* and classification .*'
+                                          'for example "messages=text" or "text=text,label=label"'):
+        detect_format(rows)
+    fmt = detect_format(rows, parse_mapping("messages=text,label=label"))
+    assert (fmt.name, fmt.fields, fmt.label_column, fmt.transcripts) == (
+        "transcript", {"text": "text"}, "label", {"text": "user_assistant"})
+    example = to_example(_raw(rows[0]), fmt)
+    assert (example.messages, example.label) == (msgs(("user", "hi"), ("assistant", "hello")), "greeting")
+    fmt = detect_format(rows, parse_mapping("text=text,label=label"))
+    assert to_example(_raw(rows[0]), fmt).messages == msgs(("user", "User: hi\nAssistant: hello"),
+                                                           ("assistant", "greeting"))
+
+
 def test_transcript_prompt_beside_plain_replies():
     """Dahoas' copies of HH-RLHF: a transcript prompt ending with "Assistant:", the reply columns plain text, and a
     'response' that repeats 'chosen' (not a second, prompt/completion, layout)."""
@@ -295,6 +312,13 @@ def test_suggested_mapping_when_names_do_not_tell():
     named = [{"db_id": r["db_id"], "notes": "see " + r["db_id"], "utterance": r["q"]} for r in rows]
     with pytest.raises(SchemaError, match='for example "prompt=utterance,completion=notes"'):
         detect_format(named)  # the prompt by its name, although 'notes' comes first and is free text too
+    # Slot filling (restaurant8k's test file): short answers such as "13" are still the user's text, the requested
+    # slots are a token list, and the slot labels (JSON) are the reply.
+    slots = [{"userInput": {"text": text}, "context": {"requestedSlots": [slot]},
+              "labels": [{"slot": slot, "valueSpan": {"endIndex": 2}}]}
+             for text, slot in (("13", "people"), ("7pm", "time"), ("4", "people"))]
+    with pytest.raises(SchemaError, match='for example "prompt=userInput.text,completion=labels"'):
+        detect_format(slots)
 
 
 # ---------------------------------------------------------------------------------------------- Hub folders, end to end

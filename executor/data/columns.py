@@ -2,8 +2,8 @@
 
 The schema detection reads layouts off this profile (which columns exist, which hold chat turns, transcripts,
 true/false judgements, short repeating labels), and when no known layout fits, `pick_prompt_and_reply` ranks
-the columns to name a prompt and a reply: free text whose name reads as a question or instruction for the
-prompt, never an id, a short categorical value (Spider's `db_id`) or a list of tokens (`question_toks`).
+the columns to name a prompt and a reply: text whose name reads as a question or instruction, made of words,
+for the prompt; never an id (Spider's `db_id`), nor a list of tokens (`question_toks`), which is not text.
 """
 
 from __future__ import annotations
@@ -205,9 +205,9 @@ def pick_prompt_and_reply(profile: Profile, by_name_only: bool = False) -> tuple
     without, the shapes decide when names do not (the suggestion in an error message).
     """
     usable = [c for c in profile.leaves() if profile.get(c.path) and not c.is_id_like and not c.path.startswith("__")]
-    prompts = [c for c in usable if c.is_free_text and c.leaning(PROMPT_WORDS) >= c.leaning(REPLY_WORDS)]
+    prompts = [c for c in usable if c.is_text and c.leaning(PROMPT_WORDS) >= c.leaning(REPLY_WORDS)]
     if by_name_only:
-        prompts = [c for c in prompts if c.leaning(PROMPT_WORDS)]
+        prompts = [c for c in prompts if c.leaning(PROMPT_WORDS) and c.is_free_text]
     prompt = min(prompts, key=lambda c: _prompt_rank(c, usable), default=None)
     replies = [c for c in usable if c is not prompt and not c.mostly(c.token_lists)
                and (c.is_text or c.mostly(c.structured))]
@@ -218,9 +218,10 @@ def pick_prompt_and_reply(profile: Profile, by_name_only: bool = False) -> tuple
 
 
 def _prompt_rank(column: Column, order: list[Column]) -> tuple:
-    # Named like a prompt first, then not a repeating category, then questions, then the first in the file.
-    return (-column.leaning(PROMPT_WORDS), column.is_label_like, not column.mostly(column.questions),
-            order.index(column))
+    # Named like a prompt first, then words (not codes), then not a repeating category, then questions, then
+    # the first in the file. Short replies such as "13" to "how many people?" still make a prompt column.
+    return (-column.leaning(PROMPT_WORDS), not column.is_free_text, column.is_label_like,
+            not column.mostly(column.questions), order.index(column))
 
 
 def _reply_rank(column: Column, order: list[Column]) -> tuple:

@@ -66,6 +66,7 @@ MAPPING_ROLES = {
     "sharegpt": {"conversations", "messages", "system", "label"},
     "classification": {"text", "label", "system"},
     "text": {"text", "label"},
+    "transcript": {"messages", "conversations", "system", "label"},
 }
 # Roles whose text may be a whole conversation written out (a transcript), per format that reads them as turns.
 TRANSCRIPT_ROLES = {
@@ -149,8 +150,11 @@ def _detect(profile: Profile) -> DetectedFormat:
     if len(found) > 1:
         raise _ambiguous(profile, found[0], found[1])
     if not found:
-        found = (_detect_transcript(profile) or _detect_classification(profile) or _detect_named_pair(profile)
-                 or _detect_document(profile))
+        # A transcript column with a label beside it fits both a conversation and a classification of it.
+        found = _detect_transcript(profile) + _detect_classification(profile)
+        if len(found) > 1:
+            raise _ambiguous(profile, found[0], found[1])
+        found = found or _detect_named_pair(profile) or _detect_document(profile)
     if not found:
         raise _unknown(profile)
     chosen = found[0]
@@ -355,8 +359,8 @@ def _label_column(profile: Profile, fields: dict[str, str]) -> tuple[str | None,
 def _ambiguous(profile: Profile, a: _Candidate, b: _Candidate) -> SchemaError:
     return SchemaError(
         f"The rows fit two formats equally: {a.name} ({a.why}) and {b.name} ({b.why}). Columns seen: "
-        f"{profile.describe()}. Pass a mapping to choose, for example \"{_mapping_text(a.fields)}\" or "
-        f"\"{_mapping_text(b.fields)}\".")
+        f"{profile.describe()}. Pass a mapping to choose, for example \"{_mapping_text(a)}\" or "
+        f"\"{_mapping_text(b)}\".")
 
 
 def _unknown(profile: Profile) -> SchemaError:
@@ -378,8 +382,10 @@ def _unknown(profile: Profile) -> SchemaError:
         f"answer). Pass a mapping of roles to columns, for example \"{suggestion}\" (roles: {', '.join(ROLES)}).")
 
 
-def _mapping_text(fields: dict[str, str]) -> str:
-    return ",".join(f"{role}={column}" for role, column in fields.items())
+def _mapping_text(candidate: _Candidate) -> str:
+    if candidate.name == "transcript":  # a mapping names a transcript column as the conversation
+        return f"messages={candidate.fields['text']}"
+    return ",".join(f"{role}={column}" for role, column in candidate.fields.items())
 
 
 def _suggest_mapping(profile: Profile) -> str:
@@ -403,6 +409,8 @@ def _from_mapping(mapping: dict[str, str], profile: Profile) -> DetectedFormat:
             raise SchemaError(f"mapping names columns that are not in the data: {', '.join(missing)}. "
                               f"Columns seen: {profile.describe()}")
     fields = {role: column for role, column in mapping.items() if role != "label" or name == "classification"}
+    if name == "transcript":  # messages=<column of transcript text>
+        fields = {"text" if role in ("messages", "conversations") else role: column for role, column in fields.items()}
     described = ", ".join(f"{role} <- {column}" for role, column in mapping.items())
     transcripts, transcript_why = _transcripts(profile, name, fields, "")
     return DetectedFormat(name, fields, mapping.get("label"),
@@ -414,6 +422,8 @@ def _format_for_roles(mapping: dict[str, str], profile: Profile) -> str:
     if "messages" in roles or "conversations" in roles:
         role = "messages" if "messages" in roles else "conversations"
         column = profile.columns.get(mapping[role])
+        if column and column.transcript_style:
+            return "transcript"
         if column and column.mostly(column.from_turns):
             return "sharegpt"
         if column and column.mostly(column.role_turns):
