@@ -141,6 +141,18 @@ def test_unpaired_preference_keeps_the_desirable_completions_for_sft():
     assert results == [(SKY + msgs(("assistant", "It is blue.")), None, None, None), undesirable]
 
 
+def test_unpaired_preference_through_a_mapping():
+    """Other column names, mapped: a true/false label judges the completion just as when detected."""
+    rows = [{"q": "Say hi", "r": "Hello!", "ok": True}, {"q": "Say hi", "r": "Go away", "ok": False}]
+    fmt = detect_format(rows, parse_mapping("prompt=q,completion=r,label=ok"))
+    assert (fmt.name, fmt.fields, fmt.label_column) == (
+        "unpaired_preference", {"prompt": "q", "completion": "r", "desirable": "ok"}, None)
+    assert [outcome(to_example(_raw(r), fmt)) for r in rows] == [
+        (msgs(("user", "Say hi"), ("assistant", "Hello!")), None, None, None),
+        ("undesirable", "field 'ok' is false: an undesirable completion; SFT learns only the desirable ones "
+                        "(Tunewise has no KTO trainer)")]
+
+
 def test_stepwise_supervision_keeps_solutions_whose_every_step_is_correct():
     fmt, results = outcomes("stepwise_supervision.jsonl")
     assert (fmt.name, fmt.fields) == ("stepwise_supervision", {"prompt": "prompt", "completions": "completions",

@@ -67,6 +67,7 @@ MAPPING_ROLES = {
     "classification": {"text", "label", "system"},
     "text": {"text", "label"},
     "transcript": {"messages", "conversations", "system", "label"},
+    "unpaired_preference": {"prompt", "completion", "label", "system"},
 }
 # Roles whose text may be a whole conversation written out (a transcript), per format that reads them as turns.
 TRANSCRIPT_ROLES = {
@@ -409,12 +410,16 @@ def _from_mapping(mapping: dict[str, str], profile: Profile) -> DetectedFormat:
             raise SchemaError(f"mapping names columns that are not in the data: {', '.join(missing)}. "
                               f"Columns seen: {profile.describe()}")
     fields = {role: column for role, column in mapping.items() if role != "label" or name == "classification"}
+    label, note = mapping.get("label"), ""
     if name == "transcript":  # messages=<column of transcript text>
         fields = {"text" if role in ("messages", "conversations") else role: column for role, column in fields.items()}
+    if name == "unpaired_preference":  # the label says desirable or not: no category to stratify on
+        fields, label = {**fields, "desirable": mapping["label"]}, None
+        note = " (the true/false label judges each completion: only the desirable ones are trained on)"
     described = ", ".join(f"{role} <- {column}" for role, column in mapping.items())
     transcripts, transcript_why = _transcripts(profile, name, fields, "")
-    return DetectedFormat(name, fields, mapping.get("label"),
-                          f"Used the given mapping ({described}): {name}{transcript_why}.", transcripts)
+    return DetectedFormat(name, fields, label,
+                          f"Used the given mapping ({described}): {name}{note}{transcript_why}.", transcripts)
 
 
 def _format_for_roles(mapping: dict[str, str], profile: Profile) -> str:
@@ -434,6 +439,9 @@ def _format_for_roles(mapping: dict[str, str], profile: Profile) -> str:
     if {"instruction", "output"} <= roles:
         return "alpaca"
     if {"prompt", "completion"} <= roles:
+        label = profile.columns.get(mapping.get("label", ""))
+        if "context" not in roles and label and label.mostly(label.booleans):
+            return "unpaired_preference"  # a true/false label judges the completion, as in detection
         return "squad" if "context" in roles else "prompt_completion"
     if "text" in roles:
         return "classification" if "label" in roles else "text"
