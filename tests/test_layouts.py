@@ -288,6 +288,25 @@ def test_ultrafeedback_binarized_layout():
     assert outcome(example) == (msgs(("user", "What is 2+2?")), "4", "5", None)
 
 
+def test_prompt_column_beside_whole_conversations():
+    """The prompt column is left to the conversations when it repeats their start (as a conversation or a
+    transcript); a prompt the replies continue stays explicit; a row missing its explicit prompt is refused."""
+    hi = msgs(("user", "Hi"))
+    rows = [{"prompt": hi, "chosen": hi + msgs(("assistant", "Hello")), "rejected": hi + msgs(("assistant", "Go"))},
+            {"prompt": msgs(("user", "Hi"), ("assistant", "Hello"), ("user", "Bye")),
+             "chosen": msgs(("assistant", "Goodbye!")), "rejected": msgs(("assistant", "Finally."))}]
+    fmt = detect_format(rows)
+    assert [outcome(to_example(_raw(r), fmt)) for r in rows] == [
+        (hi, "Hello", "Go", None),
+        (msgs(("user", "Hi"), ("assistant", "Hello"), ("user", "Bye")), "Goodbye!", "Finally.", None)]
+    hh = {"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": "\n\nHuman: Hi\n\nAssistant: Hello",
+          "rejected": "\n\nHuman: Hi\n\nAssistant: Go"}
+    assert outcome(to_example(_raw(hh), detect_format([hh]))) == (hi, "Hello", "Go", None)
+    explicit = detect_format([{"prompt": "Sky?", "chosen": "Blue.", "rejected": "Red."}])
+    assert outcome(to_example(_raw({"chosen": "The sky is blue", "rejected": "The sky is red"}), explicit)) == (
+        "schema_error", "missing field 'prompt'")  # not split as an implicit prompt
+
+
 def _raw(data: dict):
     from executor.data.records import RawRow, SourceRef
 

@@ -661,41 +661,47 @@ def _to_preference(data: dict, fmt: DetectedFormat, source: SourceRef) -> Exampl
     """Prompt turns + chosen/rejected replies, from whichever of TRL's preference layouts the row is in:
 
     - the chosen conversation includes the user's turns (message lists or transcripts such as HH-RLHF): the
-      prompt is implicit, what both conversations share; a prompt column of plain text beside them only repeats
-      it (TRL's maybe_extract_prompt ignores it the same way)
-    - a prompt column (and no user turns in the replies, or a prompt that is itself a conversation): explicit
-      prompt; replies are strings or assistant turns
-    - two plain texts and no prompt: the prompt is their common beginning
+      prompt is implicit, what both conversations share; a prompt column beside them that is plain text, or
+      the conversations' own start, only repeats it (TRL's maybe_extract_prompt ignores a plain one the same way)
+    - a prompt column: explicit prompt; replies are strings or assistant turns
+    - two plain texts and no prompt column: the prompt is their common beginning
     """
     fields = fmt.fields
     names = (fields["chosen"], fields["rejected"])
     chosen, rejected = (_chat_value(data, path, fmt) for path in names)
-    explicit = "prompt" in fields and _is_conversation(data, fields["prompt"], fmt)
-    if (_has_user_turn(chosen) or _has_user_turn(rejected)) and not explicit:
+    given = "prompt" in fields and _value(data, fields["prompt"]) not in (_MISSING, None)
+    prompt = _prompt_turns(data, fields["prompt"], fmt) if given else None
+    if (_has_user_turn(chosen) or _has_user_turn(rejected)) and _prompt_is_implicit(prompt, chosen, data, fmt):
         if not (isinstance(chosen, list) and isinstance(rejected, list)):
             raise _RowError(f"fields '{names[0]}' and '{names[1]}' must both be conversations when one is")
         messages, chosen, rejected = split_conversations(chosen, rejected, names)
-    elif "prompt" in fields:
-        messages = _prompt_turns(data, fields["prompt"], fmt)
+    elif prompt is not None:
         chosen_prefix, chosen = _reply(chosen, names[0])
         rejected_prefix, rejected = _reply(rejected, names[1])
         if chosen_prefix != rejected_prefix:
             raise _RowError(f"fields '{names[0]}' and '{names[1]}' continue different conversations")
-        messages = messages + chosen_prefix
-    elif isinstance(chosen, str) and isinstance(rejected, str):
-        prompt, chosen, rejected = split_texts(chosen, rejected, names)
-        messages = [{"role": "user", "content": prompt}]
+        messages = prompt + chosen_prefix
+    elif "prompt" not in fields and isinstance(chosen, str) and isinstance(rejected, str):
+        text, chosen, rejected = split_texts(chosen, rejected, names)
+        messages = [{"role": "user", "content": text}]
     else:
         messages = []
     if not messages:
-        raise _RowError("missing field 'prompt'")
+        raise _RowError(f"missing field '{fields.get('prompt', 'prompt')}'")
     if messages[-1]["role"] != "user":
         raise _RowError(f"the prompt must end with the user's turn, found '{messages[-1]['role']}'")
     return Example(source, messages=_with_system(messages, data, fields), chosen=chosen, rejected=rejected)
 
 
-def _is_conversation(data: dict, path: str, fmt: DetectedFormat) -> bool:
-    return isinstance(_value(data, path), list) or path in fmt.transcripts
+def _prompt_is_implicit(prompt: list[dict[str, str]] | None, chosen: Any, data: dict, fmt: DetectedFormat) -> bool:
+    """Whether the conversations carry the prompt although a prompt column may be there: it is absent, plain
+    text (TRL: a plain prompt beside conversations repeats them), or their own start. Any other conversation in
+    the prompt column is an explicit prompt that the replies continue (TRL's rule for two conversations)."""
+    if prompt is None:
+        return True
+    path = fmt.fields["prompt"]
+    plain = isinstance(_value(data, path), str) and path not in fmt.transcripts
+    return plain or (isinstance(chosen, list) and chosen[:len(prompt)] == prompt)
 
 
 def _has_user_turn(value: str | list[dict[str, str]]) -> bool:
