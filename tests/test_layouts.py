@@ -175,8 +175,8 @@ def test_hh_rlhf_transcripts_are_implicit_prompt_pairs():
     assert (fmt.name, fmt.fields) == ("preference", {"chosen": "chosen", "rejected": "rejected"})
     assert fmt.transcripts == {"chosen": "human_assistant", "rejected": "human_assistant"}
     assert fmt.explanation.startswith("Found 'chosen' and 'rejected' holding Human:/Assistant: transcripts as in "
-                                      "Anthropic HH-RLHF, read back into chat turns: preference pairs with an "
-                                      "implicit prompt")
+                                      "Anthropic HH-RLHF and Guanaco, read back into chat turns: preference "
+                                      "pairs with an implicit prompt")
     assert results == [
         (msgs(("user", "How do I boil an egg?"), ("assistant", "Put it in boiling water for nine minutes."),
               ("user", "And a soft one?")), "Six minutes, then cold water.", "Eggs are not soft.", None),
@@ -185,7 +185,7 @@ def test_hh_rlhf_transcripts_are_implicit_prompt_pairs():
         # "...\n\nAssistant:" with nothing after it is a generation prompt, not a reply
         ("schema_error", "field 'rejected' ends where the other goes on: no pair of differing replies"),
         ("schema_error", "field 'chosen' is not a transcript: the other rows hold Human:/Assistant: transcripts as in "
-                         "Anthropic HH-RLHF"),
+                         "Anthropic HH-RLHF and Guanaco"),
     ]
 
 
@@ -226,13 +226,19 @@ def test_chatml_text_is_a_conversation():
 
 
 def test_parse_transcript_accepts_only_whole_transcripts():
-    guanaco = parse_transcript("### Human: Write a haiku.\n### Assistant: Leaves fall.")
-    assert (guanaco.style, guanaco.turns) == ("human_assistant", [{"role": "human", "content": "Write a haiku."},
-                                                                  {"role": "assistant", "content": "Leaves fall."}])
+    lines = parse_transcript("### Human: Write a haiku.\n### Assistant: Leaves fall.")
+    assert (lines.style, lines.turns) == ("human_assistant", [{"role": "human", "content": "Write a haiku."},
+                                                              {"role": "assistant", "content": "Leaves fall."}])
     prompt = parse_transcript("\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Bye\n\nAssistant:")
     assert [t["role"] for t in prompt.turns] == ["human", "assistant", "human"]  # the empty last marker is dropped
+    guanaco = parse_transcript("### Human: What is a monopsony?### Assistant: One buyer, many sellers.")
+    assert guanaco.turns == [{"role": "human", "content": "What is a monopsony?"},
+                             {"role": "assistant", "content": "One buyer, many sellers."}]  # "###" marks mid-line
     phi = parse_transcript("<|user|>\nHi<|end|>\n<|assistant|>\nHello<|end|>")
     assert phi.turns == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    oasst = parse_transcript("<|prompter|>What is a meme?</s><|assistant|>A unit of culture.</s>")
+    assert oasst.turns == [{"role": "prompter", "content": "What is a meme?"},
+                           {"role": "assistant", "content": "A unit of culture."}]
     tool = parse_transcript("<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>tool\n12 C<|im_end|>")
     assert [t["role"] for t in tool.turns] == ["user", "tool"]  # the schema refuses the role, naming it
     for prose in ("The log says User: admin\nAssistant: none", "User: just one line",
@@ -267,8 +273,8 @@ def test_transcript_prompt_beside_plain_replies():
         "preference", {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}, {"prompt": "human_assistant"})
     assert fmt.explanation == (
         "Found 'chosen' and 'rejected' replies with 'prompt' as the prompt: preference pairs ('response' repeats "
-        "'chosen' and is not used); 'prompt' holds Human:/Assistant: transcripts as in Anthropic HH-RLHF, read back "
-        "into chat turns.")
+        "'chosen' and is not used); 'prompt' holds Human:/Assistant: transcripts as in Anthropic HH-RLHF and "
+        "Guanaco, read back into chat turns.")
     example = to_example(_raw(row), fmt)
     assert outcome(example) == (msgs(("user", "Hi there"), ("assistant", "Hello"), ("user", "How are you?")),
                                 "Fine.", "Go away.", None)

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor.data.transcripts import parse_transcript
+from executor.data.transcripts import USER_ROLES, parse_transcript
 
 MAX_LABEL_CHARS = 64   # a label is a short name, not a sentence
 MAX_TOKEN_CHARS = 30   # an item of a token list (Spider's query_toks: "SELECT", "count", "(")
@@ -27,8 +27,8 @@ REPLY_WORDS = {"answer": 2, "response": 2, "completion": 2, "output": 2, "target
                "highlights": 2, "reply": 2, "sql": 2, "code": 2, "translation": 2, "rationale": 2, "query": 1,
                "result": 1, "explanation": 1}
 ID_WORDS = ("id", "ids", "uuid", "guid", "idx", "index", "key", "hash", "url", "path")
-_TRANSCRIPT_START = re.compile(r"\s*(?:<\|(?:im_start|system|user|assistant)\|>|#{0,3}\s*(?:human|user|assistant|"
-                               r"system)\s*:)", re.IGNORECASE)
+_TRANSCRIPT_START = re.compile(r"\s*(?:<\|(?:im_start|system|user|prompter|assistant)\|>|#{0,3}\s*(?:human|user|"
+                               r"assistant|system)\s*:)", re.IGNORECASE)
 _SPACE = re.compile(r"\s")
 _BOOLEAN_TEXT = ("true", "false")
 
@@ -103,7 +103,7 @@ class Column:
         transcript = parse_transcript(value) if _TRANSCRIPT_START.match(value) else None
         if transcript:
             self.transcripts[transcript.style] += 1
-            self.with_user += any(t["role"] in ("user", "human") for t in transcript.turns)
+            self.with_user += any(t["role"] in USER_ROLES for t in transcript.turns)
 
     def _add_list(self, value: list) -> None:
         if all(isinstance(v, str) for v in value):
@@ -112,7 +112,7 @@ class Column:
         self.boolean_lists += all(isinstance(v, bool) for v in value)
         self.structured += all(isinstance(v, dict) for v in value) and not is_turns(value, "role", "content")
         if is_turns(value, "role", "content") or is_turns(value, "from", "value"):
-            self.with_user += any(str(t.get("role", t.get("from"))).lower() in ("user", "human") for t in value)
+            self.with_user += any(str(t.get("role", t.get("from"))).lower() in USER_ROLES for t in value)
 
     def mostly(self, count: int) -> bool:
         return self.present > 0 and count >= 0.8 * self.present

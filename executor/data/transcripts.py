@@ -2,9 +2,10 @@
 
 Datasets write conversations out as text in a few conventions:
 
-    human_assistant   "\\n\\nHuman: ...\\n\\nAssistant: ..."   Anthropic HH-RLHF (also "### Human:": Guanaco)
+    human_assistant   "\\n\\nHuman: ...\\n\\nAssistant: ..."   Anthropic HH-RLHF (also "### Human: ...### Assistant:")
     user_assistant    "User: ...\\nAssistant: ..."          (also "System:", "### User:")
-    zephyr            "<|system|>\\n...</s>\\n<|user|>\\n...</s>\\n<|assistant|>\\n...</s>"   Zephyr, Tulu, Phi-3
+    zephyr            "<|system|>\\n...</s>\\n<|user|>\\n...</s>\\n<|assistant|>\\n...</s>"   Zephyr, Tulu, Phi-3,
+                      OpenAssistant ("<|prompter|>...</s><|assistant|>...")
     chatml            "<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n...<|im_end|>"
 
 `parse_transcript` answers the turns as [{"role", "content"}] with the roles as written (lower case; the schema
@@ -18,15 +19,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Role words at the start of a line, optionally after "###" (Guanaco) - never mid-line, where they are prose.
-_ROLE_LINE = re.compile(r"(?:^|\n)[ \t]*(?:#{1,3}[ \t]*)?(human|user|assistant|system)[ \t]*:", re.IGNORECASE)
-_ZEPHYR = re.compile(r"<\|(system|user|assistant)\|>")
+# Role words at the start of a line, optionally after "###"; mid-line only after "###" (Guanaco writes
+# "...question?### Assistant: ..."), since a bare "User:" inside a line is prose.
+_ROLE_LINE = re.compile(r"(?:(?:^|\n)[ \t]*(?:#{1,3}[ \t]*)?|###[ \t]*)(human|user|assistant|system)[ \t]*:",
+                        re.IGNORECASE)
+_ZEPHYR = re.compile(r"<\|(system|user|prompter|assistant)\|>")  # <|prompter|>: OpenAssistant's user turn
 _CHATML = re.compile(r"<\|im_start\|>[ \t]*([A-Za-z_]+)[ \t]*\n?")
 # What Zephyr-style and ChatML texts put after a turn: the end-of-sequence / end-of-turn token.
 _END_TOKENS = ("</s>", "<|end|>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>")
 
+USER_ROLES = ("user", "human", "prompter")  # how transcripts and message lists name the user's turn
 STYLES = {
-    "human_assistant": "Human:/Assistant: transcripts as in Anthropic HH-RLHF",
+    "human_assistant": "Human:/Assistant: transcripts as in Anthropic HH-RLHF and Guanaco",
     "user_assistant": "User:/Assistant: transcripts",
     "zephyr": "<|user|>/<|assistant|> transcripts as in Zephyr and Tulu",
     "chatml": "ChatML transcripts, <|im_start|>role ... <|im_end|>",
