@@ -24,8 +24,9 @@ def _fractions(spec: str) -> tuple[float, float, float]:
 
 @data_app.command("prepare")
 def prepare_command(
-    input: Annotated[Path, typer.Argument(help="A JSONL/JSON/CSV/TSV/Parquet file, a `datasets` folder or a "
-                                               "folder of .txt/.md documents.")],
+    input: Annotated[Path, typer.Argument(help="A JSONL/JSON/CSV/TSV/Parquet/Arrow file, a `datasets` "
+                                               "folder, a Hugging Face Hub dataset folder (data files or Parquet "
+                                               "shards) or a folder of .txt/.md documents.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     model: Annotated[str | None, typer.Option("--model", help="Base model (catalog id, local folder, hub id) "
                                               "whose tokenizer and chat template are used.")] = None,

@@ -19,7 +19,7 @@ Approach = Literal["prompting", "rag", "fine_tuning", "rag_fine_tuning", "from_s
 Technique = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api", "none"]
 DataFormat = Literal[
     "auto", "alpaca", "sharegpt", "chatml", "prompt_completion", "preference", "openai_preference",
-    "classification", "text", "squad",
+    "classification", "text", "squad", "transcript", "unpaired_preference", "stepwise_supervision",
 ]
 EvalTask = Literal["auto", "exact_match", "classification", "json", "generation"]
 

@@ -69,3 +69,12 @@ def test_rag_plans_need_retrieval():
         TrainingPlan.model_validate(
             {"approach": "rag", "technique": "none", "base_model": {"id": "smollm2-135m-instruct"}}
         )
+
+
+def test_every_detected_layout_is_a_plan_data_format():
+    from typing import get_args
+
+    from executor.data.schema import FORMATS
+    from executor.plan import DataFormat
+
+    assert set(FORMATS) <= set(get_args(DataFormat))
