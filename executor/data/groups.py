@@ -20,7 +20,7 @@ from typing import Any
 
 from executor.data.dedup import jaccard
 from executor.data.records import Example, RawRow, SourceRef
-from executor.data.schema import SchemaError
+from executor.data.schema import MISSING, SchemaError, column_value
 from executor.data.split import SPLITS
 
 MAX_KEY_CHARS = 80         # longer group values (a whole passage) are named by a preview and a hash
@@ -42,25 +42,9 @@ GROUP_WORDS = {
 # These name a chat turn's text as often as a group ("user": "How do I ..."): a group only as user_id, ...
 SPEAKER_WORDS = {"user": "users", "speaker": "speakers"}
 ID_WORDS = {"id", "name", "key", "uuid"}
-_MISSING = object()
 
 
 # ---------------------------------------------------------------------------------------------- values
-
-def column_value(data: Any, path: str) -> Any:
-    """The value at a column path, dotted for nested objects (a key that itself contains dots wins), as in
-    schema's field paths; _MISSING when absent."""
-    if not isinstance(data, dict):
-        return _MISSING
-    if path in data:
-        return data[path]
-    value: Any = data
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
 
 def group_key(data: Any, path: str) -> str | None:
     """The row's group, or None when it has none (absent, null or blank: a CSV's empty cell).
@@ -70,7 +54,7 @@ def group_key(data: Any, path: str) -> str | None:
     the report readable and memory small while two passages that differ anywhere stay two groups.
     """
     value = column_value(data, path)
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     if not text.strip():

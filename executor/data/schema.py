@@ -453,7 +453,7 @@ def _format_for_roles(mapping: dict[str, str], profile: Profile) -> str:
 # ---------------------------------------------------------------------------------------------- conversion
 
 _RowError = RowError  # one row does not fit the format; becomes a schema_error Reject
-_MISSING = object()
+MISSING = object()  # an absent column, distinct from a null value
 
 
 def to_example(row: RawRow, fmt: DetectedFormat) -> Example | Reject:
@@ -477,21 +477,24 @@ def to_example(row: RawRow, fmt: DetectedFormat) -> Example | Reject:
     return example
 
 
-def _value(data: dict, path: str) -> Any:
-    """The value at a column path; a key that itself contains dots wins over descending into objects."""
+def column_value(data: Any, path: str) -> Any:
+    """The value at a column path, dotted for nested objects (a key that itself contains dots wins over
+    descending into objects); MISSING when absent. Used for field paths here and group columns (groups.py)."""
+    if not isinstance(data, dict):
+        return MISSING
     if path in data:
         return data[path]
     value: Any = data
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
-            return _MISSING
+            return MISSING
         value = value[part]
     return value
 
 
 def _required(data: dict, path: str) -> Any:
-    value = _value(data, path)
-    if value is _MISSING or value is None:
+    value = column_value(data, path)
+    if value is MISSING or value is None:
         raise _RowError(f"missing field '{path}'")
     return value
 
@@ -515,8 +518,8 @@ def _required_text(data: dict, path: str) -> str:
 
 
 def _optional_text(data: dict, path: str | None) -> str:
-    value = _value(data, path) if path else None
-    return "" if value is _MISSING or value is None else _text(value)
+    value = column_value(data, path) if path else None
+    return "" if value is MISSING or value is None else _text(value)
 
 
 def _turns(value: Any, path: str, keys: tuple[str, str] = ("role", "content")) -> list[dict[str, str]]:
@@ -669,7 +672,7 @@ def _to_preference(data: dict, fmt: DetectedFormat, source: SourceRef) -> Exampl
     fields = fmt.fields
     names = (fields["chosen"], fields["rejected"])
     chosen, rejected = (_chat_value(data, path, fmt) for path in names)
-    given = "prompt" in fields and _value(data, fields["prompt"]) not in (_MISSING, None)
+    given = "prompt" in fields and column_value(data, fields["prompt"]) not in (MISSING, None)
     prompt = _prompt_turns(data, fields["prompt"], fmt) if given else None
     if (_has_user_turn(chosen) or _has_user_turn(rejected)) and _prompt_is_implicit(prompt, chosen, data, fmt):
         if not (isinstance(chosen, list) and isinstance(rejected, list)):
@@ -700,7 +703,7 @@ def _prompt_is_implicit(prompt: list[dict[str, str]] | None, chosen: Any, data: 
     if prompt is None:
         return True
     path = fmt.fields["prompt"]
-    plain = isinstance(_value(data, path), str) and path not in fmt.transcripts
+    plain = isinstance(column_value(data, path), str) and path not in fmt.transcripts
     return plain or (isinstance(chosen, list) and chosen[:len(prompt)] == prompt)
 
 
