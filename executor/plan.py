@@ -7,8 +7,10 @@ any incompatible change and `load_plan` refuses versions it does not know, namin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +24,63 @@ DataFormat = Literal[
     "classification", "text", "squad", "transcript", "unpaired_preference", "stepwise_supervision",
 ]
 EvalTask = Literal["auto", "exact_match", "classification", "json", "generation"]
+
+
+@dataclass(frozen=True)
+class TechniqueInfo:
+    """What a technique is, written once: the advisor, the plan checks and the trainers read this row
+    instead of spelling out their own lists of technique names."""
+
+    label: str  # how people call it (the recommendation and the chat show this)
+    family: Literal["sft", "preference", "hosted", "none"]  # which trainer runs it (hosted: the vendor's)
+    lora: Literal["always", "optional", "never"] = "never"  # optional: DPO/RLHF use LoRA when the plan says
+    prompt_adapter: bool = False  # trains virtual prompt tokens (prompt / prefix tuning) over a frozen base
+    quantized: bool = False  # the frozen base is loaded in 4 bits (QLoRA)
+    sections: tuple[str, ...] = ()  # the `training` sections a plan with this technique must carry
+
+    @property
+    def trains(self) -> bool:
+        """A training loop runs here (hosted fine-tuning is trained by the vendor; `none` trains nothing)."""
+        return self.family in ("sft", "preference")
+
+    @property
+    def hosted(self) -> bool:
+        return self.family == "hosted"
+
+    @property
+    def needs_preference_data(self) -> bool:
+        """Trains on pairs of responses, one preferred (two sequences per example)."""
+        return self.family == "preference"
+
+    @property
+    def adapters(self) -> bool:
+        """Always trains adapters over a frozen base (DPO/RLHF only when the plan gives LoRA settings)."""
+        return self.lora == "always" or self.prompt_adapter
+
+
+# Ordered as `Technique`: the training techniques come first, in the order the estimates list them.
+TECHNIQUES: dict[str, TechniqueInfo] = {
+    "full": TechniqueInfo("full fine-tuning", "sft"),
+    "lora": TechniqueInfo("LoRA", "sft", lora="always", sections=("lora",)),
+    "qlora": TechniqueInfo("QLoRA", "sft", lora="always", quantized=True, sections=("lora", "quantization")),
+    "prompt_tuning": TechniqueInfo("prompt tuning", "sft", prompt_adapter=True, sections=("prompt_tuning",)),
+    "dpo": TechniqueInfo("DPO", "preference", lora="optional", sections=("preference",)),
+    "rlhf": TechniqueInfo("RLHF (reward model + GRPO)", "preference", lora="optional", sections=("rlhf",)),
+    "api": TechniqueInfo("hosted API fine-tuning", "hosted"),
+    "none": TechniqueInfo("no training", "none"),
+}
+TRAINING_TECHNIQUES = tuple(name for name, info in TECHNIQUES.items() if info.trains)
+
+
+def trains(technique: str) -> bool:
+    """Does a plan with this technique run training here? (`none` and hosted `api` do not.)"""
+    return TECHNIQUES[technique].trains
+
+
+def uses_lora(technique: str, lora: LoraSpec | None) -> bool:
+    """LoRA adapters are trained: always for lora/qlora, for DPO/RLHF when the plan has LoRA settings."""
+    mode = TECHNIQUES[technique].lora
+    return mode == "always" or (mode == "optional" and lora is not None)
 
 # Which techniques make sense under which approach. The rules engine and the plan share this table so a
 # plan can never ask the executor for, say, DPO under a prompting-only approach.
@@ -143,6 +202,8 @@ class TrainingSpec(_Strict):
     early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None: off")
     eval_max_rows: int | None = Field(256, ge=1, description="Validation rows used during training (None: all); "
                                       "the full test split is for evaluation after training")
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps (a smoke or demo run); None: the "
+                                  "epochs decide")
     seed: int = 42
     lora: LoraSpec | None = None
     quantization: QuantizationSpec | None = None
@@ -152,14 +213,7 @@ class TrainingSpec(_Strict):
 
     @model_validator(mode="after")
     def _method_settings_present(self) -> TrainingSpec:
-        needs = {
-            "lora": ["lora"],
-            "qlora": ["lora", "quantization"],
-            "prompt_tuning": ["prompt_tuning"],
-            "dpo": ["preference"],
-            "rlhf": ["rlhf"],
-        }.get(self.method, [])
-        missing = [name for name in needs if getattr(self, name) is None]
+        missing = [name for name in TECHNIQUES[self.method].sections if getattr(self, name) is None]
         if missing:
             raise ValueError(f"method {self.method!r} needs the section(s): {', '.join(missing)}")
         return self
@@ -181,6 +235,8 @@ class EvaluationSpec(_Strict):
     compare_base: bool = True
     max_new_tokens: int = 128
     decoding: Literal["greedy", "sample"] = "greedy"
+    after_training: bool = Field(False, description="A queued run evaluates itself on the test split once trained")
+    max_rows: int | None = Field(None, ge=1, description="Test rows evaluated after training (None: all)")
 
 
 class HardwareSpec(_Strict):
@@ -219,8 +275,7 @@ class TrainingPlan(_Strict):
             )
         if self.technique not in COMPATIBLE_TECHNIQUES[self.approach]:
             raise ValueError(f"technique {self.technique!r} does not fit approach {self.approach!r}")
-        trains = self.technique not in ("none", "api")
-        if trains and self.training is None:
+        if trains(self.technique) and self.training is None:
             raise ValueError(f"technique {self.technique!r} needs a 'training' section")
         if self.training is not None and self.training.method != self.technique:
             raise ValueError(
@@ -233,9 +288,58 @@ class TrainingPlan(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainingPlan:
+        """This plan with fields changed by dotted path (`{"training.lora.r": 32}`, the paths
+        knowledge/hyperparameters.yaml uses), validated as a whole. The one way to change a plan: the chat's
+        settings, `set ...`, the CLI's flags and the worker all come through here, so their errors are the plan's.
+        Raises PlanError naming the field for an unknown path, a section the plan lacks, or an invalid value."""
+        raw = self.model_dump(mode="json")
+        for path, value in overrides.items():
+            _set_path(raw, path, value)
+        try:
+            return TrainingPlan.model_validate(raw)
+        except ValidationError as exc:
+            raise PlanError(f"invalid plan: {plan_problems(exc)}") from None
+
 
 class PlanError(ValueError):
-    """A plan file that cannot be used; the message names the file and the field."""
+    """A plan that cannot be used; the message names the field (and the file, when there is one)."""
+
+
+def plan_problems(exc: ValidationError) -> str:
+    """A validation error as `field.path: message; ...`, the form every plan error takes."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<plan>'}: {err['msg']}" for err in exc.errors())
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class behind a field's annotation (`LoraSpec | None` -> LoraSpec); None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    # Walk the model classes beside the dumped dict: a typo is caught against the schema (not the data), and a
+    # section the plan does not have (training.lora on a full fine-tune) is named instead of created silently.
+    model: type[BaseModel] = TrainingPlan
+    node = raw
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[:depth + 1])
+        if part not in model.model_fields:
+            where = ".".join(parts[:depth]) or "the plan"
+            raise PlanError(f"{here}: unknown field; {where} has: {', '.join(model.model_fields)}")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        section = _section_model(model.model_fields[part].annotation)
+        if section is None:
+            raise PlanError(f"{here}: is a value, not a section; {path} does not exist")
+        if node.get(part) is None:
+            raise PlanError(f"{here}: this plan has no {part} section (technique {raw.get('technique')!r}), so "
+                            f"{path} cannot be set")
+        model, node = section, node[part]
 
 
 def dump_plan(plan: TrainingPlan, path: str | Path) -> Path:
@@ -259,7 +363,4 @@ def load_plan(path: str | Path) -> TrainingPlan:
     try:
         return TrainingPlan.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<plan>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise PlanError(f"{path}: invalid plan: {problems}") from None
+        raise PlanError(f"{path}: invalid plan: {plan_problems(exc)}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -78,3 +80,33 @@ def test_every_detected_layout_is_a_plan_data_format():
     from executor.plan import DataFormat
 
     assert set(FORMATS) <= set(get_args(DataFormat))
+
+
+def test_with_overrides_sets_dotted_paths_and_validates_the_whole_plan():
+    plan = lora_plan()
+    edited = plan.with_overrides({"training.lora.r": 32, "training.learning_rate": "3e-4", "training.max_steps": 5,
+                                  "data.path": "/data/prepared", "evaluation.after_training": True})
+    assert (edited.training.lora.r, edited.training.learning_rate, edited.training.max_steps) == (32, 3e-4, 5)
+    assert (edited.data.path, edited.evaluation.after_training) == ("/data/prepared", True)
+    assert plan.training.lora.r == 8  # a new plan; the original stays as it was
+    # The paths knowledge/hyperparameters.yaml uses, under training.
+    table = Path(__file__).parents[1] / "knowledge" / "hyperparameters.yaml"
+    tuned = yaml.safe_load(table.read_text(encoding="utf-8"))["techniques"]["lora"]["base"]
+    assert plan.with_overrides({f"training.{k}": v for k, v in tuned.items()}).training.lora.alpha == 32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training.lora.rank": 4}, r"training\.lora\.rank: unknown field; training\.lora has: r, alpha"),
+        ({"trainin.epochs": 1}, r"trainin: unknown field; the plan has: schema_version"),
+        ({"training.lora.r": 0}, r"invalid plan: training\.lora\.r: Input should be greater than or equal to 1"),
+        ({"training.epochs": "many"}, r"invalid plan: training\.epochs: Input should be a valid number"),
+        ({"training.quantization.bits": 4}, r"training\.quantization: this plan has no quantization section"),
+        ({"training.epochs.x": 1}, r"training\.epochs: is a value, not a section"),
+        ({"technique": "dpo"}, r"invalid plan: <plan>: .*differs from technique 'dpo'"),
+    ],
+)
+def test_with_overrides_errors_are_the_plans_own(overrides, message):
+    with pytest.raises(PlanError, match=message):
+        lora_plan().with_overrides(overrides)
