@@ -45,16 +45,21 @@ ENGLISH_STOPWORDS = frozenset(
 _CONTRAST_BEFORE = re.compile(
     r"(?:instead of|rather than|cheaper than|faster than|better than|compared (?:to|with)|vs\.?|versus|"
     r"alternative to|replac\w+|move away from|switch(?:ing)? from|as good as|outperform\w*|"
-    r"distill\w* (?:from|of)|(?:outputs?|answers?|responses?|labels?|completions?) (?:from|of|by)|"
+    r"distill\w* (?:from |of )?(?:our|the|their|a)?|"
+    r"(?:outputs?|answers?|responses?|labels?|completions?) (?:from|of|by)|"
     r"generated (?:by|with|using)|labell?ed (?:by|with|using)|teacher)\s+(?:the\s+)?(?:\w+\s+)?$",
     re.I,
 )
 
 
 # Words after a model name that make it the model being replaced: "GPT-4 is too slow and expensive".
+# ... and "GPT-4 outputs", "Claude's answers": the model as the source of data (a teacher), not the one to tune.
 _CONTRAST_AFTER = re.compile(
     r"[\w.-]*\s+(?:is|was|are|were|would be|gets|got|became|has become)\s+(?:\w+\s+)?"
-    r"(?:too|very|prohibitively|far too|way too)\s+(?:slow|expensive|costly|pricey|big|large)",
+    r"(?:too|very|prohibitively|far too|way too)\s+(?:slow|expensive|costly|pricey|big|large)|"
+    # ("answers"/"responses" only after a possessive: "Gemini answers our questions" names the model in use).
+    r"[\w.-]*\s+(?:outputs|generations|completions|annotations|pipeline)\b|"
+    r"[\w.-]*'s\s+(?:outputs|answers|responses|labels|generations|completions)\b",
     re.I,
 )
 

@@ -496,6 +496,27 @@ PHRASINGS = [
     ("rag",
      "how do I stop my bot from hallucinating prices? prices are in a postgres table and change "
      "daily"),
+    # A third set, written before the changes they test.
+    ("rag_fine_tuning",
+     "We run a telecom support bot: answers must come from our network configuration guides, and "
+     "the bot must speak our engineers' terse jargon. We have 6,000 resolved tickets with engineer "
+     "answers."),
+    ("rag_fine_tuning",
+     "Our RAG assistant for tax advisors retrieves the right sections, but the model doesn't "
+     "reason well over them and ignores the output structure advisors need. We have 2,500 worked "
+     "examples from senior advisors."),
+    ("rag",
+     "I want a slack bot that can answer questions about our engineering runbooks. we don't have "
+     "any Q&A data, just the runbooks in a git repo."),
+    ("prompting",
+     "We want an assistant that drafts polite replies to customer complaints. We haven't collected "
+     "examples yet and want to see what's possible quickly."),
+    ("rag",
+     "Our sales team wants to ask about customer account history stored in Salesforce \u2014 deals, "
+     "contacts, last meetings \u2014 in plain English."),
+    ("prompting",
+     "Would fine-tuning help our model follow a JSON schema? It already returns valid JSON 95% of "
+     "the time with a good prompt."),
 ]
 
 
@@ -640,6 +661,27 @@ TECHNIQUE_PHRASINGS = [
     ("fine_tuning", "lora",
      "we want a model that writes SQL for our warehouse schema. we have 4000 question/sql pairs "
      "from our analysts' query logs and the prompted model keeps getting joins wrong"),
+    # A third set, written before the changes they test.
+    ("fine_tuning", "lora",
+     "We need to detect toxic comments in German on our forum. We have 40,000 moderated comments "
+     "with the moderator decision. Must run on our own servers with an L4 GPU."),
+    ("fine_tuning", "qlora",
+     "Can I fine-tune Llama 3.1 70B on a single A100 40GB? I have 12k instruction pairs for "
+     "medical question answering style."),
+    ("fine_tuning", "full",
+     "We have a cluster of 16 A100 80GB and 2 million high-quality instruction examples; we want "
+     "to fully fine-tune a 1B model for our product, every weight."),
+    ("fine_tuning", "api",
+     "We're locked into OpenAI by contract. The model should write SQL against our schema; we "
+     "logged 3,000 correct query examples from analysts."),
+    ("fine_tuning", "lora",
+     "Distill our GPT-4 pipeline into a small model: we have 50k GPT-4 outputs for our "
+     "summarization prompts and want a 1-3B model we can run cheaply on our own GPU (one RTX "
+     "4090)."),
+    ("fine_tuning", "dpo",
+     "Our editors rewrote 5,000 model answers to be better; for each we keep the original model "
+     "answer and the edited one. We want the model to write like the edited versions, on our own "
+     "GPUs."),
 ]
 
 
@@ -724,3 +766,28 @@ def test_continued_pretraining_is_not_from_scratch(advisor):
     assert "continue-an-existing-model" in [r.rule for r in rec.reasons]
     asked = advisor.recommend("Should we continue pretraining Llama or train from scratch on 60 billion tokens?")
     assert "continued_pretraining" not in asked.profile
+
+
+def test_a_teachers_outputs_do_not_make_it_the_model_to_tune(extractor):
+    assert "preferred_model" not in facts(extractor, "We have 50k GPT-4 outputs for our prompts.")
+    assert "preferred_model" not in facts(extractor, "Distill our GPT-4 pipeline into something cheaper.")
+    assert facts(extractor, "We fine-tune GPT-4o on 2,000 replies.")["preferred_model"] == "gpt-4o-2024-08-06"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("Our RAG assistant retrieves the right sections.", "existing_retrieval", True),
+        ("The model doesn't reason well over the retrieved rules.", "specialized_reasoning", True),
+        ("It ignores the output structure our advisors need.", "output_format", "structured"),
+        ("Deals and contacts are stored in Salesforce.", "knowledge_intensive", True),
+        ("It already returns valid JSON 95% of the time.", "prompting_works", True),
+        ("We keep the original model answer and the edited one.", "data_kind", "preference_pairs"),
+    ],
+)
+def test_third_set_of_prose_facts(extractor, text, field, value):
+    assert facts(extractor, text).get(field) == value
+
+
+def test_would_it_help_is_a_question(extractor):
+    assert "training_intent" not in facts(extractor, "Would fine-tuning help our model follow a JSON schema?")
