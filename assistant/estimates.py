@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from executor.plan import TECHNIQUES, TRAINING_TECHNIQUES
+
 if TYPE_CHECKING:
     from assistant.knowledge import GpuInfo, Knowledge, ModelInfo
 
@@ -29,7 +31,6 @@ RUNTIME_OVERHEAD_GB = 1.0
 FLOPS_PER_PARAM_TOKEN = {
     "full": 6.0, "lora": 4.0, "qlora": 5.2, "prompt_tuning": 4.0, "dpo": 12.0, "rlhf": 30.0,
 }
-TRAINING_TECHNIQUES = tuple(FLOPS_PER_PARAM_TOKEN)
 
 
 def lora_trainable_params(model: ModelInfo, r: int) -> float:
@@ -53,19 +54,20 @@ def training_memory_gb(
     if gradient_checkpointing is None:
         gradient_checkpointing = model.params_b >= 1.0
     tokens = micro_batch * seq_len
-    if technique in ("none", "api"):  # inference: weights + KV cache for one batch
+    info = TECHNIQUES[technique]
+    if not info.trains:  # inference: weights + KV cache for one batch
         kv = 2 * layers * h * tokens * 2
         return round((n * 2 + kv) / GB + RUNTIME_OVERHEAD_GB, 1)
     if technique == "full":
         # Sharded across GPUs (FSDP) when there are several.
         state = n * 16 / max(gpu_count, 1)
     else:
-        weights = n * (0.55 if technique == "qlora" else 2.0)
-        trainable = lora_trainable_params(model, lora_r) if technique != "prompt_tuning" else 20 * h
+        weights = n * (0.55 if info.quantized else 2.0)
+        trainable = 20 * h if info.prompt_adapter else lora_trainable_params(model, lora_r)
         state = weights + trainable * 16
         if technique == "rlhf":
             state += n * 2  # the reward model
-    sequences = 2 if technique in ("dpo", "rlhf") else 1
+    sequences = 2 if info.needs_preference_data else 1
     per_layer = (2 if gradient_checkpointing else 34) * h * tokens * sequences
     activations = per_layer * layers + (34 * h * tokens * sequences if gradient_checkpointing else 0)
     logits = tokens * sequences * vocab * 4 * 2

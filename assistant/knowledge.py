@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from executor.plan import COMPATIBLE_TECHNIQUES
+from executor.plan import TECHNIQUES as TECHNIQUE_TABLE
 
 APPROACHES = tuple(COMPATIBLE_TECHNIQUES)
-TECHNIQUES = ("none", "lora", "qlora", "full", "prompt_tuning", "dpo", "rlhf", "api")
+TECHNIQUES = tuple(TECHNIQUE_TABLE)  # the names rules, catalogs and hyperparameters may use
 
 
 class KnowledgeError(ValueError):

@@ -29,6 +29,7 @@ from assistant.rules import Decision, RulesEngine
 from assistant.semantic import default_extractor
 from assistant.sizing import chinchilla_model, right_sized
 from executor.plan import (
+    TECHNIQUES,
     DataSpec,
     EstimateSpec,
     EvaluationSpec,
@@ -38,6 +39,7 @@ from executor.plan import (
     SplitSpec,
     TrainingPlan,
     TrainingSpec,
+    trains,
 )
 
 MAX_TEXT_CHARS = 200_000  # longer descriptions are read up to here; the rest is reported, not lost silently
@@ -244,7 +246,7 @@ class Advisor:
         model, model_why = choose_base_model(facts, decision.approach, decision.technique, kn)
         examples = facts.get("example_count")
         train = None
-        if decision.technique not in ("none", "api"):
+        if trains(decision.technique):
             train = training_spec(decision.technique, decision.approach, examples, facts.get("has_gpu"), kn)
             if facts.get("has_gpu") and model.params_b:
                 train = fit_micro_batch(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1)
@@ -384,7 +386,7 @@ class Advisor:
         task = ev["by_task_type"].get(facts.get("task_type") or "")
         if task:
             steps.append(task["note"])
-        if decision.technique in ("dpo", "rlhf"):
+        if TECHNIQUES[decision.technique].needs_preference_data:
             steps += ev["preference_techniques"]
         return steps
 
@@ -400,7 +402,7 @@ class Advisor:
             "from_scratch": ["zero_shot"],
         }[decision.approach]
         metrics = ["perplexity", *task.get("metrics", ["task_accuracy"])]
-        if decision.technique in ("dpo", "rlhf"):
+        if TECHNIQUES[decision.technique].needs_preference_data:
             metrics.append("preference")
         has_gpu = facts.get("has_gpu")
         source = model.source if model.source != "hub" else "hub"

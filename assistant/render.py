@@ -8,12 +8,12 @@ from rich.panel import Panel
 from rich.table import Table
 
 from assistant.recommend import Recommendation
+from executor.plan import TECHNIQUES
 
 LABELS = {
     "prompting": "Prompting", "rag": "RAG (retrieval-augmented generation)", "fine_tuning": "Fine-tuning",
     "rag_fine_tuning": "RAG + fine-tuning", "from_scratch": "Training from scratch",
-    "full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "prompt_tuning": "prompt tuning",
-    "dpo": "DPO", "rlhf": "RLHF (reward model + GRPO)", "api": "hosted API fine-tuning", "none": "no training",
+    **{name: info.label for name, info in TECHNIQUES.items()},
 }
 
 

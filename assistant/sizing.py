@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assistant.estimates import fits
+from executor.plan import TRAINING_TECHNIQUES, trains
 
 if TYPE_CHECKING:
     from assistant.knowledge import Knowledge, ModelInfo
@@ -62,7 +63,7 @@ def wanted_tags(facts: dict[str, Any]) -> set[str]:
 def open_models(knowledge: Knowledge, technique: str) -> list[ModelInfo]:
     return [
         m for m in knowledge.models.values()
-        if m.source != "api" and m.params_b and (technique in ("none", "api") or technique in m.methods)
+        if m.source != "api" and m.params_b and (not trains(technique) or technique in m.methods)
     ]
 
 
@@ -92,8 +93,6 @@ def band_fits(facts: dict[str, Any], knowledge: Knowledge) -> list[str] | None:
     gpu_gb = facts.get("gpu_memory_gb")
     if gpu_gb is None or not facts.get("has_gpu"):
         return None
-    from assistant.estimates import TRAINING_TECHNIQUES
-
     band = size_band(facts, knowledge)
     gpu_count = facts.get("gpu_count") or 1
     out = []

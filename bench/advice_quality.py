@@ -33,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from executor.plan import COMPATIBLE_TECHNIQUES, TECHNIQUES  # noqa: E402 (importable once ROOT is on the path)
+
 CASES = ROOT / "bench" / "advice_cases.jsonl"
 HELDOUT_SALT = "tunewise-advice-heldout-v1"
-APPROACHES = ("prompting", "rag", "fine_tuning", "rag_fine_tuning", "from_scratch")
-TRAINING_TECHNIQUES = ("full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api")
+APPROACHES = tuple(COMPATIBLE_TECHNIQUES)
 TEXT_LIMIT = 800
 BINS = 5
 
@@ -100,7 +101,7 @@ def evaluate(advisor, cases: list[dict]) -> list[dict]:
     for case in cases:
         rec = advisor.recommend(case["text"])
         expert = case["expert"]
-        named = expert.get("technique") in TRAINING_TECHNIQUES
+        named = expert.get("technique") in TECHNIQUES and expert["technique"] != "none"
         rows.append({
             "id": case["id"],
             "expert_approach": expert["approach"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from assistant.recommend import Recommendation
 from assistant.render import LABELS
+from executor.plan import trains
 
 CITATIONS_SHOWN = 12  # rule citations come first; retrieval adds three
 
@@ -55,7 +56,7 @@ def summary(rec: Recommendation) -> str:
     first = first[0].lower() + first[1:]
     text = (f"I recommend {option_name(rec.approach, rec.technique)} on {rec.base_model_info['name']}, "
             f"mainly because {first}.")
-    if rec.technique not in ("none", "api") and rec.estimates.get("train_hours") is not None:
+    if trains(rec.technique) and rec.estimates.get("train_hours") is not None:
         text += (f" Training should need about {memory(rec.estimates)} of memory and take "
                  f"{hours(rec.estimates['train_hours'])} on {rec.estimates['hardware']}.")
     if rec.confidence_label == "low":

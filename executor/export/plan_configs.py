@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from executor.plan import TrainingPlan
+from executor.plan import TECHNIQUES, TrainingPlan
 
 TOOLS = ("axolotl", "llamafactory")
 UNSUPPORTED = {
@@ -145,8 +145,10 @@ def to_axolotl(plan: TrainingPlan, data: str | Path | None = None, output_dir: s
                               "chat_template": "tokenizer_default"}
     if plan.technique == "dpo":
         config |= {"rl": "dpo", "rl_beta": plan.training.preference.beta}
-    lora = t.lora if plan.technique in ("lora", "qlora") or (plan.technique == "dpo" and t.lora) else None
-    if plan.technique == "qlora":
+    # Axolotl trains DPO with or without LoRA, and has no RLHF of ours (refused above).
+    info = TECHNIQUES[plan.technique]
+    lora = t.lora if info.lora == "always" or (plan.technique == "dpo" and t.lora) else None
+    if info.quantized:
         config |= {"adapter": "qlora", "load_in_4bit": True}
     elif lora is not None:
         config |= {"adapter": "lora"}
@@ -181,7 +183,7 @@ def to_axolotl(plan: TrainingPlan, data: str | Path | None = None, output_dir: s
     if validation is not None and t.early_stopping_patience:
         config |= {"early_stopping_patience": t.early_stopping_patience, "load_best_model_at_end": True,
                    "metric_for_best_model": "eval_loss", "greater_is_better": False}
-    if t.quantization is not None and plan.technique == "qlora":
+    if t.quantization is not None and TECHNIQUES[plan.technique].quantized:
         config["bnb_config_kwargs"] = {"bnb_4bit_quant_type": t.quantization.quant_type,
                                        "bnb_4bit_use_double_quant": t.quantization.double_quant}
     return config
@@ -226,14 +228,14 @@ def to_llamafactory(plan: TrainingPlan, data: str | Path | None = None, output_d
         "do_train": True,
         "finetuning_type": "full" if plan.technique == "full" else "lora",
     }
-    lora = t.lora if plan.technique in ("lora", "qlora", "dpo") else None
+    lora = t.lora if TECHNIQUES[plan.technique].lora == "always" or plan.technique == "dpo" else None
     if lora is not None:
         linear, modules = _lora_targets(lora.target_modules)
         config |= {"lora_rank": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
                    "lora_target": "all" if linear else ",".join(modules)}
     elif plan.technique == "dpo":
         config["finetuning_type"] = "full"
-    if plan.technique == "qlora":
+    if TECHNIQUES[plan.technique].quantized:
         q = t.quantization
         config |= {"quantization_bit": q.bits, "quantization_method": "bnb", "quantization_type": q.quant_type,
                    "double_quantization": q.double_quant}

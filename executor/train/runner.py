@@ -17,13 +17,13 @@ from typing import Any
 
 from executor.models.loader import Placement, choose_placement, tiny_llama
 from executor.models.registry import ModelError, catalog, resolve
-from executor.plan import TrainingPlan, dump_plan
+from executor.plan import TECHNIQUES, TrainingPlan, dump_plan
 from executor.train.common import RunContext, write_result
 from executor.train.data import DataDirError, find_splits, read_split
 from executor.train.distributed import is_main_process
 
-SFT_TECHNIQUES = ("full", "lora", "qlora", "prompt_tuning")
-PREFERENCE_TECHNIQUES = ("dpo", "rlhf")
+SFT_TECHNIQUES = tuple(n for n, i in TECHNIQUES.items() if i.family == "sft")
+PREFERENCE_TECHNIQUES = tuple(n for n, i in TECHNIQUES.items() if i.family == "preference")
 DRY_RUN_STEPS = 3
 
 

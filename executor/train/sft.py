@@ -21,10 +21,9 @@ from typing import Any
 from executor.models.end_of_turn import set_generation_stop
 from executor.models.loader import load_causal_lm
 from executor.models.registry import load_tokenizer
+from executor.plan import TECHNIQUES, uses_lora
 from executor.train.common import RunContext, resume_point, standard_callbacks, trainer_arguments
 from executor.train.data import PadCollator, find_splits, read_split, sft_features
-
-ADAPTER_TECHNIQUES = ("lora", "qlora", "prompt_tuning")
 
 
 def load_rows(ctx: RunContext) -> dict[str, list[dict[str, Any]]]:
@@ -45,10 +44,10 @@ def peft_config(ctx: RunContext, tokenizer):
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
     t = ctx.plan.training
-    if ctx.plan.technique in ("lora", "qlora", "dpo", "rlhf") and t.lora is not None:
+    if uses_lora(ctx.plan.technique, t.lora) and t.lora is not None:
         return LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                           target_modules=t.lora.target_modules, task_type=TaskType.CAUSAL_LM)
-    if ctx.plan.technique == "prompt_tuning":
+    if TECHNIQUES[ctx.plan.technique].prompt_adapter:
         pt = t.prompt_tuning
         if pt.kind == "prefix":
             return PrefixTuningConfig(num_virtual_tokens=pt.num_virtual_tokens, task_type=TaskType.CAUSAL_LM)
@@ -64,7 +63,7 @@ def peft_config(ctx: RunContext, tokenizer):
 def build_model(ctx: RunContext, tokenizer):
     """The base model (or the stand-in for dry runs and tests), with the plan's adapter attached."""
     plan = ctx.plan
-    quantization = plan.training.quantization if plan.technique == "qlora" else None
+    quantization = plan.training.quantization if TECHNIQUES[plan.technique].quantized else None
     if ctx.model_factory is not None:
         model = ctx.model_factory(tokenizer)
         set_generation_stop(model, tokenizer)
@@ -203,7 +202,7 @@ def _tokenizer_name(plan) -> str | None:
 
 def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str, Any]:
     plan = ctx.plan
-    adapter = plan.technique in ADAPTER_TECHNIQUES or plan.technique in ("dpo", "rlhf") and plan.training.lora
+    adapter = TECHNIQUES[plan.technique].prompt_adapter or uses_lora(plan.technique, plan.training.lora)
     target = ctx.run_dir / ("adapter" if adapter else "model")
     sharded = getattr(trainer, "is_fsdp_enabled", False)
     if sharded:
@@ -224,7 +223,7 @@ def save_outputs(ctx: RunContext, trainer, tokenizer, output, rows) -> dict[str,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "weights": target.name,
     }
-    if plan.technique in ("lora", "qlora") or (plan.technique in ("dpo", "rlhf") and plan.training.lora):
+    if uses_lora(plan.technique, plan.training.lora):
         result["merged"] = merge_lora(ctx, target, tokenizer)
     return result
 

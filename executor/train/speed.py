@@ -31,11 +31,13 @@ from typing import Any
 
 from transformers import Trainer
 
+from executor.plan import TECHNIQUES
 from executor.train.data import IGNORE_INDEX
 
 SWITCHES = ("varlen_attention", "fused_kernels", "fused_lora", "chunked_loss", "auto_micro_batch", "compile")
 ENV_OFF = "TUNEWISE_SPEED_OFF"
-PACKED_TECHNIQUES = ("full", "lora", "qlora")
+# Supervised techniques whose rows can be packed (prompt tuning prepends virtual tokens to every example).
+PACKED_TECHNIQUES = tuple(n for n, i in TECHNIQUES.items() if i.family == "sft" and not i.prompt_adapter)
 MAX_MICRO_BATCH_TOKENS = 65_536  # past this a bigger micro-batch no longer runs faster on an H200
 
 
@@ -101,11 +103,12 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     if speed.fused_kernels == "on" and not s.fused_kernels and "fused_kernels" not in off:
         s.notes.append("fused_kernels: liger-kernel is not installed or there is no GPU (pip install "
                        "'tunewise[gpu]'); plain PyTorch ops used")
-    s.fused_lora = plan.technique in ("lora", "qlora") and wanted("fused_lora")
+    s.fused_lora = TECHNIQUES[plan.technique].lora == "always" and wanted("fused_lora")
     s.chunked_loss = not s.fused_kernels and wanted("chunked_loss")
     s.auto_micro_batch = wanted("auto_micro_batch", auto=on_gpu) and speed.micro_batch_tokens is None
     # Compile was measured for bf16 full and LoRA runs; through bitsandbytes' 4-bit layers it is untested: opt-in.
-    s.compile = wanted("compile", auto=on_gpu and plan.technique in ("full", "lora"))
+    s.compile = wanted("compile", auto=on_gpu and plan.technique in PACKED_TECHNIQUES
+                       and not TECHNIQUES[plan.technique].quantized)
     s.micro_batch_tokens = speed.micro_batch_tokens
     return s
 
