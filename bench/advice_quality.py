@@ -36,6 +36,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from executor.plan import COMPATIBLE_TECHNIQUES, TECHNIQUES  # noqa: E402 (importable once ROOT is on the path)
 
 CASES = ROOT / "bench" / "advice_cases.jsonl"
+# Collected in session 5 after that session's rule changes, by someone who did not run the advisor on them;
+# measured as they are, never used to develop a rule: a second, later held-out set.
+FRESH = ROOT / "bench" / "advice_cases_fresh.jsonl"
 HELDOUT_SALT = "tunewise-advice-heldout-v1"
 APPROACHES = tuple(COMPATIBLE_TECHNIQUES)
 TEXT_LIMIT = 800
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=Path, default=CASES)
     parser.add_argument("--misses", choices=["dev", "heldout"], help="print that part's disagreements")
+    parser.add_argument("--fresh", type=Path, default=FRESH,
+                        help="a later held-out set, reported in its own column ('' to skip)")
     parser.add_argument("--json", type=Path, help="write per-case rows and the summaries here")
     parser.add_argument("--fit-calibration", action="store_true",
                         help="fit knowledge/calibration.yaml on the development part, then measure")
@@ -195,13 +200,20 @@ def main(argv: list[str] | None = None) -> int:
             "dev": [r for r in rows if r["id"] not in held],
             "heldout": [r for r in rows if r["id"] in held],
         }
+    if args.fresh and args.fresh.is_file():
+        fresh = load_cases(args.fresh)
+        by_id |= {c["id"]: c for c in fresh}
+        parts["fresh"] = evaluate(advisor, fresh)
+        rows += parts["fresh"]
     summaries = {name: summarize(part, majority, by_id) for name, part in parts.items()}
     keys = list(summaries["dev"])
-    print(f"{len(cases)} cases ({len(parts['dev'])} development, {len(parts['heldout'])} held out), "
+    fresh_note = f", {len(parts['fresh'])} fresh" if "fresh" in parts else ""
+    print(f"{len(cases)} cases ({len(parts['dev'])} development, {len(parts['heldout'])} held out){fresh_note}, "
           f"{elapsed:.1f} s")
-    print(f"{'':24}{'development':>14}{'held-out':>14}")
+    titles = {"dev": "development", "heldout": "held-out", "fresh": "fresh"}
+    print(f"{'':24}" + "".join(f"{titles[name]:>14}" for name in summaries))
     for key in keys:
-        print(f"{key:24}{_fmt(summaries['dev'][key]):>14}{_fmt(summaries['heldout'][key]):>14}")
+        print(f"{key:24}" + "".join(f"{_fmt(summary[key]):>14}" for summary in summaries.values()))
     if args.misses:
         print(f"\n{args.misses} disagreements:")
         for r in parts[args.misses]:
