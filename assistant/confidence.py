@@ -11,48 +11,20 @@ the interview asks before it answers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from assistant.knowledge import FEATURES, Calibration
+
 if TYPE_CHECKING:
     from assistant.rules import Decision
 
-FEATURES = ("margin", "known_facts", "open_questions")
 CLIPS = {"margin": 6.0, "known_facts": 10.0, "open_questions": 15.0}
 NOTHING_KNOWN_CAP = 0.2
 NOT_DECISION_FACTS = ("language", "domain", "mentions_documents")
 MAX_QUESTIONS_BEFORE_ANSWER = 3
-
-
-@dataclass(frozen=True)
-class Calibration:
-    bias: float
-    weights: dict[str, float]
-    ask_below: float
-    fitted_on: str = ""
-
-    @classmethod
-    def load(cls, root: Path) -> Calibration:
-        path = root / "calibration.yaml"
-        if not path.exists():  # an older knowledge folder: a neutral model that never claims certainty
-            return cls(0.0, dict.fromkeys(FEATURES, 0.0), 0.5)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        weights = raw.get("weights") or {}
-        unknown = set(weights) - set(FEATURES)
-        if unknown:
-            from assistant.knowledge import KnowledgeError
-
-            raise KnowledgeError(f"{path}: field 'weights': unknown feature(s) {sorted(unknown)}; "
-                                 f"use {list(FEATURES)}")
-        return cls(float(raw.get("bias", 0.0)), {f: float(weights.get(f, 0.0)) for f in FEATURES},
-                   float(raw.get("ask_below", 0.5)), str(raw.get("fitted_on", "")))
-
-    def probability(self, features: dict[str, float]) -> float:
-        z = self.bias + sum(self.weights[f] * features[f] for f in FEATURES)
-        return 1.0 / (1.0 + math.exp(-z))
 
 
 def decision_features(decision: Decision, known_facts: int, open_questions: int) -> dict[str, float]:

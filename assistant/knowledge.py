@@ -7,6 +7,7 @@ raises `KnowledgeError` naming the file, the entry (rule id, model id, ...) and 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from assistant.profile import DERIVED_FIELDS, UseCaseProfile  # the fields rules and questions may name
 from executor.plan import COMPATIBLE_TECHNIQUES
 from executor.plan import TECHNIQUES as TECHNIQUE_TABLE
 
@@ -266,6 +268,40 @@ def _entry_name(entry: Any, index: int, key: str = "id") -> str:
     return str(entry.get(key)) if isinstance(entry, dict) and entry.get(key) else f"#{index + 1}"
 
 
+# --------------------------------------------------------------------------- confidence calibration
+
+# The features of assistant/confidence.py's logistic model; calibration.yaml may weigh only these.
+FEATURES = ("margin", "known_facts", "open_questions")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The logistic model of assistant/confidence.py, read from knowledge/calibration.yaml."""
+
+    bias: float
+    weights: dict[str, float]
+    ask_below: float
+    fitted_on: str = ""
+
+    @classmethod
+    def load(cls, root: Path) -> Calibration:
+        path = root / "calibration.yaml"
+        if not path.exists():  # an older knowledge folder: a neutral model that never claims certainty
+            return cls(0.0, dict.fromkeys(FEATURES, 0.0), 0.5)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        weights = raw.get("weights") or {}
+        unknown = set(weights) - set(FEATURES)
+        if unknown:
+            raise KnowledgeError(f"{path}: field 'weights': unknown feature(s) {sorted(unknown)}; "
+                                 f"use {list(FEATURES)}")
+        return cls(float(raw.get("bias", 0.0)), {f: float(weights.get(f, 0.0)) for f in FEATURES},
+                   float(raw.get("ask_below", 0.5)), str(raw.get("fitted_on", "")))
+
+    def probability(self, features: dict[str, float]) -> float:
+        z = self.bias + sum(self.weights[f] * features[f] for f in FEATURES)
+        return 1.0 / (1.0 + math.exp(-z))
+
+
 # --------------------------------------------------------------------------- the knowledge base
 
 
@@ -286,7 +322,7 @@ class Knowledge:
     hyperparameters: dict[str, Any]
     playbook: dict[str, Any]
     sizing: dict[str, Any] = field(default_factory=dict)
-    calibration: Any = None  # assistant.confidence.Calibration
+    calibration: Calibration | None = None
     derived_fields: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -303,10 +339,6 @@ class Knowledge:
 
 
 def load_knowledge(root: str | Path | None = None) -> Knowledge:
-    from assistant.confidence import Calibration
-    from assistant.profile import UseCaseProfile  # the profile defines which fields rules may name
-    from assistant.rules import DERIVED_FIELDS
-
     root = Path(root) if root else default_knowledge_dir()
     if not root.is_dir():
         raise KnowledgeError(f"{root}: knowledge folder not found")

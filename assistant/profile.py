@@ -15,6 +15,20 @@ T = TypeVar("T")
 
 Source = Literal["unknown", "text", "user", "llm", "default"]
 
+# Facts computed from the profile (and the model catalog) that rules may name like profile fields; the rules
+# engine derives them (assistant/rules.derive), the knowledge loader checks rules.yaml against them.
+DERIVED_FIELDS = (
+    "has_gpu",
+    "total_gpu_memory_gb",
+    "has_training_data",
+    "custom_behaviour",
+    "preferred_params_b",
+    "preferred_fits",
+    "preferred_family",
+    "band_fits",
+    "narrow_task",
+)
+
 DataKind = Literal[
     "none", "unlabeled_docs", "instruction_pairs", "chat_logs", "labeled_classes", "preference_pairs"
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from assistant.estimates import techniques_that_fit
+from assistant.sizing import band_fits
 from executor.plan import COMPATIBLE_TECHNIQUES
 
 if TYPE_CHECKING:
@@ -21,24 +23,8 @@ APPROACH_ORDER = tuple(COMPATIBLE_TECHNIQUES)  # cheapest first: prompting, rag,
 
 TRAINING_DATA_KINDS = ("instruction_pairs", "chat_logs", "labeled_classes", "preference_pairs")
 
-# Facts computed from the profile (and the model catalog) that rules may name like profile fields.
-DERIVED_FIELDS = (
-    "has_gpu",
-    "total_gpu_memory_gb",
-    "has_training_data",
-    "custom_behaviour",
-    "preferred_params_b",
-    "preferred_fits",
-    "preferred_family",
-    "band_fits",
-    "narrow_task",
-)
-
 
 def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
-    from assistant.estimates import techniques_that_fit
-    from assistant.sizing import band_fits
-
     facts = dict(values)
     gpu_mem, gpu_count = values.get("gpu_memory_gb"), values.get("gpu_count")
     if gpu_mem is not None:
