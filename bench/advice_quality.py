@@ -160,7 +160,8 @@ def _fmt(value) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=Path, default=CASES)
-    parser.add_argument("--misses", choices=["dev", "heldout"], help="print that part's disagreements")
+    parser.add_argument("--misses", choices=["dev", "heldout", "fresh_dev", "fresh_heldout"],
+                        help="print that part's disagreements")
     parser.add_argument("--fresh", type=Path, default=FRESH,
                         help="a later held-out set, reported in its own column ('' to skip)")
     parser.add_argument("--json", type=Path, help="write per-case rows and the summaries here")
@@ -201,16 +202,22 @@ def main(argv: list[str] | None = None) -> int:
             "heldout": [r for r in rows if r["id"] in held],
         }
     if args.fresh and args.fresh.is_file():
+        # Split by the same rule as the first set, fixed (and committed) before any of its misses was read:
+        # rules may be developed on fresh_dev; fresh_heldout is measured only.
         fresh = load_cases(args.fresh)
         by_id |= {c["id"]: c for c in fresh}
-        parts["fresh"] = evaluate(advisor, fresh)
-        rows += parts["fresh"]
+        fresh_held = heldout_ids(fresh)
+        fresh_rows = evaluate(advisor, fresh)
+        parts["fresh_dev"] = [r for r in fresh_rows if r["id"] not in fresh_held]
+        parts["fresh_heldout"] = [r for r in fresh_rows if r["id"] in fresh_held]
+        rows += fresh_rows
     summaries = {name: summarize(part, majority, by_id) for name, part in parts.items()}
     keys = list(summaries["dev"])
-    fresh_note = f", {len(parts['fresh'])} fresh" if "fresh" in parts else ""
+    fresh_note = (f", fresh {len(parts['fresh_dev'])} development + {len(parts['fresh_heldout'])} held out"
+                  if "fresh_dev" in parts else "")
     print(f"{len(cases)} cases ({len(parts['dev'])} development, {len(parts['heldout'])} held out){fresh_note}, "
           f"{elapsed:.1f} s")
-    titles = {"dev": "development", "heldout": "held-out", "fresh": "fresh"}
+    titles = {"dev": "development", "heldout": "held-out", "fresh_dev": "fresh dev", "fresh_heldout": "fresh held"}
     print(f"{'':24}" + "".join(f"{titles[name]:>14}" for name in summaries))
     for key in keys:
         print(f"{key:24}" + "".join(f"{_fmt(summary[key]):>14}" for summary in summaries.values()))
