@@ -1,20 +1,23 @@
-"""The `tunewise` command line. Heavy imports (torch, chroma) happen inside commands, so --help is fast.
+"""The `tunewise` command line: the advisor's `recommend`, the executor's commands and the chat's `users`.
 
     tunewise recommend "TEXT"                  readable recommendation
     tunewise recommend "TEXT" --json           one JSON object
     tunewise recommend --jsonl - < in.jsonl    one JSON line per {"id": ..., "text": ...} input line
     tunewise recommend "TEXT" --plan-out plan.yaml
+
+This module only mounts commands, so it is the one module above the advisor, the chat and the executor
+(tests/test_imports.py): it may import all three and none imports it. Heavy imports (torch, chroma) happen
+inside the commands, so --help is fast.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
-from typing import Annotated
-
 import typer
+
+from assistant.chat.users_cli import users_app
+from assistant.recommend_cli import recommend
+from executor.cli import data_app, eval_command, runs_app, train_command, worker_command
+from executor.export.cli import export_command, plan_app, serve_command
 
 app = typer.Typer(
     name="tunewise",
@@ -30,145 +33,16 @@ def main() -> None:
     """Tunewise command line."""
 
 
-def _mount_executor_commands() -> None:
-    from assistant.chat.users_cli import users_app
-    from executor.cli import data_app, eval_command, runs_app, train_command, worker_command
-
-    app.add_typer(data_app, name="data")
-    app.add_typer(runs_app, name="runs")
-    app.command("worker")(worker_command)
-    app.command("train")(train_command)
-    app.command("eval")(eval_command)
-    app.add_typer(users_app, name="users")
-    from executor.export.cli import export_command, plan_app, serve_command
-
-    app.command("export")(export_command)
-    app.command("serve")(serve_command)
-    app.add_typer(plan_app, name="plan")
-
-
-_mount_executor_commands()
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
-
-
-def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
-    from assistant.knowledge import KnowledgeError, load_knowledge
-    from assistant.recommend import Advisor
-
-    _quiet_libraries()
-    try:
-        kn = load_knowledge(knowledge)
-    except KnowledgeError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    chosen = None
-    if extractor == "regex":
-        from assistant.extract import RegexExtractor
-
-        chosen = RegexExtractor(kn)
-    if extractor in ("llm", "auto"):
-        from assistant.extract import RegexExtractor
-        from assistant.llm_extract import LLMExtractor, available_provider
-
-        if extractor == "llm" and available_provider() is None:
-            typer.secho("error: --extractor llm needs OPENAI_API_KEY or ANTHROPIC_API_KEY", fg="red", err=True)
-            raise typer.Exit(2)
-        if available_provider() is not None:
-            from assistant.semantic import default_extractor
-
-            chosen = LLMExtractor(default_extractor(kn))
-    return Advisor(kn, extractor=chosen, index="auto" if retrieval else None)
-
-
-@app.command()
-def recommend(
-    text: Annotated[str | None, typer.Argument(help="Your use case in plain words.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    jsonl: Annotated[
-        str | None,
-        typer.Option(
-            "--jsonl", help="Read JSON lines {\"id\", \"text\"} from FILE ('-' = stdin); write one line each."
-        ),
-    ] = None,
-    plan_out: Annotated[Path | None, typer.Option("--plan-out", help="Write the training plan (YAML).")] = None,
-    extractor: Annotated[
-        str, typer.Option(help="Profile extractor: semantic (offline keywords + meaning, default), regex "
-                               "(keywords only), llm (needs an API key), auto.")
-    ] = os.environ.get("TUNEWISE_EXTRACTOR", "semantic"),
-    knowledge: Annotated[Path | None, typer.Option(help="Knowledge folder (default: the bundled one).")] = None,
-    retrieval: Annotated[bool, typer.Option(help="Cite retrieved guidance (local Chroma index).")] = True,
-) -> None:
-    """Recommend prompting, RAG, fine-tuning or RAG+LoRA for a use case, with reasons, citations and a plan."""
-    if extractor not in ("semantic", "regex", "llm", "auto"):
-        raise typer.BadParameter("use semantic, regex, llm or auto", param_hint="--extractor")
-    if jsonl is not None:
-        if text is not None or plan_out is not None:
-            raise typer.BadParameter("--jsonl reads its texts from the input; drop TEXT and --plan-out")
-        raise typer.Exit(_recommend_jsonl(jsonl, _advisor(extractor, knowledge, retrieval)))
-    if text is None:
-        if sys.stdin.isatty():
-            raise typer.BadParameter("give TEXT, or --jsonl FILE", param_hint="TEXT")
-        text = sys.stdin.read()
-    advisor = _advisor(extractor, knowledge, retrieval)
-    rec = advisor.recommend(text)
-    if plan_out is not None:
-        from executor.plan import dump_plan
-
-        dump_plan(rec.plan, plan_out)
-    if as_json:
-        sys.stdout.write(json.dumps(rec.to_json_dict(), ensure_ascii=False) + "\n")
-    else:
-        from assistant.render import print_recommendation
-
-        print_recommendation(rec)
-        if plan_out is not None:
-            typer.echo(f"Plan written to {plan_out}")
-
-
-def _recommend_jsonl(source: str, advisor) -> int:
-    """One output line per input line; a bad line gets an error line naming it. Exit 1 if any failed."""
-    try:
-        stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        typer.secho(f"error: cannot read {source}: {exc.strerror}", fg="red", err=True)
-        return 2
-    done = rejected = 0
-    try:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            record_id = None
-            try:
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    raise ValueError("expected a JSON object")
-                record_id = record.get("id")
-                text = record.get("text")
-                if not isinstance(text, str):
-                    raise ValueError("field 'text' is missing or not a string")
-                out = {"id": record_id, **advisor.recommend(text).to_json_dict()}
-                done += 1
-            except (ValueError, json.JSONDecodeError) as exc:
-                out = {"id": record_id, "error": f"{source}:{lineno}: {exc}"}
-                rejected += 1
-            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-    print(f"{done} recommended, {rejected} rejected", file=sys.stderr)
-    return 1 if rejected else 0
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+app.command("worker")(worker_command)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.add_typer(users_app, name="users")
+app.command("export")(export_command)
+app.command("serve")(serve_command)
+app.add_typer(plan_app, name="plan")
+app.command("recommend")(recommend)
 
 
 if __name__ == "__main__":  # pragma: no cover

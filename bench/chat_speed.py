@@ -76,10 +76,10 @@ def turn_times(rounds: int) -> dict[str, list[float]]:
     os.environ.setdefault("TUNEWISE_USERS", "bench:bench-password")
     from test_scenarios import SCENARIOS
 
-    from assistant.cli import _quiet_libraries
+    from assistant.quiet import quiet_libraries
     from assistant.recommend import Advisor
 
-    _quiet_libraries()
+    quiet_libraries()
     import chainlit.config
 
     chainlit.config.FILES_DIRECTORY = Path(os.environ["TUNEWISE_HOME"]) / "files"
@@ -144,12 +144,12 @@ def demo_loop(rows: int = 200) -> None:
     from assistant.chat import data_upload, launch, results
     from assistant.chat.backends import make_backend
     from assistant.chat.conversation import Conversation
-    from assistant.cli import _quiet_libraries
+    from assistant.quiet import quiet_libraries
     from assistant.recommend import Advisor
     from executor.runs.store import RunStore
     from executor.runs.worker import Worker
 
-    _quiet_libraries()
+    quiet_libraries()
     advisor = Advisor()
     conv = Conversation(advisor, make_backend("offline", advisor.knowledge))
     conv.handle_text("We want a model that answers customer questions about their orders in our house style. "

@@ -38,10 +38,10 @@ def main() -> None:
 
     from test_scenarios import SCENARIOS
 
-    from assistant.cli import _quiet_libraries
+    from assistant.quiet import quiet_libraries
     from assistant.recommend import Advisor
 
-    _quiet_libraries()
+    quiet_libraries()
     start = time.perf_counter()
     advisor = Advisor()
     texts = [s[1] for s in SCENARIOS]

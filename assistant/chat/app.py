@@ -39,10 +39,10 @@ _playgrounds: dict[str, playground.Playground] = {}
 
 def _build_advisor() -> None:
     try:
-        from assistant.cli import _quiet_libraries
+        from assistant.quiet import quiet_libraries
         from assistant.recommend import Advisor
 
-        _quiet_libraries()
+        quiet_libraries()
         built = Advisor()
         if not _advisor.done():
             _advisor.set_result(built)
