@@ -19,7 +19,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from executor.train.data import IGNORE_INDEX  # the label data.py gives tokens the loss skips
+
 VARLEN_ATTENTION = "tunewise_varlen"  # the name the attention function is registered under in transformers
 LOSS_CHUNK_TOKENS = 4096  # 4,096 tokens x 49,152 vocabulary x 4 bytes = 0.8 GB of fp32 logits at a time
 
