@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assistant.chat.uploads import UploadError  # one error for every upload problem
+
 ACCEPTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 ACCEPT_MIME = {  # for Chainlit's upload widgets: the browser filters by MIME type and extension
     "application/jsonl": [".jsonl"], "application/json": [".json"], "text/csv": [".csv"],
@@ -23,10 +25,6 @@ ACCEPT_MIME = {  # for Chainlit's upload widgets: the browser filters by MIME ty
 }
 REJECT_EXAMPLES = 3
 REVIEW_SHOWN = 5
-
-
-class UploadError(ValueError):
-    """An upload that cannot be prepared; the message says why and what is accepted."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
 
 
 class UploadError(ValueError):
-    """An upload that cannot be stored; the message names the file and why."""
+    """An upload that cannot be stored or prepared; the message names the file, why, and what is accepted."""
 
 
 def user_identifier(user: Any) -> str:
