@@ -791,3 +791,21 @@ def test_third_set_of_prose_facts(extractor, text, field, value):
 
 def test_would_it_help_is_a_question(extractor):
     assert "training_intent" not in facts(extractor, "Would fine-tuning help our model follow a JSON schema?")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("I want the model to use our own documents when it answers.", "knowledge_intensive", True),
+        ("We put the relevant chunks of the manual into the prompt.", "knowledge_intensive", True),
+        ("We trained a model on the civil code and court verdicts.", "knowledge_intensive", True),
+        ("After fine-tuning Pythia (1B) it is “hallucinating” names.", "tuning_fell_short", True),
+        ("Our fine-tuned bot sounds great but is often factually wrong.", "tuning_fell_short", True),
+        ("It occasionally makes formatting mistakes.", "prompting_works", True),
+        ("The big model is slow and much more expensive.", "cost_per_request_matters", True),
+        ("Our reviewers read the outputs and edit them.", "data_kind", "preference_pairs"),
+        ("The model only supports English.", "domain_coverage", "poor"),
+    ],
+)
+def test_fourth_set_of_prose_facts(extractor, text, field, value):
+    assert facts(extractor, text).get(field) == value
