@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,7 +24,7 @@ from assistant.estimates import estimate, fits, training_memory_gb
 from assistant.extract import ProfileExtractor
 from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
 from assistant.profile import UseCaseProfile
-from assistant.rules import Decision, RulesEngine
+from assistant.rules import AskedQuestion, Decision, RulesEngine
 from assistant.semantic import default_extractor
 from assistant.sizing import chinchilla_model, right_sized
 from executor.plan import (
@@ -61,14 +60,6 @@ class Citation(BaseModel):
     score: float | None = None
 
 
-class Question(BaseModel):
-    field: str
-    text: str
-    options: list[dict[str, Any]]
-    impact: float
-    would_change_to: dict[str, str]
-
-
 class Alternative(BaseModel):
     approach: str
     technique: str
@@ -86,10 +77,10 @@ class Recommendation(BaseModel):
     confidence_basis: dict[str, float] = Field(default_factory=dict)  # the calibrated model's inputs
     reasons: list[Reason]
     citations: list[Citation]
-    questions: list[Question]
+    questions: list[AskedQuestion]
     # The questions the interview asks before it answers: the most decision-changing ones, only when the
     # confidence is below the calibrated threshold, and never one the text already answered.
-    ask_first: list[Question] = Field(default_factory=list)
+    ask_first: list[AskedQuestion] = Field(default_factory=list)
     alternatives: list[Alternative]
     hyperparameters: dict[str, Any]
     data_preparation: list[str]
@@ -241,7 +232,7 @@ class Advisor:
         decision = self.engine.decide(profile)
         facts = decision.facts
         counterfactuals = self.engine.counterfactuals(profile)
-        questions = [Question(**asdict(q)) for q in self.engine.questions(profile, decision, counterfactuals)]
+        questions = self.engine.questions(profile, decision, counterfactuals)
 
         model, model_why = choose_base_model(facts, decision.approach, decision.technique, kn)
         examples = facts.get("example_count")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from assistant.estimates import techniques_that_fit
 from assistant.sizing import band_fits
 from executor.plan import COMPATIBLE_TECHNIQUES
@@ -170,8 +172,10 @@ def decide(facts: dict[str, Any], rules: list[Rule]) -> Decision:
     )
 
 
-@dataclass
-class AskedQuestion:
+class AskedQuestion(BaseModel):
+    """A question from knowledge/questions.yaml asked about one profile: what its answers would change.
+    The recommendation carries these as they are (one question type from the engine to the chat)."""
+
     field: str
     text: str
     options: list[dict[str, Any]]
@@ -210,8 +214,8 @@ class RulesEngine:
             if not getattr(profile, question.field).known and alt.key != decision.key:
                 changes.setdefault(question.field, {})[option.label] = f"{alt.approach}/{alt.technique}"
         asked = [
-            AskedQuestion(q.field, q.text, [o.model_dump(exclude={"unless"}) for o in q.options],
-                          round(len(changes[q.field]) / len(q.options), 3), changes[q.field])
+            AskedQuestion(field=q.field, text=q.text, options=[o.model_dump(exclude={"unless"}) for o in q.options],
+                          impact=round(len(changes[q.field]) / len(q.options), 3), would_change_to=changes[q.field])
             for q in self.knowledge.questions if q.field in changes
         ]
         return sorted(asked, key=lambda q: -q.impact)  # stable: ties keep questions.yaml's order
