@@ -43,11 +43,11 @@ def main() -> None:
         "base_model": {"id": str(out / "model"), "source": "local", "path": str(out / "model")},
         "training": {"method": "full", "epochs": 1, "learning_rate": 1e-3, "per_device_batch_size": 8,
                      "gradient_accumulation_steps": 1, "max_seq_length": 64},
-        "hardware": {"device": "cuda", "gpu_count": args.nproc}})
+        "data": {"path": str(out / "data")}, "hardware": {"device": "cuda", "gpu_count": args.nproc}})
+    plan = plan.with_overrides({"training.max_steps": args.steps})
     (out / "plan.yaml").write_text(plan.to_yaml())
     started = time.time()
-    code = launch(out / "plan.yaml", out / "data", out / "run", args.nproc, max_steps=args.steps, port=free_port(),
-                  mode="fsdp")
+    code = launch(out / "plan.yaml", out / "run", args.nproc, port=free_port(), mode="fsdp")
     result = json.loads((out / "run" / "result.json").read_text()) if code == 0 else {}
     checkpoints = sorted((out / "run" / "checkpoints").glob("checkpoint-*"))
     files = sorted(p.name for p in checkpoints[-1].iterdir()) if checkpoints else []

@@ -79,9 +79,8 @@ def run_one(plan, nproc: int, mode: str, out: Path, steps: int) -> dict:
     from executor.train.distributed import free_port, launch
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.yaml").write_text(plan.to_yaml())
-    code = launch(out / "plan.yaml", Path(plan.data.path), out / "run", nproc, max_steps=steps, port=free_port(),
-                  mode=mode)
+    (out / "plan.yaml").write_text(plan.with_overrides({"training.max_steps": steps}).to_yaml())
+    code = launch(out / "plan.yaml", out / "run", nproc, port=free_port(), mode=mode)
     metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()] \
         if (out / "run" / "metrics.jsonl").exists() else []
     return {"exit_code": code, "metrics": [m for m in metrics if m.get("loss") is not None]}

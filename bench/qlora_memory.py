@@ -69,7 +69,7 @@ def run(technique: str, folder: Path, data: Path, out: Path, steps: int) -> dict
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = train(plan, data, out / technique, max_steps=steps)
+    result = train(plan.with_overrides({"data.path": str(data), "training.max_steps": steps}), out / technique)
     metrics = read_metrics(out / technique / "metrics.jsonl")
     rates = sorted(m["tokens_per_second"] for m in metrics if m.get("tokens_per_second"))
     gc.collect()

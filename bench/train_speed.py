@@ -210,8 +210,8 @@ def run_tunewise(cfg: dict, rows, tokenizer, device: str, steps: int, work: Path
     run_dir = work / f"tunewise-{cfg['name']}"
     run_dir.mkdir(parents=True, exist_ok=True)
     factory = None if model_dir else (lambda tok: build_model(cfg["shape"], device))
-    ctx = RunContext(plan=plan, data_dir=work, run_dir=run_dir, placement=choose_placement(device, "auto"),
-                     max_steps=steps, model_factory=factory)
+    ctx = RunContext(plan=plan.with_overrides({"data.path": str(work), "training.max_steps": steps}), run_dir=run_dir,
+                     placement=choose_placement(device, "auto"), model_factory=factory)
     model = product_build_model(ctx, tokenizer)
     params = matmul_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
     features = [{"input_ids": r, "labels": list(r), "attention_mask": [1] * len(r)} for r in rows]

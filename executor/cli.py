@@ -129,6 +129,22 @@ def review_command(
     typer.echo(json.dumps(tally))
 
 
+def run_flags(plan, data: Path | None = None, max_steps: int | None = None, evaluate: bool = False,
+              eval_limit: int | None = None) -> dict:
+    """The plan fields that the run flags set, for `plan.with_overrides` (a flag left out keeps the plan's value):
+    the plan stored and written to the run directory is then the whole run."""
+    overrides: dict = {}
+    if data is not None:
+        overrides["data.path"] = str(data)
+    if max_steps and plan.training is not None:  # a plan that trains nothing is refused by preflight, as before
+        overrides["training.max_steps"] = max_steps
+    if evaluate or eval_limit is not None:
+        overrides["evaluation.after_training"] = True
+    if eval_limit:
+        overrides["evaluation.max_rows"] = eval_limit
+    return overrides
+
+
 def train_command(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml",
                                               help="A plan from `tunewise recommend --plan-out`.")],
@@ -156,6 +172,7 @@ def train_command(
     console = Console(stderr=True)
     try:
         plan = load_plan(plan_path)
+        plan = plan.with_overrides(run_flags(plan, data, max_steps))
         run_dir = out or home() / "runs" / plan_path.stem
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
@@ -171,8 +188,7 @@ def train_command(
                     info.append(f"{record['tokens_per_second']:.0f} tok/s")
                 bar.update(task, completed=step, total=total or None, info=", ".join(info))
 
-            result = train(plan, data, run_dir, resume=resume, max_steps=max_steps, dry_run=dry_run,
-                           progress=progress)
+            result = train(plan, run_dir, resume=resume, dry_run=dry_run, progress=progress)
     except (PlanError, PlanCannotRun, ModelError, DataDirError, HostedFineTuneError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
@@ -248,13 +264,13 @@ def runs_submit(
 
     try:
         plan = load_plan(plan_path)
+        folder = data or (Path(plan.data.path) if plan.data.path else None)  # absolute: the worker runs elsewhere
+        plan = plan.with_overrides(run_flags(plan, folder.resolve() if folder else None, max_steps, evaluate,
+                                             eval_limit))
     except PlanError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
-    folder = data or (Path(plan.data.path) if plan.data.path else None)
-    run_id = _store().submit(plan.to_yaml(), data_dir=str(folder.resolve()) if folder else None,
-                             max_steps=max_steps, priority=priority, plan_path=str(plan_path),
-                             evaluate=evaluate or eval_limit is not None, eval_limit=eval_limit)
+    run_id = _store().submit(plan.to_yaml(), priority=priority, plan_path=str(plan_path))
     typer.echo(run_id)
 
 

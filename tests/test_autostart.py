@@ -151,10 +151,10 @@ def test_the_started_worker_runs_a_queued_plan(store, cleanup, tmp_path, smol_to
         "base_model": {"id": str(model_dir), "source": "local", "path": str(model_dir)},
         "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
                      "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "hardware": {"device": "cpu"}}).to_yaml()
+        "data": {"path": str(data)}, "hardware": {"device": "cpu"}}).with_overrides({"training.max_steps": 3}).to_yaml()
 
     runs = RunStore(store)
-    run_id = runs.submit(plan, data_dir=str(data), max_steps=3, owner="alice", runs_root=tmp_path / "runs")
+    run_id = runs.submit(plan, owner="alice", runs_root=tmp_path / "runs")
     pid = ensure_worker(store, extra_args=["--heartbeat", "0.2"])
     assert pid is not None
     cleanup.append(pid)

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 MANUALS = ("We answer questions from our product manuals in our brand voice. We have 2,000 past support "
            "conversations and one 24 GB GPU. The manuals change every quarter.")
@@ -416,7 +417,10 @@ def test_launch_follows_the_run_then_answers_from_its_report_and_records_a_prefe
         from executor.runs.store import RunStore
 
         run = RunStore().get(run_id)
-        assert run["status"] == "succeeded" and run["owner"] == "alice" and run["evaluate"] == 1
+        assert run["status"] == "succeeded" and run["owner"] == "alice"
+        plan = yaml.safe_load(run["plan"])  # the launch settings are fields of the stored plan
+        evaluation = plan["evaluation"]
+        assert evaluation["after_training"] and (evaluation["max_rows"], plan["training"]["max_steps"]) == (4, 4)
         # Live progress: a step per run, updated to the end, and the Plotly loss curve.
         step = [s for s in b.steps() if s["name"] == f"Run {run_id}"][-1]
         assert step["output"].startswith("**succeeded** · step 4/4 · epoch")
@@ -508,7 +512,7 @@ def test_another_users_run_cannot_be_cancelled_or_read(run_chat, tunewise_home, 
     from executor.runs.store import RunStore
 
     store = RunStore()
-    alices = store.submit("approach: prompting\n", data_dir=None, owner="alice", runs_root=tmp_path / "runs")
+    alices = store.submit("approach: prompting\n", owner="alice", runs_root=tmp_path / "runs")
 
     async def scenario(bob: Browser):
         await bob.open()

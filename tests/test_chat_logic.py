@@ -142,7 +142,7 @@ def test_follow_batches_streams_a_run_until_it_ends(tmp_path):
     from executor.runs.store import RunStore
 
     store = RunStore(tmp_path / "runs.sqlite")
-    run_id = store.submit("approach: prompting\n", data_dir=None, runs_root=tmp_path / "runs")
+    run_id = store.submit("approach: prompting\n", runs_root=tmp_path / "runs")
 
     async def follow() -> list[list[dict]]:
         batches = []

@@ -368,9 +368,9 @@ def test_user_b_cannot_see_user_a_uploads(home):
 def test_user_b_cannot_see_user_a_runs(home):
     store = RunStore(home / "runs.sqlite")
     plan = "approach: prompting\ntechnique: none\n"
-    alices = [store.submit(plan, data_dir=None, owner="alice") for _ in range(2)]
-    bobs = store.submit(plan, data_dir=None, owner="bob")
-    store.submit(plan, data_dir=None)  # from the CLI: nobody's in the chat
+    alices = [store.submit(plan, owner="alice") for _ in range(2)]
+    bobs = store.submit(plan, owner="bob")
+    store.submit(plan)  # from the CLI: nobody's in the chat
 
     assert [r["id"] for r in runs_for(User(identifier="alice"), store)] == alices
     assert [r["id"] for r in runs_for("bob", store)] == [bobs]

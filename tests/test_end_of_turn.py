@@ -75,7 +75,8 @@ def test_a_tuned_model_stops_after_its_answer(tmp_path, smol_tokenizer):
                      "lr_scheduler": "constant", "early_stopping_patience": None},
     })
     run = tmp_path / "run"
-    train(plan, data, run, max_steps=60, model_factory=lambda tok: tiny_llama(tok, hidden=128, layers=2))
+    plan = plan.with_overrides({"data.path": str(data), "training.max_steps": 60})
+    train(plan, run, model_factory=lambda tok: tiny_llama(tok, hidden=128, layers=2))
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")

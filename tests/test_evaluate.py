@@ -41,7 +41,7 @@ def trained_run(tmp_path_factory, tunewise_home) -> Path:
         "evaluation": {"baselines": ["zero_shot", "few_shot", "rag"], "few_shot_k": 2},
         "hardware": {"device": "cpu"}})
     run = base / "run"
-    train(plan, data, run, max_steps=30, model_factory=tiny_llama)
+    train(plan.with_overrides({"data.path": str(data), "training.max_steps": 30}), run, model_factory=tiny_llama)
     return run
 
 
@@ -123,7 +123,8 @@ def test_generation_runs_use_the_judge(tmp_path, tunewise_home, monkeypatch):
         "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
                      "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
         "evaluation": {"baselines": []}, "hardware": {"device": "cpu"}})
-    train(plan, data, tmp_path / "run", max_steps=3, model_factory=tiny_llama)
+    plan = plan.with_overrides({"data.path": str(data), "training.max_steps": 3})
+    train(plan, tmp_path / "run", model_factory=tiny_llama)
     calls = []
     report = evaluate(tmp_path / "run", limit=3, model_factory=tiny_llama,
                       judge=lambda prompt: calls.append(prompt) or "TIE")

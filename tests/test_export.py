@@ -41,7 +41,7 @@ def lora_run(tmp_path_factory, smol_tokenizer) -> Path:
                      "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
         "hardware": {"device": "cpu"}})
     run = tmp_path_factory.mktemp("runs") / "capitals-lora"
-    train(plan, data, run, max_steps=4, model_factory=tiny_llama)
+    train(plan.with_overrides({"data.path": str(data), "training.max_steps": 4}), run, model_factory=tiny_llama)
     return run
 
 

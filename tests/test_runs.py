@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from executor.plan import TrainingPlan
 from executor.runs.store import RunStore
@@ -27,13 +28,15 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-def plan_yaml(model_dir: Path) -> str:
+def plan_yaml(model_dir: Path, data: Path | None = None, max_steps: int | None = None) -> str:
+    """The tiny LoRA plan; `data` and `max_steps` are fields of the plan, as in every run."""
+    overrides = {"data.path": str(data) if data else None, "training.max_steps": max_steps}
     return TrainingPlan.model_validate({
         "approach": "fine_tuning", "technique": "lora",
         "base_model": {"id": str(model_dir), "source": "local", "path": str(model_dir)},
         "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
                      "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "hardware": {"device": "cpu"}}).to_yaml()
+        "hardware": {"device": "cpu"}}).with_overrides(overrides).to_yaml()
 
 
 def launch_output(done: subprocess.CompletedProcess) -> str:
@@ -48,8 +51,8 @@ def store(tmp_path) -> RunStore:
     return RunStore(tmp_path / "runs.sqlite")
 
 
-def submit(store, tiny_model_dir, data, tmp_path, **kw) -> str:
-    return store.submit(plan_yaml(tiny_model_dir), data_dir=str(data), runs_root=tmp_path / "runs", **kw)
+def submit(store, tiny_model_dir, data, tmp_path, max_steps=None, **kw) -> str:
+    return store.submit(plan_yaml(tiny_model_dir, data, max_steps), runs_root=tmp_path / "runs", **kw)
 
 
 def test_submit_then_succeed(store, tiny_model_dir, data, tmp_path):
@@ -65,8 +68,7 @@ def test_submit_then_succeed(store, tiny_model_dir, data, tmp_path):
 
 
 def test_failing_plan_fails_with_its_reason(store, tiny_model_dir, tmp_path):
-    run_id = store.submit(plan_yaml(tiny_model_dir), data_dir=str(tmp_path / "missing"),
-                          runs_root=tmp_path / "runs")
+    run_id = store.submit(plan_yaml(tiny_model_dir, tmp_path / "missing"), runs_root=tmp_path / "runs")
     Worker(store, heartbeat_seconds=0.2).run(once=True, timeout=300)
     run = store.get(run_id)
     assert run["status"] == "failed" and "data.path" in run["error"] and run["attempt"] == 1
@@ -149,6 +151,8 @@ def test_runs_cli_submit_prints_the_id_last(tiny_model_dir, data, tmp_path, monk
     result = CliRunner().invoke(app, ["runs", "submit", str(plan), "--data", str(data), "--max-steps", "2"])
     assert result.exit_code == 0
     run_id = result.stdout.strip().splitlines()[-1]
+    stored = TrainingPlan.model_validate(yaml.safe_load(RunStore().get(run_id)["plan"]))
+    assert (stored.data.path, stored.training.max_steps) == (str(data.resolve()), 2)  # the flags became plan fields
     shown = CliRunner().invoke(app, ["runs", "show", run_id, "--json"])
     assert json.loads(shown.stdout)["status"] == "queued"
     assert CliRunner().invoke(app, ["runs", "cancel", run_id]).stdout.strip() == "cancelled"
@@ -185,8 +189,8 @@ def test_two_processes_train_one_plan_with_gloo(tiny_model_dir, data, tmp_path, 
     from executor.train.distributed import free_port, launch_command
 
     plan = tmp_path / "plan.yaml"
-    plan.write_text(plan_yaml(tiny_model_dir))
-    done = subprocess.run(launch_command(plan, data, tmp_path / "ddp", nproc=2, max_steps=4, port=free_port()),
+    plan.write_text(plan_yaml(tiny_model_dir, data, max_steps=4))
+    done = subprocess.run(launch_command(plan, tmp_path / "ddp", nproc=2, port=free_port()),
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, launch_output(done)
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
@@ -217,14 +221,14 @@ def test_packed_path_under_ddp_matches_one_process(tiny_model_dir, tmp_path, tun
             "approach": "fine_tuning", "technique": "lora",
             "base_model": {"id": str(tiny_model_dir), "source": "local", "path": str(tiny_model_dir)},
             "training": {"method": "lora", "epochs": 1, "learning_rate": 5e-2, "per_device_batch_size": per_device,
-                         "gradient_accumulation_steps": 1, "max_seq_length": 128, "packing": "on",
+                         "gradient_accumulation_steps": 1, "max_seq_length": 128, "packing": "on", "max_steps": 4,
                          "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
-            "hardware": {"device": "cpu"}})
+            "data": {"path": str(data)}, "hardware": {"device": "cpu"}})
         out = tmp_path / f"np{nproc}"
         out.mkdir()
         (out / "plan.yaml").write_text(plan.to_yaml())
-        done = subprocess.run(launch_command(out / "plan.yaml", data, out / "run", nproc=nproc, max_steps=4,
-                                             port=free_port()), capture_output=True, text=True, check=False)
+        done = subprocess.run(launch_command(out / "plan.yaml", out / "run", nproc=nproc, port=free_port()),
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, launch_output(done)
         result = json.loads((out / "run" / "result.json").read_text())
         logged = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]

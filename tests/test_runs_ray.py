@@ -72,7 +72,7 @@ def jobs_of(launcher, run_id: str) -> list:
 
 
 def test_a_run_becomes_a_ray_job_and_the_store_records_it(ray_store, tiny_model_dir, data, tmp_path):  # noqa: F811
-    run_id = ray_store.submit(plan_yaml(tiny_model_dir), data_dir=str(data), runs_root=tmp_path / "runs", max_steps=4)
+    run_id = ray_store.submit(plan_yaml(tiny_model_dir, data, max_steps=4), runs_root=tmp_path / "runs")
     worker = ray_worker(ray_store)
     assert worker.launcher.name == "ray"
     worker.run(once=True, timeout=300)
@@ -89,7 +89,7 @@ def test_a_run_becomes_a_ray_job_and_the_store_records_it(ray_store, tiny_model_
 
 def test_a_restarted_worker_adopts_the_job_instead_of_running_it_twice(ray_store, tiny_model_dir, data,  # noqa: F811
                                                                        tmp_path):
-    run_id = ray_store.submit(plan_yaml(tiny_model_dir), data_dir=str(data), runs_root=tmp_path / "runs", max_steps=6)
+    run_id = ray_store.submit(plan_yaml(tiny_model_dir, data, max_steps=6), runs_root=tmp_path / "runs")
     first = ray_worker(ray_store, orphan_after=1.0)
     first.tick()  # submits the job, then this worker "dies": nobody heartbeats the run any more
     assert ray_store.get(run_id)["status"] == "running"
@@ -103,8 +103,7 @@ def test_a_restarted_worker_adopts_the_job_instead_of_running_it_twice(ray_store
 
 
 def test_cancel_stops_the_ray_job(ray_store, tiny_model_dir, data, tmp_path):  # noqa: F811
-    run_id = ray_store.submit(plan_yaml(tiny_model_dir), data_dir=str(data), runs_root=tmp_path / "runs",
-                              max_steps=2000)
+    run_id = ray_store.submit(plan_yaml(tiny_model_dir, data, max_steps=2000), runs_root=tmp_path / "runs")
     worker = ray_worker(ray_store)
     deadline = time.monotonic() + 180
     while not any(e["kind"] == "progress" for e in ray_store.events(run_id)):

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from test_runs import data, plan_yaml  # noqa: F401 - module fixture reused
 
 from executor.plan import TrainingPlan
@@ -62,8 +63,35 @@ def test_old_store_files_gain_the_new_columns(tmp_path):
                    "'/r')")
     store = RunStore(path)
     old = store.get("old")
-    assert (old["gpus"], old["evaluate"], old["backend"]) == (1, 0, None)
+    assert (old["gpus"], old["backend"]) == (1, None) and old["plan"] == "x: 1"
     assert store.list(status="succeeded")[0]["id"] == "old"
+
+
+def test_an_older_stores_run_settings_move_into_its_plans(tmp_path, tiny_model_dir):  # noqa: F811
+    """data_dir, max_steps, evaluate and eval_limit were columns beside the plan; opening the store folds them into
+    each run's plan (which then loads as the run it was) and drops the columns."""
+    path = tmp_path / "runs.sqlite"
+    with sqlite3.connect(path) as db:  # the store as the release before #16 wrote it
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, owner TEXT, plan TEXT NOT NULL, plan_path TEXT, "
+                   "data_dir TEXT, max_steps INTEGER, status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, "
+                   "created_at REAL NOT NULL, started_at REAL, finished_at REAL, attempt INTEGER NOT NULL DEFAULT 0,"
+                   " max_attempts INTEGER NOT NULL DEFAULT 3, run_dir TEXT NOT NULL, error TEXT, worker TEXT, "
+                   "pid INTEGER, heartbeat_at REAL, cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT "
+                   "NULL DEFAULT 1, evaluate INTEGER NOT NULL DEFAULT 0, eval_limit INTEGER, backend TEXT, "
+                   "external_id TEXT)")
+        db.execute("INSERT INTO runs (id, plan, data_dir, max_steps, evaluate, eval_limit, status, created_at, "
+                   "run_dir) VALUES ('queued', ?, '/data/prepared', 7, 1, 20, 'queued', 1, '/r')",
+                   (plan_yaml(tiny_model_dir),))
+        db.execute("INSERT INTO runs (id, plan, status, created_at, run_dir) VALUES ('odd', 'not: [a plan', "
+                   "'failed', 2, '/r')")
+    store = RunStore(path)
+    run = store.get("queued")
+    assert not {"data_dir", "max_steps", "evaluate", "eval_limit"} & set(run)
+    plan = TrainingPlan.model_validate(yaml.safe_load(run["plan"]))
+    assert (plan.data.path, plan.training.max_steps) == ("/data/prepared", 7)
+    assert (plan.evaluation.after_training, plan.evaluation.max_rows) == (True, 20)
+    assert store.get("odd")["plan"] == "not: [a plan"  # text that is no plan stays as it was
+    assert RunStore(path).get("queued")["plan"] == run["plan"]  # opening again changes nothing
 
 
 class RecordingLauncher:
@@ -88,7 +116,7 @@ class RecordingLauncher:
 
 def submit_asking(store, gpus: int, tmp_path) -> str:
     plan_text = plan_yaml(Path("/m")).replace("gpu_count: 0", f"gpu_count: {gpus}")
-    return store.submit(plan_text, data_dir=None, runs_root=tmp_path / "runs")
+    return store.submit(plan_text, runs_root=tmp_path / "runs")
 
 
 def test_each_run_gets_its_gpus_and_the_head_of_the_queue_waits_for_them(tmp_path):
@@ -117,8 +145,8 @@ def test_a_plan_asking_for_two_devices_trains_in_two_processes(tiny_model_dir, d
     accelerate DDP path (gloo), rank 0 alone reports progress and the result."""
     monkeypatch.setenv("TUNEWISE_CPU_PROCESSES", "2")
     store = RunStore(tmp_path / "runs.sqlite")
-    plan_text = plan_yaml(tiny_model_dir).replace("gpu_count: 0", "gpu_count: 2")
-    run_id = store.submit(plan_text, data_dir=str(data), runs_root=tmp_path / "runs", max_steps=4)
+    plan_text = plan_yaml(tiny_model_dir, data, max_steps=4).replace("gpu_count: 0", "gpu_count: 2")
+    run_id = store.submit(plan_text, runs_root=tmp_path / "runs")
     Worker(store, heartbeat_seconds=0.2).run(once=True, timeout=400)
     run = store.get(run_id)
     assert run["status"] == "succeeded", (run, store.events(run_id)[-3:])
@@ -140,8 +168,9 @@ def test_a_run_asked_to_evaluate_reports_before_vs_after(tiny_model_dir, tmp_pat
                               {"role": "assistant", "content": f"The number is {i}."}]} for i in range(n)]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = RunStore(tmp_path / "runs.sqlite")
-    run_id = store.submit(plan_yaml(tiny_model_dir), data_dir=str(folder), runs_root=tmp_path / "runs", max_steps=3,
-                          evaluate=True, eval_limit=3)
+    plan = TrainingPlan.model_validate(yaml.safe_load(plan_yaml(tiny_model_dir, folder, max_steps=3)))
+    plan = plan.with_overrides({"evaluation.after_training": True, "evaluation.max_rows": 3})
+    run_id = store.submit(plan.to_yaml(), runs_root=tmp_path / "runs")
     Worker(store, heartbeat_seconds=0.2).run(once=True, timeout=400)
     assert store.get(run_id)["status"] == "succeeded"
     events = store.events(run_id)
@@ -182,8 +211,8 @@ def test_a_killed_run_process_takes_its_ranks_with_it(tiny_model_dir, data, tmp_
 
     monkeypatch.setenv("TUNEWISE_CPU_PROCESSES", "2")
     store = RunStore(tmp_path / "runs.sqlite")
-    plan_text = plan_yaml(tiny_model_dir).replace("gpu_count: 0", "gpu_count: 2")
-    run_id = store.submit(plan_text, data_dir=str(data), runs_root=tmp_path / "runs", max_steps=100000)
+    plan_text = plan_yaml(tiny_model_dir, data, max_steps=100000).replace("gpu_count: 0", "gpu_count: 2")
+    run_id = store.submit(plan_text, runs_root=tmp_path / "runs")
     run = store.claim("test", orphan_after=30)
     child = subprocess.Popen([sys.executable, "-m", "executor.runs.child", run_id, str(store.path)],
                              start_new_session=True)

@@ -428,7 +428,7 @@ def test_tunewise_train_runs_a_hosted_plan(tmp_path, fake, monkeypatch, tunewise
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
     monkeypatch.setenv("TUNEWISE_API_POLL_SECONDS", "0.01")
     write_split(tmp_path / "data", "train", [chat_row(i) for i in range(5)])
-    result = train(plan(epochs=1), tmp_path / "data", tmp_path / "run")
+    result = train(plan(epochs=1).with_overrides({"data.path": str(tmp_path / "data")}), tmp_path / "run")
     assert result["technique"] == "api" and result["status"] == "succeeded"
     assert result["fine_tuned_model"].startswith("ft:gpt-4o-mini")
     assert json.loads((tmp_path / "run" / "result.json").read_text())["job_id"] == result["job_id"]

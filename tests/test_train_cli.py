@@ -45,3 +45,36 @@ def test_train_errors_exit_2_with_the_field(tunewise_home, tmp_path):
     (tmp_path / "bad.yaml").write_text("approach: fine_tuning\ntechnique: lora\n")
     result = runner.invoke(app, ["train", str(tmp_path / "bad.yaml")])
     assert result.exit_code == 2 and "base_model" in result.stderr
+
+
+def test_a_run_directorys_plan_alone_reruns_the_run(tunewise_home, tiny_model_dir, tmp_path):
+    """The flags become plan fields: rerunning RUN_DIR/plan.yaml with no flags trains the same steps on the same
+    data and logs the same losses."""
+    from executor.plan import TrainingPlan
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"It is {i}."}]}
+            for i in range(12)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = TrainingPlan.model_validate({
+        "approach": "fine_tuning", "technique": "lora",
+        "base_model": {"id": str(tiny_model_dir), "source": "local", "path": str(tiny_model_dir)},
+        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
+        "hardware": {"device": "cpu"}})
+    first, again = tmp_path / "first", tmp_path / "again"
+    result = runner.invoke(app, ["train", str(dump_plan(plan, tmp_path / "plan.yaml")), "--data", str(data),
+                                 "--max-steps", "3", "--out", str(first)])
+    assert result.exit_code == 0, result.output
+    written = load_plan(first / "plan.yaml")
+    assert (written.data.path, written.training.max_steps) == (str(data), 3)
+    result = runner.invoke(app, ["train", str(first / "plan.yaml"), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+
+    def losses(run):
+        return [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if m.get("loss") is not None]
+
+    assert len(losses(first)) == 3 and losses(again) == losses(first)
+    assert load_plan(again / "plan.yaml") == written

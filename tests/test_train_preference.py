@@ -47,7 +47,8 @@ def plan_for(technique: str, **training) -> TrainingPlan:
 
 def test_dpo_learns_the_preference(pref_data, tmp_path, smol_tokenizer):
     run = tmp_path / "dpo"
-    result = train(plan_for("dpo"), pref_data, run, max_steps=12, model_factory=tiny_llama)
+    result = train(plan_for("dpo", max_steps=12).with_overrides({"data.path": str(pref_data)}), run,
+                   model_factory=tiny_llama)
     metrics = [m for m in read_metrics(run / "metrics.jsonl") if m.get("loss") is not None]
     losses = [m["loss"] for m in metrics]
     assert losses[0] == pytest.approx(0.6931, abs=0.01)  # log 2: policy == reference at the start
@@ -63,7 +64,8 @@ def test_dpo_learns_the_preference(pref_data, tmp_path, smol_tokenizer):
 @pytest.mark.slow
 def test_rlhf_reward_model_then_grpo(pref_data, tmp_path, smol_tokenizer):
     run = tmp_path / "rlhf"
-    result = train(plan_for("rlhf"), pref_data, run, max_steps=4, model_factory=tiny_llama)
+    result = train(plan_for("rlhf", max_steps=4).with_overrides({"data.path": str(pref_data)}), run,
+                   model_factory=tiny_llama)
     metrics = read_metrics(run / "metrics.jsonl")
     reward_losses = [m["loss"] for m in metrics if m.get("stage") == "reward" and m.get("loss") is not None]
     assert reward_losses[-1] < reward_losses[0]

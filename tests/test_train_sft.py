@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from executor.models.loader import tiny_llama
-from executor.plan import TrainingPlan
+from executor.plan import TrainingPlan, load_plan
 from executor.train.common import read_metrics
 from executor.train.data import IGNORE_INDEX, tokenize_chat
 from executor.train.runner import PlanCannotRun, train
@@ -34,7 +34,7 @@ def chat_data(tmp_path_factory) -> Path:
     return data
 
 
-def plan_for(technique: str, **training) -> TrainingPlan:
+def plan_for(technique: str, data: Path | None = None, **training) -> TrainingPlan:
     spec = {"method": technique, "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
             "early_stopping_patience": None,
             "gradient_accumulation_steps": 1, "max_seq_length": 128, "warmup_ratio": 0.0, "lr_scheduler": "constant"}
@@ -48,6 +48,7 @@ def plan_for(technique: str, **training) -> TrainingPlan:
     spec.update(training)
     return TrainingPlan.model_validate({"approach": "fine_tuning", "technique": technique,
                                         "base_model": {"id": "smollm2-135m-instruct"}, "training": spec,
+                                        "data": {"path": str(data) if data else None},
                                         "hardware": {"device": "cpu"}})
 
 
@@ -77,7 +78,7 @@ MIN_DROP = {"full": 0.5, "lora": 0.3, "qlora": 0.3, "prompt_tuning": 0.03}
 @pytest.mark.parametrize("technique", ["full", "lora", "qlora", "prompt_tuning"])
 def test_sft_methods_learn_and_reload(technique, chat_data, tmp_path, smol_tokenizer):
     run = tmp_path / technique
-    result = train(plan_for(technique), chat_data, run, max_steps=20, model_factory=tiny_llama)
+    result = train(plan_for(technique, chat_data, max_steps=20), run, model_factory=tiny_llama)
     metrics = read_metrics(run / "metrics.jsonl")
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     assert len(losses) >= 6 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - MIN_DROP[technique], losses
@@ -107,11 +108,11 @@ def test_sft_methods_learn_and_reload(technique, chat_data, tmp_path, smol_token
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(chat_data, tmp_path):
-    plan = plan_for("lora", lr_scheduler="linear")
-    straight = train(plan, chat_data, tmp_path / "straight", max_steps=10, model_factory=tiny_llama)
-    stopped = train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, stop_after_step=5)
+    plan = plan_for("lora", chat_data, lr_scheduler="linear", max_steps=10)
+    straight = train(plan, tmp_path / "straight", model_factory=tiny_llama)
+    stopped = train(plan, tmp_path / "crashed", model_factory=tiny_llama, stop_after_step=5)
     assert stopped == {"stopped_at_step": 5}
-    resumed = train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, resume=True)
+    resumed = train(plan, tmp_path / "crashed", model_factory=tiny_llama, resume=True)
     assert resumed["steps"] == straight["steps"] == 10
     assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-4)
     assert resumed["best_eval_loss"] == pytest.approx(straight["best_eval_loss"], rel=1e-4)
@@ -120,8 +121,9 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(chat_data, tmp_pat
 
 
 def test_dry_run_uses_a_tiny_model_and_few_steps(chat_data, tmp_path):
-    result = train(plan_for("lora"), chat_data, tmp_path / "dry", dry_run=True)
+    result = train(plan_for("lora", chat_data), tmp_path / "dry", dry_run=True)
     assert result["dry_run"] and result["steps"] == 3
+    assert load_plan(tmp_path / "dry" / "plan.yaml").training.max_steps == 3  # the run directory says what ran
 
 
 @pytest.mark.parametrize(
@@ -145,11 +147,11 @@ def test_plans_that_cannot_run_fail_before_loading_weights(chat_data, tmp_path, 
             data[key].update(value)
         else:
             data[key] = value
-    plan = TrainingPlan.model_validate(data)
     folder = tmp_path / "empty" if data_change == "missing" else chat_data
     folder.mkdir(exist_ok=True)
+    plan = TrainingPlan.model_validate(data).with_overrides({"data.path": str(folder)})
     with pytest.raises(PlanCannotRun, match=message.replace("(", r"\(").replace(")", r"\)")):
-        train(plan, folder, tmp_path / "run", model_factory=lambda tok: pytest.fail("weights were loaded"))
+        train(plan, tmp_path / "run", model_factory=lambda tok: pytest.fail("weights were loaded"))
 
 
 def test_packing_does_not_let_examples_see_each_other(smol_tokenizer):
@@ -178,20 +180,20 @@ def test_packing_does_not_let_examples_see_each_other(smol_tokenizer):
 
 
 def test_packed_training_runs(chat_data, tmp_path):
-    result = train(plan_for("lora", packing="on"), chat_data, tmp_path / "packed", max_steps=6,
+    result = train(plan_for("lora", chat_data, packing="on", max_steps=6), tmp_path / "packed",
                    model_factory=tiny_llama)
     assert result["steps"] == 6 and result["final_loss"] < result["first_loss"]
 
 
 def test_a_half_written_checkpoint_falls_back_to_the_previous_one(chat_data, tmp_path):
-    plan = plan_for("lora", lr_scheduler="linear")
-    straight = train(plan, chat_data, tmp_path / "straight", max_steps=10, model_factory=tiny_llama)
-    train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, stop_after_step=6)
+    plan = plan_for("lora", chat_data, lr_scheduler="linear", max_steps=10)
+    straight = train(plan, tmp_path / "straight", model_factory=tiny_llama)
+    train(plan, tmp_path / "crashed", model_factory=tiny_llama, stop_after_step=6)
     checkpoints = sorted((tmp_path / "crashed" / "checkpoints").glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[-1]))
     newest = checkpoints[-1]
     (newest / "trainer_state.json").write_text('{"global_step": 6, "log_hist')  # cut off mid-write
-    resumed = train(plan, chat_data, tmp_path / "crashed", max_steps=10, model_factory=tiny_llama, resume=True)
+    resumed = train(plan, tmp_path / "crashed", model_factory=tiny_llama, resume=True)
     assert not newest.exists() or (newest / "trainer_state.json").read_text().startswith('{\n')
     assert any("incomplete" in note for note in resumed["notes"])
     assert resumed["steps"] == 10

@@ -257,9 +257,9 @@ def test_packed_training_matches_padded_training(tmp_path):
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat_rows(24)))
     curves = {}
     for packing in ("off", "on"):
-        plan = plan_for("full", packing=packing, gradient_accumulation_steps=2, per_device_batch_size=3,
-                        learning_rate=1e-3, speed={"micro_batch_tokens": 64})
-        result = train(plan, data, tmp_path / packing, max_steps=6, model_factory=tiny_llama)
+        plan = plan_for("full", data, packing=packing, gradient_accumulation_steps=2, per_device_batch_size=3,
+                        learning_rate=1e-3, speed={"micro_batch_tokens": 64}, max_steps=6)
+        result = train(plan, tmp_path / packing, model_factory=tiny_llama)
         curves[packing] = [m["loss"] for m in read_metrics(tmp_path / packing / "metrics.jsonl") if m.get("loss")]
         if packing == "on":
             assert result["speed"]["packed"] and result["speed"]["micro_batch_tokens"] == 64

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from assistant.chat.results import SYSTEM_NAMES
-from executor.plan import ModelRef, TrainingPlan
+from executor.plan import ModelRef, PlanError, TrainingPlan
 
 CPU_DEMO_MAX_STEPS = 30   # a CPU demo run with the bundled 135M model: a few minutes, not hours
 CPU_EVAL_LIMIT = 20       # test rows evaluated after a CPU run (greedy generation is ~15 tokens/s per system)
@@ -162,8 +162,12 @@ def settings_markdown(settings: dict[str, Any]) -> str:
 def submit_run(store, plan: TrainingPlan, data_dir: str | Path, settings: dict[str, Any], owner: str) -> str:
     """Queue the run; with `eval_limit` > 0 the run evaluates itself on that many test rows after training."""
     limit = int(settings.get("eval_limit") or 0)
-    return store.submit(plan.to_yaml(), data_dir=str(data_dir), max_steps=settings.get("max_steps") or None,
-                        owner=owner, evaluate=limit > 0, eval_limit=limit or None)
+    try:
+        plan = plan.with_overrides({"data.path": str(data_dir), "training.max_steps": settings.get("max_steps") or None,
+                                    "evaluation.after_training": limit > 0, "evaluation.max_rows": limit or None})
+    except PlanError as exc:
+        raise LaunchError(f"the edited plan is not valid: {exc}") from None
+    return store.submit(plan.to_yaml(), owner=owner)
 
 
 # ---------------------------------------------------------------------- following a run

@@ -1,9 +1,10 @@
 """One run, in its own process (isolation, clean GPU memory, cancellable): `python -m executor.runs.child ID`.
 
-Reads the run from the store, trains (resuming from the last checkpoint on a retry), evaluates when the run
-asked for it, and writes progress, metrics and the outcome to the store's event log. Several GPUs given to the
-run (CUDA_VISIBLE_DEVICES, set by the worker) mean a multi-process launch through accelerate (DDP or FSDP,
-see executor.train.distributed). Dies with its worker (PR_SET_PDEATHSIG), so a worker killed with -9 leaves an
+Reads the run's plan from the store (the plan is the whole run), trains (resuming from the last checkpoint on a
+retry), evaluates when the plan asks for it (evaluation.after_training), and writes progress, metrics and the
+outcome to the store's event log. Several GPUs given to the run (CUDA_VISIBLE_DEVICES, set by the worker) mean a
+multi-process launch through accelerate (DDP or FSDP, see executor.train.distributed). Dies with its worker
+(PR_SET_PDEATHSIG), so a worker killed with -9 leaves an
 orphan the next worker resumes rather than a training nobody watches.
 """
 
@@ -69,20 +70,19 @@ def visible_devices() -> tuple[int, float | None]:
     return int(os.environ.get("TUNEWISE_CPU_PROCESSES", "0")), None
 
 
-def _train_distributed(store, run: dict, launch, run_dir: Path, resume: bool) -> bool:
+def _train_distributed(store, run: dict, plan, launch, run_dir: Path, resume: bool) -> bool:
+    from executor.plan import dump_plan
     from executor.train.distributed import free_port, launch_command
 
-    plan_file = run_dir / "submitted_plan.yaml"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(run["plan"], encoding="utf-8")
-    command = launch_command(plan_file, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, launch.nproc,
-                             max_steps=run["max_steps"], resume=resume, port=free_port(), mode=launch.mode,
+    # The ranks read the run directory's plan.yaml, the same file a single-process run leaves there.
+    plan_file = dump_plan(plan, run_dir / "plan.yaml")
+    command = launch_command(plan_file, run_dir, launch.nproc, resume=resume, port=free_port(), mode=launch.mode,
                              run_id=run["id"], store=str(store.path))
     # The launched processes share this one's process group, so a cancel (killpg) reaches them all.
     return subprocess.run(command, check=False, preexec_fn=_launcher_dies_with_us).returncode == 0
 
 
-def _evaluate(store, run: dict, run_dir: Path) -> None:
+def _evaluate(store, run: dict, plan, run_dir: Path) -> None:
     from executor.evaluate.runner import evaluate
 
     store.add_event(run["id"], "stage", {"stage": "evaluate"})
@@ -91,7 +91,7 @@ def _evaluate(store, run: dict, run_dir: Path) -> None:
         store.add_event(run["id"], "eval_progress", {"system": system, "done": done, "total": total})
 
     try:
-        report = evaluate(run_dir, limit=run["eval_limit"], progress=progress)
+        report = evaluate(run_dir, limit=plan.evaluation.max_rows, progress=progress)
     except Exception as exc:  # noqa: BLE001 - the trained model stands; the run says why it has no report
         store.add_event(run["id"], "evaluation_error", {"error": explain(exc)})
         return
@@ -128,17 +128,16 @@ def main(run_id: str, store_path: str | None = None) -> int:
             store.add_event(run_id, "stage", {"stage": "train", "processes": launch.nproc, "mode": launch.mode,
                                               "why": launch.why})
             if launch.nproc > 1:
-                if not _train_distributed(store, run, launch, run_dir, resume):
+                if not _train_distributed(store, run, plan, launch, run_dir, resume):
                     return 1  # rank 0 recorded an explained error, or the processes crashed (the worker retries)
             else:
-                result = train(plan, Path(run["data_dir"]) if run["data_dir"] else None, run_dir, resume=resume,
-                               max_steps=run["max_steps"], progress=progress_reporter(store, run_id))
+                result = train(plan, run_dir, resume=resume, progress=progress_reporter(store, run_id))
                 store.add_event(run_id, "result", result)
         for name in ARTIFACTS:
             if (run_dir / name).exists():
                 store.add_artifact(run_id, name, str(run_dir / name))
-        if run["evaluate"] and plan.technique not in ("none", "api"):
-            _evaluate(store, run, run_dir)
+        if plan.evaluation.after_training and plan.technique not in ("none", "api"):
+            _evaluate(store, run, plan, run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded with its reason
         record_failure(store, run_id, exc)
         return 1

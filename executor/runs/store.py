@@ -2,6 +2,9 @@
 
 Every state change is a transaction, so a run is claimed by exactly one worker, and a crash loses nothing that
 was committed before it. States: queued -> running -> succeeded | failed | cancelled.
+
+A run is its plan (data folder, step cap and evaluation included) plus who owns it, its priority and its state;
+`gpus` is copied out of the plan only so that `claim` can schedule in SQL.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from executor.paths import data_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, owner TEXT, plan TEXT NOT NULL, plan_path TEXT, data_dir TEXT, max_steps INTEGER,
+    id TEXT PRIMARY KEY, owner TEXT, plan TEXT NOT NULL, plan_path TEXT,
     status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL,
     finished_at REAL, attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
     run_dir TEXT NOT NULL, error TEXT, worker TEXT, pid INTEGER, heartbeat_at REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT NULL DEFAULT 1, evaluate INTEGER NOT NULL DEFAULT 0,
-    eval_limit INTEGER, backend TEXT, external_id TEXT
+    cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT NULL DEFAULT 1, backend TEXT, external_id TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
@@ -35,8 +37,9 @@ CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, name TEXT NOT NULL, 
     PRIMARY KEY (run_id, name));
 """
 # Columns added after the first release: a store written by an older Tunewise gets them on open.
-ADDED_COLUMNS = {"gpus": "INTEGER NOT NULL DEFAULT 1", "evaluate": "INTEGER NOT NULL DEFAULT 0",
-                 "eval_limit": "INTEGER", "backend": "TEXT", "external_id": "TEXT"}
+ADDED_COLUMNS = {"gpus": "INTEGER NOT NULL DEFAULT 1", "backend": "TEXT", "external_id": "TEXT"}
+# Columns that once carried parts of a run beside its plan; an older store's values move into its plans on open.
+LEGACY_COLUMNS = ("data_dir", "max_steps", "evaluate", "eval_limit")
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -54,6 +57,8 @@ class RunStore:
             for name, decl in ADDED_COLUMNS.items():
                 if name not in present:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            if present & set(LEGACY_COLUMNS):
+                _fold_legacy_columns(db)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions below
@@ -63,22 +68,19 @@ class RunStore:
         return db
 
     # ------------------------------------------------------------------ runs
-    def submit(self, plan_yaml: str, *, data_dir: str | None, max_steps: int | None = None, owner: str = "",
-               priority: int = 0, max_attempts: int = 3, runs_root: Path | None = None,
-               plan_path: str | None = None, evaluate: bool = False, eval_limit: int | None = None) -> str:
-        """Queue a plan. `evaluate`: after training, the run evaluates itself on the test split (at most
-        `eval_limit` rows) and records the report as artifacts."""
+    def submit(self, plan_yaml: str, *, owner: str = "", priority: int = 0, max_attempts: int = 3,
+               runs_root: Path | None = None, plan_path: str | None = None) -> str:
+        """Queue a plan: everything the run does is in it (data.path, training.max_steps, and with
+        evaluation.after_training the run evaluates itself on at most evaluation.max_rows test rows)."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = (runs_root or data_dir_root()) / run_id
         hardware = (yaml.safe_load(plan_yaml) or {}).get("hardware") or {}
         gpus = max(1, int(hardware.get("gpu_count") or 1))  # what the run asks for; the worker caps it
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, owner, plan, plan_path, data_dir, max_steps, status, priority, created_at, "
-                "max_attempts, run_dir, gpus, evaluate, eval_limit) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, owner, plan_yaml, plan_path, data_dir, max_steps, priority, time.time(), max_attempts,
-                 str(run_dir), gpus, int(evaluate), eval_limit))
+                "INSERT INTO runs (id, owner, plan, plan_path, status, priority, created_at, max_attempts, run_dir, "
+                "gpus) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, owner, plan_yaml, plan_path, priority, time.time(), max_attempts, str(run_dir), gpus))
         self.add_event(run_id, "status", {"status": "queued"})
         return run_id
 
@@ -238,3 +240,44 @@ class RunStore:
 
 def data_dir_root() -> Path:
     return data_dir() / "runs"
+
+
+def _fold_legacy_columns(db: sqlite3.Connection) -> None:
+    """Move an older store's data_dir / max_steps / evaluate / eval_limit into each run's plan and drop the
+    columns, in one transaction (several processes open the store at once: the first migrates, the rest see it
+    done)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        present = [row["name"] for row in db.execute("PRAGMA table_info(runs)")]
+        legacy = [name for name in LEGACY_COLUMNS if name in present]
+        if legacy:
+            rows = db.execute(f"SELECT id, plan, {', '.join(legacy)} FROM runs").fetchall()
+            for row in rows:
+                plan = plan_with_legacy_columns(dict(row))
+                if plan != row["plan"]:
+                    db.execute("UPDATE runs SET plan = ? WHERE id = ?", (plan, row["id"]))
+            for name in legacy:
+                db.execute(f"ALTER TABLE runs DROP COLUMN {name}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def plan_with_legacy_columns(row: dict[str, Any]) -> str:
+    """The plan text of an older store's run with the values it kept beside the plan written into it (as YAML, not
+    validated: a stored plan the executor refuses stays as refusable as it was)."""
+    try:
+        raw = yaml.safe_load(row["plan"])
+    except yaml.YAMLError:
+        return row["plan"]
+    if not isinstance(raw, dict) or not any(row.get(name) for name in LEGACY_COLUMNS):
+        return row["plan"]
+    if row.get("data_dir"):
+        raw["data"] = {**(raw.get("data") or {}), "path": row["data_dir"]}
+    if row.get("max_steps") and isinstance(raw.get("training"), dict):
+        raw["training"]["max_steps"] = row["max_steps"]
+    if row.get("evaluate"):
+        raw["evaluation"] = {**(raw.get("evaluation") or {}), "after_training": True,
+                             "max_rows": row.get("eval_limit") or None}
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)

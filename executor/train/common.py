@@ -1,7 +1,8 @@
 """What every training method shares: the run directory, metrics, the loss curve, Trainer arguments.
 
 A run directory holds:
-    plan.yaml          the plan as run (with --max-steps and the data folder filled in)
+    plan.yaml          the plan as run: its data.path and training.max_steps included, so it alone
+                       reproduces the run (`tunewise train RUN_DIR/plan.yaml`)
     metrics.jsonl      one line per log: step, epoch, loss, eval_loss, learning_rate, tokens_per_second, memory_gb
     checkpoints/       Trainer checkpoints (resume from the last one)
     adapter/ | model/  the trained adapter (LoRA, QLoRA, prompt tuning, DPO) or full weights, with the tokenizer
@@ -31,16 +32,23 @@ from executor.plan import TrainingPlan
 @dataclass
 class RunContext:
     plan: TrainingPlan
-    data_dir: Path
     run_dir: Path
     placement: Placement
-    max_steps: int | None = None
     resume: bool = False
     dry_run: bool = False
     model_factory: Any = None  # tokenizer -> model; replaces the base model (dry runs, tests)
     progress: Any = None       # callable(step, total, logs) for the CLI's progress bar
     stop_after_step: int | None = None  # stop as a crash would, leaving checkpoints (resume tests)
     notes: list[str] = field(default_factory=list)
+
+    # What the run trains on and for how long come from the plan alone (no second channel beside it).
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.plan.data.path)
+
+    @property
+    def max_steps(self) -> int | None:
+        return self.plan.training.max_steps if self.plan.training else None
 
     @property
     def checkpoints(self) -> Path:

@@ -1,9 +1,10 @@
 """Several processes, one plan: DDP, or FSDP for models that do not fit one GPU, launched through `accelerate`.
 
-The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.train.distributed PLAN DATA
-RUN_DIR`; the Trainer shards batches across the processes (NCCL on GPUs, gloo on CPUs) and averages gradients,
-or, under FSDP, shards the parameters too. Only the main process writes the run directory and the run store
-(plan, metrics, weights, result, progress events); every process computes.
+The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.train.distributed PLAN
+RUN_DIR` (the plan is the whole run: data folder and step cap included); the Trainer shards batches across the
+processes (NCCL on GPUs, gloo on CPUs) and averages gradients, or, under FSDP, shards the parameters too. Only
+the main process writes the run directory and the run store (plan, metrics, weights, result, progress events);
+every process computes.
 """
 
 from __future__ import annotations
@@ -84,9 +85,8 @@ def _use_local_gpu() -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
 
-def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max_steps: int | None = None,
-                   resume: bool = False, port: int | None = None, mode: str = "ddp", run_id: str | None = None,
-                   store: str | None = None) -> list[str]:
+def launch_command(plan: Path, run_dir: Path, nproc: int, resume: bool = False, port: int | None = None,
+                   mode: str = "ddp", run_id: str | None = None, store: str | None = None) -> list[str]:
     # `--multi_gpu` is accelerate's name for "several local processes"; on a machine without CUDA the Trainer
     # falls back to gloo on the CPU, which is how the tests exercise this path.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
@@ -101,9 +101,7 @@ def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max
         command.append("--multi_gpu")
     if port:
         command += ["--main_process_port", str(port)]
-    command += ["-m", "executor.train.distributed", str(plan), str(data or ""), str(run_dir)]
-    if max_steps:
-        command += ["--max-steps", str(max_steps)]
+    command += ["-m", "executor.train.distributed", str(plan), str(run_dir)]
     if resume:
         command.append("--resume")
     if run_id:
@@ -111,16 +109,14 @@ def launch_command(plan: Path, data: Path | None, run_dir: Path, nproc: int, max
     return command
 
 
-def launch(plan: Path, data: Path | None, run_dir: Path, nproc: int, **kwargs) -> int:
-    return subprocess.run(launch_command(plan, data, run_dir, nproc, **kwargs), check=False).returncode
+def launch(plan: Path, run_dir: Path, nproc: int, **kwargs) -> int:
+    return subprocess.run(launch_command(plan, run_dir, nproc, **kwargs), check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m executor.train.distributed")
     parser.add_argument("plan", type=Path)
-    parser.add_argument("data")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--max-steps", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--run-id", help="Report progress and the outcome to this run in the run store.")
     parser.add_argument("--store", help="The run store's SQLite file (default: the data directory's).")
@@ -137,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         store = RunStore(args.store)
         progress = progress_reporter(store, args.run_id)
     try:
-        result = train(load_plan(args.plan), Path(args.data) if args.data else None, args.run_dir,
-                       resume=args.resume, max_steps=args.max_steps, progress=progress)
+        result = train(load_plan(args.plan), args.run_dir, resume=args.resume, progress=progress)
     except BaseException as exc:
         if store is not None:
             from executor.runs.child import record_failure

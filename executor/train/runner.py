@@ -143,40 +143,41 @@ def _open_models() -> list[str]:
 
 def train(
     plan: TrainingPlan,
-    data_dir: Path | None,
     run_dir: Path,
-    *,
     resume: bool = False,
-    max_steps: int | None = None,
+    *,
     dry_run: bool = False,
     progress=None,
     model_factory=None,
     stop_after_step: int | None = None,
 ) -> dict[str, Any]:
-    data_dir = Path(data_dir) if data_dir else (Path(plan.data.path) if plan.data.path else None)
+    """Run the plan into `run_dir`. The plan is the whole run (its data.path, training.max_steps, ...), so the
+    plan.yaml written here reproduces it; the keywords are for the caller's display and for tests."""
+    data_dir = Path(plan.data.path) if plan.data.path else None
     checked = preflight(plan, data_dir, dry_run)
     run_dir = Path(run_dir)
     if resume and not any((run_dir / "checkpoints").glob("checkpoint-*")):
         raise PlanCannotRun(f"--resume: {run_dir} has no checkpoints to resume from")
+    if dry_run and plan.training is not None:
+        # Written into the plan, so the run directory says what ran: a few steps (of a tiny model).
+        steps = min(plan.training.max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)
+        plan = plan.with_overrides({"training.max_steps": steps})
+        model_factory = model_factory or tiny_llama
     run_dir.mkdir(parents=True, exist_ok=True)
     main = is_main_process()  # under torchrun only rank 0 writes the run directory
     if main and not resume and (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a fresh run starts a fresh log; a resumed one appends
-    as_run = plan.model_copy(update={"data": plan.data.model_copy(update={"path": str(data_dir)})})
     if main:
-        dump_plan(as_run, run_dir / "plan.yaml")
-    if dry_run:
-        max_steps = min(max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)
-        model_factory = model_factory or tiny_llama
-    ctx = RunContext(plan=as_run, data_dir=data_dir, run_dir=run_dir, placement=checked.placement,
-                     max_steps=max_steps, resume=resume, dry_run=dry_run, model_factory=model_factory,
-                     progress=progress, stop_after_step=stop_after_step, notes=list(checked.notes))
+        dump_plan(plan, run_dir / "plan.yaml")
+    ctx = RunContext(plan=plan, run_dir=run_dir, placement=checked.placement, resume=resume, dry_run=dry_run,
+                     model_factory=model_factory, progress=progress, stop_after_step=stop_after_step,
+                     notes=list(checked.notes))
     if plan.technique == "api":
         from executor.train.api import run_hosted_finetune
 
         # The job runs on OpenAI's side; we poll it (TUNEWISE_API_POLL_SECONDS, default 10 s).
         poll = float(os.environ.get("TUNEWISE_API_POLL_SECONDS", "10"))
-        return write_result(ctx, run_hosted_finetune(as_run, data_dir, run_dir, poll_seconds=poll))
+        return write_result(ctx, run_hosted_finetune(plan, data_dir, run_dir, poll_seconds=poll))
     from transformers import set_seed
 
     # Adapters (LoRA's A, prompt embeddings, value heads) are drawn from the global RNG before the Trainer seeds
