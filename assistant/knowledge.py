@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,24 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assistant.profile import DERIVED_FIELDS, UseCaseProfile  # the fields rules and questions may name
+from executor.knowledge_files import (
+    KnowledgeError,
+    default_knowledge_dir,
+    entries,
+    entry_name,
+    read_yaml,
+    validated,
+)
+from executor.models.catalog import ModelInfo, load_catalog
 from executor.plan import COMPATIBLE_TECHNIQUES
 from executor.plan import TECHNIQUES as TECHNIQUE_TABLE
 
 APPROACHES = tuple(COMPATIBLE_TECHNIQUES)
 TECHNIQUES = tuple(TECHNIQUE_TABLE)  # the names rules, catalogs and hyperparameters may use
-
-
-class KnowledgeError(ValueError):
-    """A knowledge file that cannot be used; the message says where and what to fix."""
-
-
-def default_knowledge_dir() -> Path:
-    """knowledge/ next to the packages (editable install), overridable with TUNEWISE_KNOWLEDGE."""
-    env = os.environ.get("TUNEWISE_KNOWLEDGE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "knowledge"
 
 
 # --------------------------------------------------------------------------- docs
@@ -158,44 +156,6 @@ def _check_condition(cond: Any, fields: set[str], where: str) -> None:
 # --------------------------------------------------------------------------- catalogs
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    name: str
-    family: str
-    source: str
-    hf_id: str | None = None
-    params_b: float | None = None
-    active_params_b: float | None = None
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    vocab_size: int | None = None
-    context_length: int
-    license: str
-    commercial_use: bool
-    methods: list[str]
-    tags: list[str] = Field(default_factory=list)
-    aliases: list[str] = Field(default_factory=list)
-    good_for: str
-    cite: str
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value):
-        if value not in ("bundled", "hub", "api"):
-            raise ValueError("source must be bundled, hub or api")
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value):
-        bad = [m for m in value if m not in TECHNIQUES]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad}")
-        return value
-
-
 class GpuInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -238,34 +198,6 @@ class Question(BaseModel):
     field: str
     text: str
     options: list[QuestionOption] = Field(min_length=2)
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KnowledgeError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise KnowledgeError(f"{path}: not valid YAML: {exc}") from None
-
-
-def _validated(model: type[BaseModel], raw: Any, where: str):
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<entry>"
-        raise KnowledgeError(f"{where}: field {loc!r}: {err['msg']}") from None
-
-
-def _entries(path: Path, raw: Any, key: str) -> list[dict]:
-    if not isinstance(raw, dict) or not isinstance(raw.get(key), list):
-        raise KnowledgeError(f"{path}: expected a top-level {key!r} list")
-    return raw[key]
-
-
-def _entry_name(entry: Any, index: int, key: str = "id") -> str:
-    return str(entry.get(key)) if isinstance(entry, dict) and entry.get(key) else f"#{index + 1}"
 
 
 # --------------------------------------------------------------------------- confidence calibration
@@ -366,14 +298,14 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
     rules_path = root / "rules.yaml"
     rules: list[Rule] = []
     seen_ids: set[str] = set()
-    for i, raw in enumerate(_entries(rules_path, _read_yaml(rules_path), "rules")):
-        where = f"{rules_path}: rule {_entry_name(raw, i)!r}"
+    for i, raw in enumerate(entries(rules_path, read_yaml(rules_path), "rules")):
+        where = f"{rules_path}: rule {entry_name(raw, i)!r}"
         if not isinstance(raw, dict):
             raise KnowledgeError(f"{where}: a rule is a mapping")
         for required in ("id", "when", "effect", "reason", "cite"):
             if required not in raw:
                 raise KnowledgeError(f"{where}: field {required!r} is missing")
-        rule = _validated(Rule, raw, where)
+        rule = validated(Rule, raw, where)
         if rule.id in seen_ids:
             raise KnowledgeError(f"{where}: field 'id': duplicate rule id")
         seen_ids.add(rule.id)
@@ -381,43 +313,27 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         check_cites(rule.cite, where)
         rules.append(rule)
 
-    models_path = root / "models.yaml"
-    sizing = _read_yaml(models_path).get("sizing") or {}
-    for task, band in (sizing.get("by_task") or {}).items():
-        if not isinstance(band, dict) or not {"min_b", "max_b"} <= set(band):
-            raise KnowledgeError(f"{models_path}: sizing.by_task.{task}: needs min_b and max_b")
-    models: dict[str, ModelInfo] = {}
-    aliases: dict[str, str] = {}
-    for i, raw in enumerate(_entries(models_path, _read_yaml(models_path), "models")):
-        where = f"{models_path}: model {_entry_name(raw, i)!r}"
-        info = _validated(ModelInfo, raw, where)
-        if info.id in models:
-            raise KnowledgeError(f"{where}: field 'id': duplicate model id")
-        if info.source != "api" and not (info.params_b and info.hidden_size and info.num_layers):
-            raise KnowledgeError(f"{where}: open-weights models need params_b, hidden_size and num_layers")
-        for alias in [info.id, *info.aliases]:
-            if aliases.get(alias.lower(), info.id) != info.id:
-                raise KnowledgeError(f"{where}: field 'aliases': {alias!r} also names {aliases[alias.lower()]}")
-            aliases[alias.lower()] = info.id
-        check_cites([info.cite], where)
-        models[info.id] = info
+    catalog = load_catalog(root)  # models.yaml, read and checked the way the executor reads it
+    for info in catalog.models.values():
+        check_cites([info.cite], f"{catalog.path}: model {info.id!r}")
+    models, sizing = catalog.models, catalog.sizing
 
     hardware_path = root / "hardware.yaml"
-    hardware = _read_yaml(hardware_path)
+    hardware = read_yaml(hardware_path)
     gpus = [
-        _validated(GpuInfo, raw, f"{hardware_path}: gpu {_entry_name(raw, i)!r}")
-        for i, raw in enumerate(_entries(hardware_path, hardware, "gpus"))
+        validated(GpuInfo, raw, f"{hardware_path}: gpu {entry_name(raw, i)!r}")
+        for i, raw in enumerate(entries(hardware_path, hardware, "gpus"))
     ]
     for key in ("cpu", "defaults", "api_pricing"):
         if key not in hardware:
             raise KnowledgeError(f"{hardware_path}: field {key!r} is missing")
 
     lexicon_path = root / "lexicon.yaml"
-    lexicon = _read_yaml(lexicon_path)
+    lexicon = read_yaml(lexicon_path)
     cues = []
-    for i, raw in enumerate(_entries(lexicon_path, lexicon, "cues")):
+    for i, raw in enumerate(entries(lexicon_path, lexicon, "cues")):
         where = f"{lexicon_path}: cue #{i + 1} ({raw.get('field') if isinstance(raw, dict) else raw})"
-        cue = _validated(Cue, raw, where)
+        cue = validated(Cue, raw, where)
         if cue.field not in profile_fields:
             raise KnowledgeError(f"{where}: field 'field': unknown profile field {cue.field!r}")
         for pattern in cue.patterns:
@@ -429,9 +345,9 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
 
     questions_path = root / "questions.yaml"
     questions = []
-    for i, raw in enumerate(_entries(questions_path, _read_yaml(questions_path), "questions")):
-        where = f"{questions_path}: question {_entry_name(raw, i, 'field')!r}"
-        question = _validated(Question, raw, where)
+    for i, raw in enumerate(entries(questions_path, read_yaml(questions_path), "questions")):
+        where = f"{questions_path}: question {entry_name(raw, i, 'field')!r}"
+        question = validated(Question, raw, where)
         if question.field not in profile_fields:
             raise KnowledgeError(f"{where}: field 'field': unknown profile field {question.field!r}")
         for option in question.options:
@@ -440,13 +356,13 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         questions.append(question)
 
     hp_path = root / "hyperparameters.yaml"
-    hyperparameters = _read_yaml(hp_path)
+    hyperparameters = read_yaml(hp_path)
     for technique in _entries_map(hp_path, hyperparameters, "techniques"):
         if technique not in TECHNIQUES:
             raise KnowledgeError(f"{hp_path}: techniques: unknown technique {technique!r}")
 
     playbook_path = root / "playbook.yaml"
-    playbook = _read_yaml(playbook_path)
+    playbook = read_yaml(playbook_path)
     for key in ("data_preparation", "evaluation"):
         if not isinstance(playbook, dict) or key not in playbook:
             raise KnowledgeError(f"{playbook_path}: field {key!r} is missing")

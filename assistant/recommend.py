@@ -27,13 +27,13 @@ from assistant.profile import UseCaseProfile
 from assistant.rules import AskedQuestion, Decision, RulesEngine
 from assistant.semantic import default_extractor
 from assistant.sizing import chinchilla_model, right_sized
+from executor.models.catalog import model_ref
 from executor.plan import (
     TECHNIQUES,
     DataSpec,
     EstimateSpec,
     EvaluationSpec,
     HardwareSpec,
-    ModelRef,
     RetrievalSpec,
     SplitSpec,
     TrainingPlan,
@@ -396,11 +396,10 @@ class Advisor:
         if TECHNIQUES[decision.technique].needs_preference_data:
             metrics.append("preference")
         has_gpu = facts.get("has_gpu")
-        source = model.source if model.source != "hub" else "hub"
         return TrainingPlan(
             approach=decision.approach,
             technique=decision.technique,
-            base_model=ModelRef(id=model.id, source=source, hf_id=model.hf_id, params_b=model.params_b),
+            base_model=model_ref(model),
             data=DataSpec(
                 kind=facts.get("data_kind"),
                 expected_examples=facts.get("example_count"),

@@ -112,3 +112,15 @@ def test_doc_sections_become_citation_ids(tmp_path):
     parsed = parse_doc(doc)
     assert [s.citation_id for s in parsed.sections] == ["demo", "demo#mistral-and-mixtral", "demo#gpu-sizes-2026"]
     assert parsed.sections[1].text == "Body one."
+
+
+def test_the_executor_resolves_models_from_the_catalog_the_advisor_checked():
+    from executor.models.catalog import load_catalog, model_ref
+    from executor.models.registry import catalog, resolve
+
+    knowledge = load_knowledge()
+    assert load_catalog().models == knowledge.models  # one loader: knowledge/models.yaml read and checked once
+    assert catalog() == {model_id: info.model_dump() for model_id, info in knowledge.models.items()}
+    assert resolve("smollm2-360m-instruct").location == knowledge.models["smollm2-360m-instruct"].hf_id
+    ref = model_ref(knowledge.models["smollm2-360m-instruct"])
+    assert (ref.id, ref.source, ref.hf_id) == ("smollm2-360m-instruct", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct")

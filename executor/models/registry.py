@@ -9,15 +9,13 @@ directory: loading from the GGUF takes 3-5 s, from a folder 0.4 s.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from executor.paths import PROJECT_ROOT, data_dir
+from executor.models.catalog import load_catalog
+from executor.paths import data_dir
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2's GGUF has no pad token; <|endoftext|> is safe, while padding with <|im_end|> would mask the
@@ -40,9 +38,8 @@ class ModelSpec:
 
 @lru_cache(maxsize=1)
 def catalog() -> dict[str, dict[str, Any]]:
-    root = Path(os.environ.get("TUNEWISE_KNOWLEDGE") or PROJECT_ROOT / "knowledge")
-    data = yaml.safe_load((root / "models.yaml").read_text(encoding="utf-8"))
-    return {m["id"]: m for m in data["models"]}
+    """The checked catalog (the advisor's, executor/models/catalog.py) as plain entries by id."""
+    return {model_id: info.model_dump() for model_id, info in load_catalog().models.items()}
 
 
 def bundled_dir() -> Path:
