@@ -166,7 +166,7 @@ def demo_loop(rows: int = 200) -> None:
     print(f"data prepared in {time.perf_counter() - t0:.1f} s: {prepared.report['splits']}")
     plan = launch.plan_with_settings(conv.recommendation().plan, settings, advisor.knowledge, prepared.out_dir)
     store = RunStore()
-    run_id = launch.submit_run(store, plan, prepared.out_dir, settings, "demo")
+    run_id = launch.submit_run(store, plan, "demo")
     t0 = time.perf_counter()
     Worker(store, heartbeat_seconds=1).run(once=True, timeout=7200)
     print(f"run {store.get(run_id)['status']} in {time.perf_counter() - t0:.0f} s (training, then evaluation)")

@@ -311,3 +311,31 @@ def test_tables_upload_and_report(tmp_path, suffix, smol_tokenizer):
     assert (tmp_path / "out" / "train.jsonl").exists() and prepared.chart is not None
     with pytest.raises(data_upload.UploadError, match="upload a dataset file"):
         data_upload.prepare_upload(tmp_path / "notes.txt", tmp_path / "out2")
+
+
+def test_settings_are_plan_paths_and_bad_values_get_the_plans_message(advisor, tmp_path):
+    rec = advisor.recommend("We have 3,000 question and answer pairs and no GPU; answers in our house style.")
+    settings = {**launch.default_settings(rec.plan), "lora_r": 32, "max_steps": 0, "eval_limit": 5}
+    assert launch.plan_overrides(rec.plan, settings, advisor.knowledge)["training.lora.r"] == 32
+    plan = launch.plan_with_settings(rec.plan, settings, advisor.knowledge, tmp_path)
+    assert (plan.training.lora.r, plan.training.max_steps) == (32, None)  # 0 steps: the whole plan
+    assert (plan.evaluation.after_training, plan.evaluation.max_rows) == (True, 5)
+    assert not launch.plan_with_settings(rec.plan, {**settings, "eval_limit": 0}, advisor.knowledge,
+                                         tmp_path).evaluation.after_training
+    with pytest.raises(launch.LaunchError, match=r"^invalid plan: training\.lora\.r: Input should be greater"):
+        launch.plan_with_settings(rec.plan, {**settings, "lora_r": 0}, advisor.knowledge, tmp_path)
+    # The panel sends every field back, numbers as floats: only real changes are edits.
+    panel = {**{k: float(v) if isinstance(v, int) else v for k, v in settings.items()}, "epochs": "7", "backend": "x"}
+    assert launch.changed_settings(settings, panel) == {"epochs": "7"}
+
+
+def test_set_refuses_a_value_the_plan_refuses(advisor, knowledge, monkeypatch):
+    from assistant.chat.conversation import Conversation
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    conv = Conversation(advisor, backends.make_backend("offline", knowledge))
+    conv.describe("We have 3,000 question and answer pairs and no GPU; answers in our house style.")
+    assert conv.recommendation().plan.training.lora is not None
+    reply = conv.set_command({"lora_r": "0", "lora_alpha": "64"})[0].content
+    assert "Could not set: invalid plan: training.lora.r: Input should be greater than or equal to 1" in reply
+    assert conv.edits == {"lora_alpha": 64}

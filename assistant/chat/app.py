@@ -225,16 +225,7 @@ async def settings_update(settings: dict[str, Any]) -> None:
         conv.backend = backends.make_backend(name, conv.advisor.knowledge)
         await cl.Message(content=f"Language backend: {conv.backend.label}.").send()
     if conv.interview.texts:
-        current, edits = conv.settings(), {}
-        for key, value in settings.items():  # the panel sends every field: keep those whose value changed
-            if key not in launch.SETTING_KEYS or value in (None, ""):
-                continue
-            try:
-                changed = launch.parse_setting(key, value) != current.get(key)
-            except launch.LaunchError:
-                changed = True  # let set_command say what is wrong with it
-            if changed:
-                edits[key] = value
+        edits = launch.changed_settings(conv.settings(), settings)
         if edits:
             await send_all(conv.set_command({k: str(v) for k, v in edits.items()}))
     _save(conv)
@@ -364,8 +355,7 @@ async def on_launch(action: cl.Action) -> None:
     try:
         plan = launch.plan_with_settings(conv.recommendation().plan, settings, conv.advisor.knowledge,
                                          conv.upload["out_dir"])
-        run_id = await asyncio.to_thread(launch.submit_run, _store(), plan, conv.upload["out_dir"], settings,
-                                         _owner())
+        run_id = await asyncio.to_thread(launch.submit_run, _store(), plan, _owner())
         await asyncio.to_thread(autostart.ensure_worker)  # (a worker that died since start-up is replaced)
     except launch.LaunchError as exc:
         await cl.Message(content=f"Not launched: {exc}").send()

@@ -159,12 +159,21 @@ class Conversation:
         if edits and not self.interview.texts:
             problems.append("describe your use case first: the settings belong to the recommended plan")
         elif edits:
+            plan = self.recommendation().plan
             for key, raw in edits.items():
                 try:
-                    self.edits[key] = launch.parse_setting(key, raw)
-                    edited.append(key)
+                    value = launch.parse_setting(key, raw)
                 except launch.LaunchError as exc:
                     problems.append(str(exc))
+                    continue
+                try:  # checked against the plan now, so a bad value is refused with the plan's own message
+                    if plan.training is not None:
+                        launch.plan_with_settings(plan, {key: value}, self.advisor.knowledge, None)
+                except launch.LaunchError as exc:  # names the plan field (training.lora.r: ...)
+                    problems.append(str(exc))
+                    continue
+                self.edits[key] = value
+                edited.append(key)
         lines = []
         if facts:
             knowledge, profile = self.advisor.knowledge, self.interview.profile

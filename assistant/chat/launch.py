@@ -1,6 +1,6 @@
 """Approve & launch: the plan's editable hyperparameters, the run queue, and a run's live progress.
 
-    recommendation plan + prepared data + edited settings -> TrainingPlan (validated) -> RunStore.submit
+    recommendation plan + prepared data + edited settings -> TrainingPlan.with_overrides -> RunStore.submit
       -> events (status, progress, evaluation, result, error) folded into a RunView
       -> progress text (step/epoch, loss, eval loss, tokens/s, ETA) and a Plotly loss curve
 
@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from assistant.chat.results import SYSTEM_NAMES
 from executor.plan import ModelRef, PlanError, TrainingPlan
 
@@ -33,20 +31,27 @@ class Setting:
     label: str
     kind: str          # "text" | "int" | "float"
     description: str
+    path: str | None   # the plan field it edits (TrainingPlan.with_overrides); None: the base model (a catalog lookup)
 
 
 SETTINGS = (
-    Setting("base_model", "Base model", "text", "A catalog id (smollm2-135m-instruct, ...) or a local model folder"),
+    Setting("base_model", "Base model", "text", "A catalog id (smollm2-135m-instruct, ...) or a local model folder",
+            None),
     Setting("max_steps", "Max steps (0 = the whole plan)", "int",
-            "Caps training; small on CPU so a demo takes minutes"),
-    Setting("epochs", "Epochs", "float", "Passes over the training split"),
-    Setting("learning_rate", "Learning rate", "float", "e.g. 2e-4 for LoRA, 2e-5 for full fine-tuning"),
-    Setting("per_device_batch_size", "Batch size per device", "int", "Examples per step on each device"),
-    Setting("gradient_accumulation_steps", "Gradient accumulation", "int", "Steps summed before each update"),
-    Setting("max_seq_length", "Max sequence length", "int", "Tokens per example (longer rows are truncated)"),
-    Setting("lora_r", "LoRA rank", "int", "Adapter rank (LoRA / QLoRA / DPO plans)"),
-    Setting("lora_alpha", "LoRA alpha", "int", "Adapter scaling, usually 2 x rank"),
-    Setting("eval_limit", "Test rows to evaluate (0 = skip)", "int", "Evaluated after training against the baselines"),
+            "Caps training; small on CPU so a demo takes minutes", "training.max_steps"),
+    Setting("epochs", "Epochs", "float", "Passes over the training split", "training.epochs"),
+    Setting("learning_rate", "Learning rate", "float", "e.g. 2e-4 for LoRA, 2e-5 for full fine-tuning",
+            "training.learning_rate"),
+    Setting("per_device_batch_size", "Batch size per device", "int", "Examples per step on each device",
+            "training.per_device_batch_size"),
+    Setting("gradient_accumulation_steps", "Gradient accumulation", "int", "Steps summed before each update",
+            "training.gradient_accumulation_steps"),
+    Setting("max_seq_length", "Max sequence length", "int", "Tokens per example (longer rows are truncated)",
+            "training.max_seq_length"),
+    Setting("lora_r", "LoRA rank", "int", "Adapter rank (LoRA / QLoRA / DPO plans)", "training.lora.r"),
+    Setting("lora_alpha", "LoRA alpha", "int", "Adapter scaling, usually 2 x rank", "training.lora.alpha"),
+    Setting("eval_limit", "Test rows to evaluate (0 = skip)", "int", "Evaluated after training against the baselines",
+            "evaluation.max_rows"),
 )
 SETTING_KEYS = tuple(s.key for s in SETTINGS)
 
@@ -59,19 +64,27 @@ def runs_on_cpu(plan: TrainingPlan) -> bool:
     return plan.hardware.device == "cpu" or (plan.hardware.device == "auto" and not plan.hardware.gpu_count)
 
 
+def plan_value(plan: TrainingPlan, path: str) -> Any:
+    """The plan's value at a dotted path; None where a section on the way is absent (no LoRA section, ...)."""
+    node: Any = plan
+    for part in path.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
 def default_settings(plan: TrainingPlan) -> dict[str, Any]:
-    t = plan.training
+    """The panel's starting values, read from the plan by each setting's path. The step cap and the evaluation
+    size that the recommended plan leaves open get the chat's demo-sized defaults (small on CPU)."""
     cpu = runs_on_cpu(plan)
-    values: dict[str, Any] = {
-        "base_model": plan.base_model.path or plan.base_model.id,
-        "max_steps": CPU_DEMO_MAX_STEPS if cpu else 0,
-        "eval_limit": CPU_EVAL_LIMIT if cpu else GPU_EVAL_LIMIT,
-    }
-    if t is not None:
-        values.update(epochs=t.epochs, learning_rate=t.learning_rate, per_device_batch_size=t.per_device_batch_size,
-                      gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length)
-        if t.lora is not None:
-            values.update(lora_r=t.lora.r, lora_alpha=t.lora.alpha)
+    values: dict[str, Any] = {"base_model": plan.base_model.path or plan.base_model.id}
+    for s in SETTINGS:
+        if s.path is not None and plan_value(plan, s.path) is not None:
+            values[s.key] = plan_value(plan, s.path)
+    values.setdefault("max_steps", CPU_DEMO_MAX_STEPS if cpu else 0)
+    if not plan.evaluation.after_training:
+        values["eval_limit"] = CPU_EVAL_LIMIT if cpu else GPU_EVAL_LIMIT
     return values
 
 
@@ -93,6 +106,22 @@ def parse_setting(key: str, raw: Any) -> Any:
         raise LaunchError(f"{key}: expected {'a whole number' if setting.kind == 'int' else 'a number'}, "
                           f"got {raw!r}") from None
     return str(raw).strip()
+
+
+def changed_settings(current: dict[str, Any], panel: dict[str, Any]) -> dict[str, Any]:
+    """The settings panel sends every field back (numbers as floats): the ones whose value differs from `current`.
+    A value that does not parse counts as changed, so that `set` says what is wrong with it."""
+    edits = {}
+    for key, value in panel.items():
+        if key not in SETTING_KEYS or value in (None, ""):
+            continue
+        try:
+            changed = parse_setting(key, value) != current.get(key)
+        except LaunchError:
+            changed = True
+        if changed:
+            edits[key] = value
+    return edits
 
 
 def update_settings(current: dict[str, Any], edits: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -122,31 +151,37 @@ def model_ref(name: str, knowledge) -> ModelRef:
     raise LaunchError(f"base_model: {name!r} is neither a catalog model nor a local model folder (with config.json)")
 
 
+def plan_overrides(plan: TrainingPlan, settings: dict[str, Any], knowledge) -> dict[str, Any]:
+    """The settings as the plan fields they set (dotted paths). 0 steps is the whole plan and 0 test rows no
+    evaluation; a setting for a section the plan lacks (LoRA rank on a full fine-tune) has nothing to edit."""
+    overrides: dict[str, Any] = {}
+    model = settings.get("base_model")
+    if model and model not in (plan.base_model.id, plan.base_model.path):
+        overrides["base_model"] = model_ref(model, knowledge).model_dump(mode="json")
+    for s in SETTINGS:
+        value = settings.get(s.key)
+        parent = s.path.rpartition(".")[0] if s.path else ""
+        if s.path is None or value is None or (parent and plan_value(plan, parent) is None):
+            continue
+        overrides[s.path] = (value or None) if s.key in ("max_steps", "eval_limit") else value
+    if "evaluation.max_rows" in overrides:
+        overrides["evaluation.after_training"] = overrides["evaluation.max_rows"] is not None
+    return overrides
+
+
 def plan_with_settings(plan: TrainingPlan, settings: dict[str, Any], knowledge, data_dir: str | Path | None
                        ) -> TrainingPlan:
-    """The recommended plan with the user's edits and the prepared data, validated as a whole."""
+    """The recommended plan with the user's edits and the prepared data: the plan of the run, validated whole."""
     if plan.training is None:
         raise LaunchError(f"technique {plan.technique!r} trains nothing here: there is no run to launch "
                           "(prompting and RAG are evaluated as baselines, hosted fine-tuning needs an API key)")
-    raw = plan.model_dump(mode="json")
-    if settings.get("base_model") and settings["base_model"] not in (plan.base_model.id, plan.base_model.path):
-        raw["base_model"] = model_ref(settings["base_model"], knowledge).model_dump(mode="json")
-    training = raw["training"]
-    for key in ("epochs", "learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "max_seq_length"):
-        if settings.get(key) is not None:
-            training[key] = settings[key]
-    if training.get("lora") is not None:
-        if settings.get("lora_r") is not None:
-            training["lora"]["r"] = settings["lora_r"]
-        if settings.get("lora_alpha") is not None:
-            training["lora"]["alpha"] = settings["lora_alpha"]
+    overrides = plan_overrides(plan, settings, knowledge)
     if data_dir is not None:
-        raw["data"]["path"] = str(data_dir)
+        overrides["data.path"] = str(data_dir)
     try:
-        return TrainingPlan.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise LaunchError(f"the edited plan is not valid: {problems}") from None
+        return plan.with_overrides(overrides)
+    except PlanError as exc:  # the plan's own words: field path and what is wrong
+        raise LaunchError(str(exc)) from None
 
 
 def settings_markdown(settings: dict[str, Any]) -> str:
@@ -159,14 +194,8 @@ def settings_markdown(settings: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def submit_run(store, plan: TrainingPlan, data_dir: str | Path, settings: dict[str, Any], owner: str) -> str:
-    """Queue the run; with `eval_limit` > 0 the run evaluates itself on that many test rows after training."""
-    limit = int(settings.get("eval_limit") or 0)
-    try:
-        plan = plan.with_overrides({"data.path": str(data_dir), "training.max_steps": settings.get("max_steps") or None,
-                                    "evaluation.after_training": limit > 0, "evaluation.max_rows": limit or None})
-    except PlanError as exc:
-        raise LaunchError(f"the edited plan is not valid: {exc}") from None
+def submit_run(store, plan: TrainingPlan, owner: str) -> str:
+    """Queue the run of a plan from `plan_with_settings` (the plan holds its data, step cap and evaluation)."""
     return store.submit(plan.to_yaml(), owner=owner)
 
 
