@@ -86,11 +86,17 @@ def fits(model: ModelInfo, technique: str, gpu_memory_gb: float, gpu_count: int,
     """
     if gpu_memory_gb <= 0:
         return False
-    headroom = (knowledge.sizing or {}).get("headroom", DEFAULT_HEADROOM)
     needed = training_memory_gb(
         model, technique, micro_batch=1, seq_len=1024, gradient_checkpointing=True, gpu_count=gpu_count
     )
-    return needed <= headroom * gpu_memory_gb
+    return within_headroom(needed, gpu_memory_gb, knowledge)
+
+
+def within_headroom(needed_gb: float, gpu_memory_gb: float, knowledge: Knowledge) -> bool:
+    """The one memory test: `needed_gb` leaves the catalog's headroom of the GPU free (estimates are
+    estimates, fragmentation is real). `fits` and the micro-batch choice both ask it."""
+    headroom = (knowledge.sizing or {}).get("headroom", DEFAULT_HEADROOM)
+    return needed_gb <= headroom * gpu_memory_gb
 
 
 def techniques_that_fit(

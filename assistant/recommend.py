@@ -20,7 +20,7 @@ from assistant.confidence import (
     decision_features,
     known_decision_facts,
 )
-from assistant.estimates import estimate, fits, training_memory_gb
+from assistant.estimates import estimate, fits, training_memory_gb, within_headroom
 from assistant.extract import ProfileExtractor
 from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
 from assistant.profile import UseCaseProfile
@@ -171,8 +171,11 @@ def training_spec(
     return TrainingSpec(method=technique, **_nest(values))
 
 
-def fit_micro_batch(train: TrainingSpec, model: ModelInfo, gpu_gb: float, gpu_count: int) -> TrainingSpec:
-    """Largest micro-batch (then gradient checkpointing) that fits the GPU; accumulation keeps the
+def fit_micro_batch(
+    train: TrainingSpec, model: ModelInfo, gpu_gb: float, gpu_count: int, knowledge: Knowledge
+) -> TrainingSpec:
+    """Largest micro-batch (then gradient checkpointing) that fits the GPU with the catalog's headroom, as
+    `fits` judges the model; accumulation keeps the
     effective batch the same, so the optimization is unchanged by the memory it runs in."""
     effective = train.per_device_batch_size * train.gradient_accumulation_steps
     lora_r = train.lora.r if train.lora else 16
@@ -183,7 +186,7 @@ def fit_micro_batch(train: TrainingSpec, model: ModelInfo, gpu_gb: float, gpu_co
                 model, train.method, micro_batch=micro, seq_len=train.max_seq_length, lora_r=lora_r,
                 gradient_checkpointing=checkpointing, gpu_count=gpu_count,
             )
-            if needed <= gpu_gb:
+            if within_headroom(needed, gpu_gb, knowledge):
                 return train.model_copy(update={
                     "per_device_batch_size": micro,
                     "gradient_accumulation_steps": max(1, effective // micro),
@@ -240,7 +243,7 @@ class Advisor:
         if trains(decision.technique):
             train = training_spec(decision.technique, decision.approach, examples, facts.get("has_gpu"), kn)
             if facts.get("has_gpu") and model.params_b:
-                train = fit_micro_batch(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1)
+                train = fit_micro_batch(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1, kn)
         est = self._estimates(model, decision, train, facts)
 
         reasons = [

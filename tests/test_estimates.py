@@ -59,3 +59,16 @@ def test_cpu_estimate_uses_the_measured_rate(knowledge):
     assert "CPU" in est.hardware
     # ~441 tokens/s measured for SmolLM2 LoRA here: 1,050,000 tokens take on the order of 40 minutes.
     assert 0.3 < est.train_hours < 1.5
+
+
+def test_the_micro_batch_is_chosen_with_the_same_headroom_as_the_model(knowledge):
+    from assistant.recommend import fit_micro_batch, training_spec
+
+    model = knowledge.models["qwen2.5-1.5b-instruct"]  # micro-batch 4 needs 15.3 GB: fits 16 GB, not 85% of it
+    train = training_spec("lora", "fine_tuning", 5000, True, knowledge)
+    fitted = fit_micro_batch(train, model, 16.0, 1, knowledge)
+    need = training_memory_gb(model, "lora", micro_batch=fitted.per_device_batch_size, seq_len=fitted.max_seq_length,
+                              lora_r=fitted.lora.r, gradient_checkpointing=fitted.gradient_checkpointing == "on")
+    assert need <= knowledge.sizing["headroom"] * 16.0
+    effective = train.per_device_batch_size * train.gradient_accumulation_steps
+    assert fitted.per_device_batch_size * fitted.gradient_accumulation_steps == effective
