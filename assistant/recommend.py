@@ -212,7 +212,7 @@ class Advisor:
         self.extractor = extractor or default_extractor(self.knowledge)
         self.engine = RulesEngine(self.knowledge)
         if index == "auto":
-            from assistant.retrieval import KnowledgeIndex
+            from assistant.retrieval import KnowledgeIndex  # chromadb: only for advisors that cite passages
 
             index = KnowledgeIndex(self.knowledge)
         self.index = index

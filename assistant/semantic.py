@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from assistant.extract import RegexExtractor, Sentences
+from assistant.knowledge import KnowledgeError
 from assistant.profile import UseCaseProfile
-
-if TYPE_CHECKING:
-    from assistant.extract import RegexExtractor
 
 MIN_WORDS = 4
 MAX_SENTENCES = 200  # a description longer than this is read by keywords only past here
@@ -35,8 +34,6 @@ class Exemplars:
 
     @classmethod
     def load(cls, root: Path) -> Exemplars:
-        from assistant.knowledge import KnowledgeError
-
         path = root / "exemplars.yaml"
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         groups = []
@@ -59,8 +56,6 @@ class Exemplars:
 
 
 def sentences_of(text: str) -> list[str]:
-    from assistant.extract import Sentences
-
     return [p for p in Sentences(text or "").texts() if len(p.split()) >= MIN_WORDS][:MAX_SENTENCES]
 
 
@@ -68,7 +63,7 @@ class SemanticMatcher:
     """Embeds the exemplars once; `matches(text)` gives {field: (value, sentence, exemplar, score)}."""
 
     def __init__(self, exemplars: Exemplars, embedder=None):
-        from executor.embeddings import MiniLMEmbedder
+        from executor.embeddings import MiniLMEmbedder  # imports chromadb: only when meaning is read
 
         self.exemplars = exemplars
         self.embedder = embedder or MiniLMEmbedder.shared()
@@ -137,8 +132,6 @@ class SemanticExtractor:
 
 def default_extractor(knowledge) -> Any:
     """The semantic extractor when the bundled MiniLM loads, else the keyword extractor alone."""
-    from assistant.extract import RegexExtractor
-
     keywords = RegexExtractor(knowledge)
     try:
         matcher = SemanticMatcher(Exemplars.load(knowledge.root))
