@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import chromadb  # executor.embeddings, imported here anyway, loads it
+from chromadb.config import Settings
+
 from executor.embeddings import MiniLMEmbedder, TunewiseMiniLM, minilm_dir  # noqa: F401 (re-exported)
 from executor.paths import data_dir
 
@@ -91,9 +94,6 @@ class KnowledgeIndex:
     """The guidance docs in a persistent Chroma collection; `search` returns cited passages."""
 
     def __init__(self, knowledge: Knowledge, persist_dir: str | Path | None = None):
-        import chromadb
-        from chromadb.config import Settings
-
         self.knowledge = knowledge
         self.persist_dir = Path(persist_dir) if persist_dir else data_dir() / "chroma"
         self.client = chromadb.PersistentClient(

@@ -70,7 +70,7 @@ class SemanticMatcher:
         flat = [(f, v, s) for f, v, sentences in exemplars.groups for s in sentences]
         self.keys = [(f, v) for f, v, _ in flat]
         self.texts = [s for _, _, s in flat]
-        import torch
+        import torch  # seconds to import: only once a matcher is built, never for keyword-only extraction
 
         self.torch = torch
         self.vectors = torch.tensor(self.embedder.embed(self.texts))

@@ -138,3 +138,23 @@ def test_imports_point_one_way():
             if why:
                 wrong.append(f"{module} -> {target}: {why}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_imports_inside_the_advisors_functions_say_why():
+    """An import inside a function is there to keep start-up fast; its line says what it saves (the advisor's
+    command line, recommend_cli, says so once in its docstring for all its commands)."""
+    silent = []
+    for module, path in project_modules().items():
+        if layer(module) != "assistant" or module == "assistant.recommend_cli":
+            continue
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        for function in ast.walk(ast.parse(source)):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    text = " ".join(lines[node.lineno - 1:node.end_lineno])
+                    if "#" not in text:
+                        silent.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not silent, "imports inside functions without a comment saying why:\n" + "\n".join(silent)
