@@ -284,6 +284,7 @@ def runs_list() -> None:
 @runs_app.command("show")
 def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Status, progress, latest metrics and run directory."""
+    from executor.runs.events import read_event
     from executor.runs.store import RunNotFound
 
     store = _store()
@@ -292,16 +293,16 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     except RunNotFound:
         typer.secho(f"error: no run {run_id!r} (see `tunewise runs list`)", err=True, fg="red")
         raise typer.Exit(2) from None
-    events = store.events(run_id)
-    progress = [e["data"] for e in events if e["kind"] == "progress"]
+    latest = {}  # each kind's last payload, read through the events contract (executor/runs/events.py)
+    for event in map(read_event, store.events(run_id)):
+        latest[event.kind] = event.data
     info = {k: run[k] for k in ("id", "status", "attempt", "max_attempts", "run_dir", "error", "created_at",
                                 "started_at", "finished_at", "gpus", "backend", "external_id")}
-    stages = [e["data"] for e in events if e["kind"] == "stage"]
-    info["stage"] = stages[-1] if stages else None
-    evaluation = [e["data"] for e in events if e["kind"] == "evaluation"]
-    info["evaluation"] = evaluation[-1] if evaluation else None
-    info["progress"] = {"step": progress[-1]["step"], "total": progress[-1]["total"]} if progress else None
-    info["latest_metrics"] = progress[-1] if progress else None
+    info["stage"] = latest.get("stage")
+    info["evaluation"] = latest.get("evaluation")
+    progress = latest.get("progress")
+    info["progress"] = {"step": progress["step"], "total": progress["total"]} if progress else None
+    info["latest_metrics"] = progress
     info["artifacts"] = store.artifacts(run_id)
     if as_json:
         typer.echo(json.dumps(info))

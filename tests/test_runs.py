@@ -159,18 +159,6 @@ def test_runs_cli_submit_prints_the_id_last(tiny_model_dir, data, tmp_path, monk
     assert "cancelled" in CliRunner().invoke(app, ["runs", "list"]).stdout
 
 
-def test_failures_are_explained():
-    import errno
-
-    from executor.runs.child import explain
-
-    oom = explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert "out of memory" in oom and "per_device_batch_size" in oom and "qlora" in oom
-    full = explain(OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints"))
-    assert "disk full" in full and "/data/run/checkpoints" in full and "tunewise runs resume" in full
-    assert explain(ValueError("bad")) == "ValueError: bad"
-
-
 def test_follow_streams_events_until_the_run_ends(store, tiny_model_dir, data, tmp_path):
     run_id = submit(store, tiny_model_dir, data, tmp_path, max_steps=3)
     thread = threading.Thread(target=Worker(store, heartbeat_seconds=0.2).run, kwargs={"once": True, "timeout": 300})

@@ -194,7 +194,7 @@ def _ranks_of(run_dir: Path) -> list[int]:
             state = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State:"))
         except (OSError, StopIteration):
             continue
-        if "executor.train.distributed" in cmdline and str(run_dir) in cmdline and "zombie" not in state:
+        if "executor.runs.rank" in cmdline and str(run_dir) in cmdline and "zombie" not in state:
             pids.append(int(proc.name))
     return pids
 

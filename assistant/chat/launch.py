@@ -19,6 +19,7 @@ from typing import Any
 
 from assistant.chat.results import SYSTEM_NAMES
 from executor.plan import ModelRef, PlanError, TrainingPlan
+from executor.runs.events import read_event
 
 CPU_DEMO_MAX_STEPS = 30   # a CPU demo run with the bundled 135M model: a few minutes, not hours
 CPU_EVAL_LIMIT = 20       # test rows evaluated after a CPU run (greedy generation is ~15 tokens/s per system)
@@ -231,9 +232,10 @@ class RunView:
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
 
-    def fold(self, event: dict[str, Any]) -> None:
-        self.last_event = max(self.last_event, event.get("id", 0))
-        kind, data = event["kind"], event["data"]
+    def fold(self, row: dict[str, Any]) -> None:
+        event = read_event(row)  # the declared contract (executor/runs/events.py): an unknown kind is an error
+        self.last_event = max(self.last_event, event.id)
+        kind, data = event.kind, event.data
         if kind == "status":
             self.status = data["status"] if data["status"] != "orphaned" else self.status
             if data.get("error"):
@@ -250,7 +252,7 @@ class RunView:
                 self.eval_losses.append((self.step, data["eval_loss"]))
             if data.get("tokens_per_second") is not None:
                 self.tokens_per_second = data["tokens_per_second"]
-            now = event.get("time") or time.time()
+            now = event.time or time.time()
             if self.first_progress is None:
                 self.first_progress = (now, self.step)
             self.last_progress = (now, self.step)

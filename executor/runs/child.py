@@ -11,12 +11,10 @@ orphan the next worker resumes rather than a training nobody watches.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import signal
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -37,29 +35,6 @@ def _launcher_dies_with_us() -> None:
     die_with_parent(signal.SIGTERM)
 
 
-def explain(exc: BaseException) -> str:
-    """A failure message a person can act on (out of memory and full disks get their own)."""
-    name = type(exc).__name__
-    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return (f"out of memory: {exc}. Try a smaller per_device_batch_size (with more gradient accumulation), "
-                "technique qlora, gradient_checkpointing: on, or a shorter max_seq_length")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"disk full while writing {getattr(exc, 'filename', '') or 'the run directory'}: free space or move " \
-               "TUNEWISE_HOME to a bigger disk, then `tunewise runs resume ID`"
-    return f"{name}: {exc}"
-
-
-def record_failure(store, run_id: str, exc: BaseException) -> None:
-    store.add_event(run_id, "error", {"error": explain(exc), "traceback": traceback.format_exc()[-4000:]})
-
-
-def progress_reporter(store, run_id: str):
-    def progress(step: int, total: int, record: dict) -> None:
-        store.add_event(run_id, "progress", {"step": step, "total": total, **{k: v for k, v in record.items()
-                                                                            if v is not None}})
-    return progress
-
-
 def visible_devices() -> tuple[int, float | None]:
     """GPUs this process may use (the worker narrowed CUDA_VISIBLE_DEVICES to the run's share) and the
     memory of one. TUNEWISE_CPU_PROCESSES=N gives a CPU-only machine N gloo processes per run."""
@@ -76,29 +51,23 @@ def _train_distributed(store, run: dict, plan, launch, run_dir: Path, resume: bo
 
     # The ranks read the run directory's plan.yaml, the same file a single-process run leaves there.
     plan_file = dump_plan(plan, run_dir / "plan.yaml")
+    # Its ranks start in executor.runs.rank, where rank 0 gets this run's reporter.
     command = launch_command(plan_file, run_dir, launch.nproc, resume=resume, port=free_port(), mode=launch.mode,
-                             run_id=run["id"], store=str(store.path))
+                             module="executor.runs.rank", extra=["--run-id", run["id"], "--store", str(store.path)])
     # The launched processes share this one's process group, so a cancel (killpg) reaches them all.
     return subprocess.run(command, check=False, preexec_fn=_launcher_dies_with_us).returncode == 0
 
 
-def _evaluate(store, run: dict, plan, run_dir: Path) -> None:
+def _evaluate(store, report_to, run: dict, plan, run_dir: Path) -> None:
     from executor.evaluate.runner import evaluate
 
-    store.add_event(run["id"], "stage", {"stage": "evaluate"})
-
-    def progress(system: str, done: int, total: int) -> None:
-        store.add_event(run["id"], "eval_progress", {"system": system, "done": done, "total": total})
-
+    report_to.stage("evaluate")
     try:
-        report = evaluate(run_dir, limit=plan.evaluation.max_rows, progress=progress)
+        report = evaluate(run_dir, limit=plan.evaluation.max_rows, progress=report_to.eval_progress)
     except Exception as exc:  # noqa: BLE001 - the trained model stands; the run says why it has no report
-        store.add_event(run["id"], "evaluation_error", {"error": explain(exc)})
+        report_to.evaluation_failed(exc)
         return
-    headline = report["headline_metric"]
-    summary = {name: (metrics.get(headline) or {}).get("value") for name, metrics in report["systems"].items()}
-    store.add_event(run["id"], "evaluation", {"headline_metric": headline, "n": report["n"], "task": report["task"],
-                                              "systems": summary})
+    report_to.evaluation(report)
     for name in REPORT_ARTIFACTS:
         if (run_dir / name).exists():
             store.add_artifact(run["id"], name, str(run_dir / name))
@@ -114,32 +83,31 @@ def main(run_id: str, store_path: str | None = None) -> int:
     from executor.train.runner import train
 
     store = RunStore(store_path)
+    report_to = store.reporter(run_id)
     run = store.get(run_id)
     run_dir = Path(run["run_dir"])
     trained = (run_dir / "result.json").exists()  # a retry after a crash during evaluation skips training
     resume = not trained and any((run_dir / "checkpoints").glob("checkpoint-*"))
     if resume:
-        store.add_event(run_id, "message", {"text": f"resuming from the last checkpoint (attempt {run['attempt']})"})
+        report_to.message(f"resuming from the last checkpoint (attempt {run['attempt']})")
     try:
         plan = TrainingPlan.model_validate(yaml.safe_load(run["plan"]))
         if not trained:
             gpus, memory = visible_devices()
             launch = choose_launch(plan, gpus, memory)
-            store.add_event(run_id, "stage", {"stage": "train", "processes": launch.nproc, "mode": launch.mode,
-                                              "why": launch.why})
+            report_to.stage("train", processes=launch.nproc, mode=launch.mode, why=launch.why)
             if launch.nproc > 1:
                 if not _train_distributed(store, run, plan, launch, run_dir, resume):
                     return 1  # rank 0 recorded an explained error, or the processes crashed (the worker retries)
             else:
-                result = train(plan, run_dir, resume=resume, progress=progress_reporter(store, run_id))
-                store.add_event(run_id, "result", result)
+                report_to.result(train(plan, run_dir, resume=resume, progress=report_to.progress))
         for name in ARTIFACTS:
             if (run_dir / name).exists():
                 store.add_artifact(run_id, name, str(run_dir / name))
         if plan.evaluation.after_training and plan.technique not in ("none", "api"):
-            _evaluate(store, run, plan, run_dir)
+            _evaluate(store, report_to, run, plan, run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded with its reason
-        record_failure(store, run_id, exc)
+        report_to.failure(exc)
         return 1
     return 0
 

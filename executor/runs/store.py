@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from executor.paths import data_dir
+from executor.runs.events import Reporter, check
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -200,12 +201,17 @@ class RunStore:
     # ------------------------------------------------------------------ events and artifacts
     @staticmethod
     def _event(db: sqlite3.Connection, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        check(kind, data)  # only the kinds executor.runs.events declares reach the log its readers rely on
         db.execute("INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
                    (run_id, time.time(), kind, json.dumps(data)))
 
     def add_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._connect() as db:
             self._event(db, run_id, kind, data)
+
+    def reporter(self, run_id: str) -> Reporter:
+        """What a run process (or rank 0 of a launch) reports through: the run's events, written here."""
+        return Reporter(lambda kind, data: self.add_event(run_id, kind, data))
 
     def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         with self._connect() as db:

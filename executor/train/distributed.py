@@ -1,10 +1,11 @@
 """Several processes, one plan: DDP, or FSDP for models that do not fit one GPU, launched through `accelerate`.
 
-The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.train.distributed PLAN
-RUN_DIR` (the plan is the whole run: data folder and step cap included); the Trainer shards batches across the
-processes (NCCL on GPUs, gloo on CPUs) and averages gradients, or, under FSDP, shards the parameters too. Only
-the main process writes the run directory and the run store (plan, metrics, weights, result, progress events);
-every process computes.
+The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.runs.rank PLAN RUN_DIR
+--run-id ID` (by hand: `-m executor.train.distributed PLAN RUN_DIR`; the plan is the whole run, data folder and
+step cap included); the Trainer shards batches across the processes (NCCL on GPUs, gloo on CPUs) and averages
+gradients, or, under FSDP, shards the parameters too. Only the main process writes the run directory and reports
+(through the reporter its entry point hands to `run_rank`); every process computes. Nothing here imports the
+run queue.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def _use_local_gpu() -> None:
 
 
 def launch_command(plan: Path, run_dir: Path, nproc: int, resume: bool = False, port: int | None = None,
-                   mode: str = "ddp", run_id: str | None = None, store: str | None = None) -> list[str]:
+                   mode: str = "ddp", module: str = "executor.train.distributed", extra: list[str] | tuple = ()
+                   ) -> list[str]:
+    """The accelerate command that starts `nproc` processes of `module` (PLAN RUN_DIR [--resume] EXTRA...); the
+    run queue passes its own entry point (executor.runs.rank) and the run to report to as `extra`."""
     # `--multi_gpu` is accelerate's name for "several local processes"; on a machine without CUDA the Trainer
     # falls back to gloo on the CPU, which is how the tests exercise this path.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
@@ -101,16 +105,32 @@ def launch_command(plan: Path, run_dir: Path, nproc: int, resume: bool = False, 
         command.append("--multi_gpu")
     if port:
         command += ["--main_process_port", str(port)]
-    command += ["-m", "executor.train.distributed", str(plan), str(run_dir)]
+    command += ["-m", module, str(plan), str(run_dir)]
     if resume:
         command.append("--resume")
-    if run_id:
-        command += ["--run-id", run_id] + (["--store", store] if store else [])
-    return command
+    return command + list(extra)
 
 
 def launch(plan: Path, run_dir: Path, nproc: int, **kwargs) -> int:
     return subprocess.run(launch_command(plan, run_dir, nproc, **kwargs), check=False).returncode
+
+
+def run_rank(plan: Path, run_dir: Path, resume: bool = False, reporter=None) -> int:
+    """One process of a launch. `reporter` (rank 0 of a queued run: an executor.runs.events.Reporter, handed in
+    by executor.runs.rank) receives progress, then the result or the failure; None reports nothing."""
+    _use_local_gpu()
+    from executor.plan import load_plan
+    from executor.train.runner import train
+
+    try:
+        result = train(load_plan(plan), run_dir, resume=resume, progress=reporter.progress if reporter else None)
+    except BaseException as exc:
+        if reporter is not None:
+            reporter.failure(exc)
+        raise
+    if reporter is not None:
+        reporter.result(result)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,31 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("plan", type=Path)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--run-id", help="Report progress and the outcome to this run in the run store.")
-    parser.add_argument("--store", help="The run store's SQLite file (default: the data directory's).")
     args = parser.parse_args(argv)
-    _use_local_gpu()
-    from executor.plan import load_plan
-    from executor.train.runner import train
-
-    store = progress = None
-    if args.run_id and is_main_process():
-        from executor.runs.child import progress_reporter
-        from executor.runs.store import RunStore
-
-        store = RunStore(args.store)
-        progress = progress_reporter(store, args.run_id)
-    try:
-        result = train(load_plan(args.plan), args.run_dir, resume=args.resume, progress=progress)
-    except BaseException as exc:
-        if store is not None:
-            from executor.runs.child import record_failure
-
-            record_failure(store, args.run_id, exc)
-        raise
-    if store is not None:
-        store.add_event(args.run_id, "result", result)
-    return 0
+    return run_rank(args.plan, args.run_dir, resume=args.resume)
 
 
 if __name__ == "__main__":
