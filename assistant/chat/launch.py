@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.chat.results import SYSTEM_NAMES
+from executor.models import catalog
 from executor.plan import ModelRef, PlanError, TrainingPlan
 from executor.runs.events import read_event
 
@@ -144,8 +145,7 @@ def model_ref(name: str, knowledge) -> ModelRef:
     if entry is None and knowledge is not None:
         entry = next((m for m in knowledge.models.values() if name.lower() in [a.lower() for a in m.aliases]), None)
     if entry is not None:
-        return ModelRef(id=entry.id, source="hub" if entry.source == "hub" else entry.source, hf_id=entry.hf_id,
-                        params_b=entry.params_b)
+        return catalog.model_ref(entry)  # the same reference the advisor's plans carry
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return ModelRef(id=str(path), source="local", path=str(path.resolve()))
