@@ -77,7 +77,7 @@ def main(run_id: str, store_path: str | None = None) -> int:
     die_with_parent()
     import yaml
 
-    from executor.plan import TrainingPlan
+    from executor.plan import TrainingPlan, trains
     from executor.runs.store import RunStore
     from executor.train.distributed import choose_launch
     from executor.train.runner import train
@@ -104,7 +104,7 @@ def main(run_id: str, store_path: str | None = None) -> int:
         for name in ARTIFACTS:
             if (run_dir / name).exists():
                 store.add_artifact(run_id, name, str(run_dir / name))
-        if plan.evaluation.after_training and plan.technique not in ("none", "api"):
+        if plan.evaluation.after_training and trains(plan.technique):
             _evaluate(store, report_to, run, plan, run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded with its reason
         report_to.failure(exc)
