@@ -1,7 +1,7 @@
 """Multi-GPU scaling through the run queue's own launch path (issue #10): tokens/s per GPU, scaling efficiency
 against one GPU, peak memory per GPU, and loss parity of an N-GPU run with a 1-GPU run of the same global batch.
 
-Every run is `accelerate launch ... -m executor.train.distributed` as the worker starts it (DDP, or FSDP when
+Every run is `accelerate launch ... -m executor.train.rank`, the launch the worker makes (DDP, or FSDP when
 `choose_launch` picks it or --mode forces it), on random-init models of real shapes with synthetic chat rows.
 All runs, one GPU included, go through the same launcher and the same training path (DDP runs take the packed
 fast path of #8, reducing gradients once per step; FSDP runs pad their batches), so the ratios compare like

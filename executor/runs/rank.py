@@ -1,8 +1,8 @@
 """One process of a queued run's multi-process launch: `python -m executor.runs.rank PLAN RUN_DIR --run-id ID`.
 
-The run process (executor.runs.child) launches this instead of executor.train.distributed's own entry point, so
-that rank 0 reports progress, the result or the failure to the run store; the trainer's side receives the
-reporter and never imports the run queue.
+The run process (executor.runs.child) launches this instead of executor.train.rank, so that rank 0 reports
+progress, the result or the failure to the run store; executor.train.rank receives that reporter and never
+imports the run queue.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True, help="Report progress and the outcome to this run.")
     parser.add_argument("--store", help="The run store's SQLite file (default: the data directory's).")
     args = parser.parse_args(argv)
-    from executor.train.distributed import is_main_process, run_rank
+    from executor.train.distributed import is_main_process
+    from executor.train.rank import run_rank
 
     reporter = None
     if is_main_process():  # one reporter per run, however many processes train it

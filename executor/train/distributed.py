@@ -1,16 +1,15 @@
 """Several processes, one plan: DDP, or FSDP for models that do not fit one GPU, launched through `accelerate`.
 
 The worker decides with `choose_launch` and runs `accelerate launch ... -m executor.runs.rank PLAN RUN_DIR
---run-id ID` (by hand: `-m executor.train.distributed PLAN RUN_DIR`; the plan is the whole run, data folder and
-step cap included); the Trainer shards batches across the processes (NCCL on GPUs, gloo on CPUs) and averages
+--run-id ID` (by hand: `-m executor.train.rank PLAN RUN_DIR`; the plan is the whole run, data folder and step
+cap included); the Trainer shards batches across the processes (NCCL on GPUs, gloo on CPUs) and averages
 gradients, or, under FSDP, shards the parameters too. Only the main process writes the run directory and reports
-(through the reporter its entry point hands to `run_rank`); every process computes. Nothing here imports the
-run queue.
+(through the reporter its entry point hands to `rank.run_rank`); every process computes. This module plans and
+starts launches; it imports neither the trainer nor the run queue.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
@@ -77,17 +76,8 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _use_local_gpu() -> None:
-    """Make this rank's GPU (LOCAL_RANK) the current one before any weights load: `.to("cuda")` and a 4-bit
-    load's device map otherwise put every rank's copy on GPU 0 (a quantized model cannot be moved afterwards)."""
-    import torch
-
-    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-
-
 def launch_command(plan: Path, run_dir: Path, nproc: int, resume: bool = False, port: int | None = None,
-                   mode: str = "ddp", module: str = "executor.train.distributed", extra: list[str] | tuple = ()
+                   mode: str = "ddp", module: str = "executor.train.rank", extra: list[str] | tuple = ()
                    ) -> list[str]:
     """The accelerate command that starts `nproc` processes of `module` (PLAN RUN_DIR [--resume] EXTRA...); the
     run queue passes its own entry point (executor.runs.rank) and the run to report to as `extra`."""
@@ -113,34 +103,3 @@ def launch_command(plan: Path, run_dir: Path, nproc: int, resume: bool = False, 
 
 def launch(plan: Path, run_dir: Path, nproc: int, **kwargs) -> int:
     return subprocess.run(launch_command(plan, run_dir, nproc, **kwargs), check=False).returncode
-
-
-def run_rank(plan: Path, run_dir: Path, resume: bool = False, reporter=None) -> int:
-    """One process of a launch. `reporter` (rank 0 of a queued run: an executor.runs.events.Reporter, handed in
-    by executor.runs.rank) receives progress, then the result or the failure; None reports nothing."""
-    _use_local_gpu()
-    from executor.plan import load_plan
-    from executor.train.runner import train
-
-    try:
-        result = train(load_plan(plan), run_dir, resume=resume, progress=reporter.progress if reporter else None)
-    except BaseException as exc:
-        if reporter is not None:
-            reporter.failure(exc)
-        raise
-    if reporter is not None:
-        reporter.result(result)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m executor.train.distributed")
-    parser.add_argument("plan", type=Path)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-    return run_rank(args.plan, args.run_dir, resume=args.resume)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
