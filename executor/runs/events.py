@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Each kind with the payload keys it must carry.
@@ -85,12 +85,10 @@ class Reporter:
     """Writes a run's events through `write(kind, data)`; every event is checked against the contract first."""
 
     write: Callable[[str, dict[str, Any]], None]
-    sent: list[str] = field(default_factory=list)  # kinds written, in order (what a test or a caller can check)
 
     def _send(self, kind: str, data: dict[str, Any]) -> None:
         check(kind, data)
         self.write(kind, data)
-        self.sent.append(kind)
 
     def message(self, text: str) -> None:
         self._send("message", {"text": text})
