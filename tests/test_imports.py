@@ -15,13 +15,6 @@ PACKAGES = ("assistant", "executor")
 # The `tunewise` command line mounts the advisor's, the executor's and the chat's commands: the one module
 # above all three, so it may import any of them and none may import it.
 COMPOSITION_ROOT = "assistant.cli"
-# executor.runs.child -> executor.train.distributed -> executor.train.runner -> executor.train.distributed (its
-# process entry calls runner.train) -> ...: the typed run events of issue #16 ("events" part) are reworking these
-# modules and remove the circle; a circle through executor.train.distributed, among the run and train modules
-# only, is excused until they land.
-def excused(group: set[str]) -> bool:
-    in_runs_or_train = all(m.startswith(("executor.runs.", "executor.train.")) for m in group)
-    return "executor.train.distributed" in group and in_runs_or_train
 
 
 def module_name(path: Path) -> str:
@@ -116,7 +109,7 @@ def test_the_graph_sees_imports_in_functions_and_under_type_checking():
 
 
 def test_no_import_cycles():
-    cycles = [sorted(group) for group in strongly_connected(import_graph()) if not excused(group)]
+    cycles = [sorted(group) for group in strongly_connected(import_graph())]
     assert not cycles, f"modules that import each other (break the circle): {cycles}"
 
 
