@@ -26,3 +26,13 @@ def test_lora_is_used_always_by_lora_and_qlora_and_by_preference_methods_when_th
     assert uses_lora("lora", None) and uses_lora("qlora", None)
     assert not uses_lora("dpo", None) and uses_lora("dpo", LoraSpec()) and uses_lora("rlhf", LoraSpec())
     assert not uses_lora("full", LoraSpec()) and not uses_lora("prompt_tuning", LoraSpec())
+
+
+def test_per_technique_numbers_cover_exactly_the_training_techniques():
+    # Numbers that belong to one model each (the advisor's FLOPs factors, the launcher's bytes per parameter)
+    # stay with their formulas, keyed by the table's names.
+    from assistant.estimates import FLOPS_PER_PARAM_TOKEN
+    from executor.train.distributed import BYTES_PER_PARAM
+
+    assert set(FLOPS_PER_PARAM_TOKEN) == set(TRAINING_TECHNIQUES)
+    assert set(BYTES_PER_PARAM) == set(TRAINING_TECHNIQUES)
