@@ -9,6 +9,13 @@ from typing import Annotated
 
 import typer
 
+from executor.serve.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_PROMPT_BYTES,
+    DEFAULT_MAX_QUEUED_TOKENS,
+    DEFAULT_MAX_SEQUENCES,
+)
+
 plan_app = typer.Typer(help="Work with training plans: export them as other tools' configs.", no_args_is_help=True)
 
 
@@ -56,10 +63,21 @@ def serve_command(
     max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Requests generated together.")] = 32,
     batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Requests arriving less than this apart "
                                                  "are batched together.")] = 5.0,
+    max_sequences: Annotated[int, typer.Option("--max-sequences", min=1, help="Completions one request may ask "
+                                               "for (prompts x n).")] = DEFAULT_MAX_SEQUENCES,
+    max_prompt_bytes: Annotated[int, typer.Option("--max-prompt-bytes", min=1, help="UTF-8 bytes of one prompt "
+                                                  "(a chat's messages together), checked before tokenizing.")]
+    = DEFAULT_MAX_PROMPT_BYTES,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1, help="Bytes of a request body.")]
+    = DEFAULT_MAX_BODY_BYTES,
+    max_queued_tokens: Annotated[int, typer.Option("--max-queued-tokens", min=1, help="Prompt plus max_tokens of "
+                                                   "all unfinished requests; past it a request gets 429.")]
+    = DEFAULT_MAX_QUEUED_TOKENS,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions)."""
     from executor.export.run_dir import ExportError
     from executor.models.registry import ModelError
+    from executor.serve.limits import ServeLimits
     from executor.serve.server import make_engine, serve
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -68,13 +86,15 @@ def serve_command(
                     fg="yellow", err=True)
     try:
         engine = make_engine(target, device=device, model_id=name, max_batch_size=max_batch_size,
-                             batch_wait_ms=batch_wait_ms)
+                             batch_wait_ms=batch_wait_ms, max_queued_tokens=max_queued_tokens)
     except (ExportError, ModelError, OSError) as exc:
         _fail(str(exc))
     base_url = f"http://{host}:{port}/v1"
     typer.echo(f"serving {engine.model_id!r} at {base_url} (context {engine.context_length} tokens)", err=True)
     typer.echo(f"  OPENAI_BASE_URL={base_url} OPENAI_API_KEY={'<your key>' if api_key else 'unused'}", err=True)
-    serve(engine, host=host, port=port, api_key=api_key)
+    limits = ServeLimits(max_sequences=max_sequences, max_prompt_bytes=max_prompt_bytes,
+                         max_body_bytes=max_body_bytes)
+    serve(engine, host=host, port=port, api_key=api_key, limits=limits)
 
 
 @plan_app.command("export")

@@ -3,13 +3,20 @@
 Responses and stream chunks have OpenAI's shapes, so the official client, LangChain's ChatOpenAI and the
 assistant's OpenAI backend (OPENAI_BASE_URL) work against it. Streams are server-sent events ending with
 `data: [DONE]`. Errors are OpenAI error bodies, {"error": {"message", "type", "param", "code"}}:
-400 for a malformed request or one past the context window, 401 for a missing or wrong API key,
-404 for an unknown model or path, 500 when generation fails.
+400 for a malformed request, one past the context window or past a limit of executor.serve.limits, 401 for a
+missing or wrong API key (every path but /health needs it when a key is set), 404 for an unknown model or path,
+413 for a body past max_body_bytes, 429 (with Retry-After) when the queued-token budget is full, 500 when
+generation fails, 503 while shutting down.
+
+A non-streaming request whose client hangs up is cancelled (its client is polled every
+`disconnect_poll_seconds`); a stream is cancelled when its client stops reading.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
@@ -22,23 +29,32 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from executor.serve.engine import DEFAULT_MAX_TOKENS, Engine, GenerationRequest
+from executor.serve.engine import (
+    DEFAULT_MAX_TOKENS,
+    Engine,
+    GenerationRequest,
+    QueueFull,
+    RequestTooLarge,
+    ShuttingDown,
+)
+from executor.serve.limits import ServeLimits
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.type, self.param, self.code)
+        return error_response(self.status, self.message, self.type, self.param, self.code, self.headers)
 
 
 def error_response(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None) -> JSONResponse:
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 # --- request bodies (unknown fields are ignored, as clients send many optional ones) ---------------------
@@ -98,46 +114,31 @@ class CompletionRequest(_Sampling):
 
 
 # --- the app ---------------------------------------------------------------------------------------------
-def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `engine`; with `api_key`, every /v1 call needs `Authorization: Bearer KEY`."""
+OPEN_PATHS = ("/health",)  # the only path a key-protected server answers without the key
+
+
+def build_app(engine: Engine, api_key: str | None = None, limits: ServeLimits | None = None) -> FastAPI:
+    """The FastAPI app serving `engine`; with `api_key`, every path but /health needs `Authorization: Bearer KEY`
+    (the interactive /docs page cannot send it, so it is off; /openapi.json answers with the key)."""
+    limits = limits or ServeLimits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await engine.start()
         yield
+        engine.close()
         await engine.stop()
 
-    app = FastAPI(title="Tunewise OpenAI-compatible server", lifespan=lifespan)
+    docs = None if api_key else "/docs"
+    app = FastAPI(title="Tunewise OpenAI-compatible server", lifespan=lifespan, docs_url=docs,
+                  redoc_url=None if api_key else "/redoc")
     app.state.engine = engine
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError):
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else f"invalid request body: {first['msg']}"
-        return error_response(400, message, param=param, code="invalid_value" if param else "invalid_json")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-        return error_response(exc.status_code, message, code=code)
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not secrets.compare_digest(given.encode(), api_key.encode()):
-                return error_response(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY' "
-                                      "(the key given to `tunewise serve --api-key` or TUNEWISE_API_KEY).",
-                                      code="invalid_api_key")
-        return await call_next(request)
+    app.state.limits = limits
+    _add_error_handlers(app, limits)
+    # Plain ASGI middleware, not @app.middleware("http"): that one hides the client's disconnect from handlers.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if api_key:
+        app.add_middleware(RequireKey, api_key=api_key)
 
     @app.get("/health")
     async def health():
@@ -153,29 +154,26 @@ def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         return _model_card(engine)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, http: Request):
         _check_model(engine, body.model)
-        if body.tools:
-            raise APIError(400, "tools: this server does not do tool calling", param="tools",
-                           code="unsupported_parameter")
-        if body.response_format and body.response_format.get("type", "text") != "text":
-            raise APIError(400, f"response_format: type {body.response_format.get('type')!r} (structured output) is "
-                           "not supported by this server; only free text", param="response_format",
-                           code="unsupported_parameter")
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
-        try:
-            prompt = engine.chat_prompt(messages)
+        _check_chat_options(body)
+        _check_sequences(1, body.n, limits, "n")
+        texts = [m.text() for m in body.messages]
+        _check_prompt_bytes(sum(_utf8_size(t, "messages") for t in texts), limits, "messages")
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": text}
+                    for m, text in zip(body.messages, texts, strict=True)]
+        try:  # tokenizing is CPU work: off the event loop, which keeps answering others meanwhile
+            prompt = await asyncio.to_thread(engine.chat_prompt, messages)
         except Exception as exc:  # a template that refuses the conversation (roles out of order, ...)
             raise APIError(400, f"messages: the model's chat template rejected them: {exc}", param="messages",
                            code="invalid_value") from None
         max_tokens = _max_tokens(engine, len(prompt), body.max_completion_tokens or body.max_tokens, "messages")
-        requests = [await engine.submit(_request(prompt, max_tokens, body)) for _ in range(body.n)]
+        requests = await _submit(engine, [_request(prompt, max_tokens, body) for _ in range(body.n)])
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _sse(_chat_stream(engine, ident, requests, len(prompt), include_usage), requests)
-        results = [await _collect(r) for r in requests]
+            return _sse(engine, _chat_stream(engine, ident, requests, len(prompt), include_usage), requests)
+        results = await _results(engine, requests, http, limits)
         return {
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": engine.model_id,
             "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
@@ -184,21 +182,24 @@ def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         }
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, http: Request):
         _check_model(engine, body.model)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise APIError(400, "prompt: must not be an empty list", param="prompt", code="invalid_value")
-        encoded = [engine.text_prompt(p) for p in prompts]
-        limits = [_max_tokens(engine, len(ids), body.max_tokens, "prompt", default=16) for ids in encoded]
-        requests = [await engine.submit(_request(ids, limit, body))
-                    for ids, limit in zip(encoded, limits, strict=True) for _ in range(body.n)]
+        _check_sequences(len(prompts), body.n, limits, "prompt")
+        for text in prompts:
+            _check_prompt_bytes(_utf8_size(text, "prompt"), limits, "prompt")
+        encoded = await asyncio.to_thread(lambda: [engine.text_prompt(p) for p in prompts])
+        caps = [_max_tokens(engine, len(ids), body.max_tokens, "prompt", default=16) for ids in encoded]
+        requests = await _submit(engine, [_request(ids, cap, body) for ids, cap in zip(encoded, caps, strict=True)
+                                          for _ in range(body.n)])
         ident = f"cmpl-{uuid.uuid4().hex}"
         prompt_tokens = sum(len(ids) for ids in encoded) * body.n
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _sse(_completion_stream(engine, ident, requests, prompt_tokens, include_usage), requests)
-        results = [await _collect(r) for r in requests]
+            return _sse(engine, _completion_stream(engine, ident, requests, prompt_tokens, include_usage), requests)
+        results = await _results(engine, requests, http, limits)
         return {
             "id": ident, "object": "text_completion", "created": int(time.time()), "model": engine.model_id,
             "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
@@ -207,6 +208,152 @@ def build_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         }
 
     return app
+
+
+def _add_error_handlers(app: FastAPI, limits: ServeLimits) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _validation_response(exc.errors())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413:
+            return _too_large(limits.max_body_bytes)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return error_response(exc.status_code, message, code=code)
+
+
+class RequireKey:
+    """Every path but OPEN_PATHS needs `Authorization: Bearer KEY` (compared in constant time)."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = dict(scope["headers"]).get(b"authorization", b"")
+            given = header[7:] if header[:7].lower() == b"bearer " else b""
+            if not secrets.compare_digest(given, self.key):
+                response = error_response(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY' "
+                                          "(the key given to `tunewise serve --api-key` or TUNEWISE_API_KEY).",
+                                          code="invalid_api_key")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuses a body past `max_bytes` before it is read whole: by its Content-Length, or (chunked) as it arrives."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            response = _too_large(self.max_bytes) if length.isdigit() else error_response(
+                400, "Content-Length is not a number", code="invalid_header")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise StarletteHTTPException(413)  # FastAPI passes it on to the handler below as it is
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+def _too_large(max_bytes: int) -> JSONResponse:
+    return error_response(413, f"the request body is larger than this server accepts ({max_bytes} bytes, "
+                          "`tunewise serve --max-body-bytes`)", code="request_too_large")
+
+
+_FIELD = re.compile(r"[a-z_]+")
+
+
+def _validation_response(errors) -> JSONResponse:
+    """An OpenAI error body for the first validation error: `param` names the field (dotted, with list indices),
+    never a byte offset of broken JSON or a pydantic union-member tag like `list[str]`."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "malformed JSON")
+        return error_response(400, f"the request body is not valid JSON: {reason}", code="invalid_json")
+    parts = [p for p in first.get("loc", ())[1:] if isinstance(p, int) or _FIELD.fullmatch(str(p))]
+    parts = [p for p in parts if p not in ("str", "int", "float", "bool", "list", "dict", "none")]
+    param = ".".join(map(str, parts)) or None
+    message = f"{param}: {first['msg']}" if param else f"invalid request body: {first['msg']}"
+    return error_response(400, message, param=param, code="invalid_value" if param else "invalid_body")
+
+
+def _check_chat_options(body: ChatCompletionRequest) -> None:
+    if body.tools:
+        raise APIError(400, "tools: this server does not do tool calling", param="tools",
+                       code="unsupported_parameter")
+    if body.response_format and body.response_format.get("type", "text") != "text":
+        raise APIError(400, f"response_format: type {body.response_format.get('type')!r} (structured output) is "
+                       "not supported by this server; only free text", param="response_format",
+                       code="unsupported_parameter")
+
+
+def _check_sequences(prompts: int, n: int, limits: ServeLimits, param: str) -> None:
+    if prompts * n > limits.max_sequences:
+        raise APIError(400, f"{param}: {prompts} prompt(s) x n={n} asks for {prompts * n} completions; this server "
+                       f"generates at most {limits.max_sequences} per request (`tunewise serve --max-sequences`)",
+                       param=param, code="too_many_sequences")
+
+
+def _utf8_size(text: str, param: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON may carry a lone surrogate (\ud800), which no tokenizer can take
+        raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate escape)", param=param,
+                       code="invalid_value") from None
+
+
+def _check_prompt_bytes(size: int, limits: ServeLimits, param: str) -> None:
+    if size > limits.max_prompt_bytes:
+        raise APIError(400, f"{param}: {size} bytes of prompt text; this server takes at most "
+                       f"{limits.max_prompt_bytes} per prompt (`tunewise serve --max-prompt-bytes`)",
+                       param=param, code="prompt_too_large")
+
+
+async def _submit(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationRequest]:
+    try:
+        return await engine.submit_all(requests)
+    except QueueFull as exc:
+        raise APIError(429, f"the server is busy: {exc}; retry after {exc.retry_after} s",
+                       type="rate_limit_error", code="queue_full",
+                       headers={"Retry-After": str(exc.retry_after)}) from None
+    except RequestTooLarge as exc:
+        raise APIError(400, str(exc), code="request_too_large") from None
+    except ShuttingDown as exc:
+        raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+
+
+async def _results(engine: Engine, requests: list[GenerationRequest], http: Request,
+                   limits: ServeLimits) -> list[tuple[str, str, int]]:
+    """Every request's (text, finish reason, tokens); a client that hangs up meanwhile cancels them all."""
+    gathered = asyncio.ensure_future(asyncio.gather(*[_collect(r) for r in requests]))
+    try:
+        while True:
+            done, _ = await asyncio.wait({gathered}, timeout=limits.disconnect_poll_seconds)
+            if done:
+                return gathered.result()
+            if await http.is_disconnected():
+                raise APIError(499, "the client closed the request", code="client_closed_request")
+    finally:
+        gathered.cancel()
+        engine.cancel(requests)  # no-op for finished requests; frees the batch and the token budget otherwise
 
 
 def _model_card(engine: Engine) -> dict[str, Any]:
@@ -250,10 +397,17 @@ async def _collect(request: GenerationRequest) -> tuple[str, str, int]:
         elif event[0] == "done":
             return "".join(parts), event[1], event[2]
         else:
-            raise APIError(500, f"generation failed: {event[1]}", type="server_error")
+            raise _event_error(event)
 
 
-def _sse(chunks, requests: list[GenerationRequest]) -> StreamingResponse:
+def _event_error(event: tuple) -> APIError:
+    status = event[2] if len(event) > 2 else 500
+    if status == 503:
+        return APIError(503, event[1], type="server_error", code="shutting_down")
+    return APIError(500, f"generation failed: {event[1]}", type="server_error")
+
+
+def _sse(engine: Engine, chunks, requests: list[GenerationRequest]) -> StreamingResponse:
     async def body():
         try:
             async for chunk in chunks:
@@ -262,8 +416,7 @@ def _sse(chunks, requests: list[GenerationRequest]) -> StreamingResponse:
             error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
             yield f"data: {json.dumps({'error': error})}\n\n"
         finally:
-            for request in requests:  # a client that hung up stops using the batch
-                request.cancelled = True
+            engine.cancel(requests)  # a client that hung up stops using the batch and the token budget
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream",
@@ -272,8 +425,6 @@ def _sse(chunks, requests: list[GenerationRequest]) -> StreamingResponse:
 
 async def _events(requests: list[GenerationRequest]):
     """(choice index, event) from every request as they come, until all are done."""
-    import asyncio
-
     pending = {asyncio.ensure_future(r.events.get()): i for i, r in enumerate(requests)}
     while pending:
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -283,7 +434,7 @@ async def _events(requests: list[GenerationRequest]):
             if event[0] == "error":
                 for other in pending:
                     other.cancel()
-                raise APIError(500, f"generation failed: {event[1]}", type="server_error")
+                raise _event_error(event)
             yield index, event
             if event[0] == "text":
                 pending[asyncio.ensure_future(requests[index].events.get())] = index

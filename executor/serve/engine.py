@@ -6,6 +6,11 @@ settings (one `generate` call runs one setting), and runs each group as one left
 thread, so the event loop keeps accepting requests while the model works; requests that arrive meanwhile
 form the next batch.
 
+Admission is bounded (executor.serve.limits): every admitted, unfinished sequence holds its prompt tokens plus
+its max_tokens until it ends or is cancelled; `admit` refuses a request that would push the total past
+`max_queued_tokens` (the HTTP layer answers 429 with Retry-After). `close` (server shutdown) cancels every open
+request, so a running batch stops at its next step instead of generating for minutes.
+
 Tokens reach each request through a stopping criterion, which `generate` calls after every step with
 the whole batch: it hands each row its new token, decides per row whether the row is finished (end of
 turn, its own max_tokens, a stop string, the client gone), and returns those flags, so a short request
@@ -15,6 +20,7 @@ in a batch finishes and answers without waiting for the longest one's tokens to 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import defaultdict
@@ -22,8 +28,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.models.end_of_turn import stop_token_ids
+from executor.serve.limits import DEFAULT_MAX_QUEUED_TOKENS, MAX_RETRY_AFTER_SECONDS
 
 DEFAULT_MAX_TOKENS = 256
+
+
+class QueueFull(Exception):
+    """The queued-token budget cannot take this request now; `retry_after` is a whole number of seconds."""
+
+    def __init__(self, queued: int, asked: int, limit: int, retry_after: int):
+        super().__init__(f"the server has {queued} tokens of work queued; this request adds {asked}, past the "
+                         f"limit of {limit}")
+        self.retry_after = retry_after
+
+
+class RequestTooLarge(Exception):
+    """A request that could never be admitted: it alone holds more tokens than the whole queue may."""
+
+
+class ShuttingDown(Exception):
+    pass
 
 
 @dataclass
@@ -37,7 +61,13 @@ class GenerationRequest:
     events: asyncio.Queue | None = None
     loop: asyncio.AbstractEventLoop | None = None
     cancelled: bool = False
+    finished: bool = False  # its last event is sent (set by the generating thread)
     queued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cost(self) -> int:
+        """Tokens this sequence may occupy: its prompt plus every token it may generate."""
+        return len(self.prompt_ids) + self.max_tokens
 
     @property
     def sampling_key(self) -> tuple[bool, float, float]:
@@ -103,6 +133,7 @@ class _Row:
 
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
+        self.request.finished = True
         self._emit("done", reason, len(self.ids))
 
     def close(self, reason: str = "length") -> None:
@@ -135,13 +166,15 @@ class EngineStats:
     batches: int = 0
     largest_batch: int = 0
     generated_tokens: int = 0
+    generate_seconds: float = 0.0
+    cancelled: int = 0
 
 
 class Engine:
     """One loaded model; `submit` a request and read its events (("text", delta) ... ("done", reason, n))."""
 
     def __init__(self, model, tokenizer, model_id: str, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0,
-                 context_length: int | None = None):
+                 context_length: int | None = None, max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS):
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -151,6 +184,11 @@ class Engine:
         # The chat template's end of turn first, then every eos the tokenizer and the model name.
         self.eos_ids = set(stop_token_ids(tokenizer, model))
         self.stats = EngineStats()
+        self.max_queued_tokens = max_queued_tokens
+        # Admitted, unfinished requests and the tokens they hold. Touched only from the event loop's thread.
+        self._open: dict[int, GenerationRequest] = {}
+        self.queued_tokens = 0
+        self.closing = False
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._lock = threading.Lock()  # one generate at a time on the one model
@@ -185,12 +223,61 @@ class Engine:
             self._task = None
 
     async def submit(self, request: GenerationRequest) -> GenerationRequest:
+        return (await self.submit_all([request]))[0]
+
+    async def submit_all(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
+        """Admit the requests together (all or none: one HTTP request's sequences) and queue them."""
         if self._queue is None:
             await self.start()
-        request.loop = asyncio.get_running_loop()
-        request.events = asyncio.Queue()
-        await self._queue.put(request)
-        return request
+        self.admit(requests)
+        loop = asyncio.get_running_loop()
+        for request in requests:
+            request.loop = loop
+            request.events = asyncio.Queue()
+            self._open[id(request)] = request
+            self.queued_tokens += request.cost
+            self._queue.put_nowait(request)
+        return requests
+
+    def admit(self, requests: list[GenerationRequest]) -> None:
+        """Raise unless the queued-token budget takes these requests now."""
+        if self.closing:
+            raise ShuttingDown("the server is shutting down")
+        asked = sum(r.cost for r in requests)
+        if asked > self.max_queued_tokens:
+            raise RequestTooLarge(f"this request needs up to {asked} tokens (prompts plus max_tokens, times n), "
+                                  f"more than the server queues at once ({self.max_queued_tokens}); send fewer "
+                                  "prompts, a smaller n or a smaller max_tokens")
+        if self.queued_tokens + asked > self.max_queued_tokens:
+            raise QueueFull(self.queued_tokens, asked, self.max_queued_tokens, self.retry_after())
+
+    def retry_after(self) -> int:
+        """Seconds until the queued work is likely done, at the throughput measured so far (1 before any)."""
+        rate = self.stats.generated_tokens / self.stats.generate_seconds if self.stats.generate_seconds else 0
+        if rate <= 0:
+            return 1
+        pending = sum(r.max_tokens for r in self._open.values())
+        return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(pending / rate)))
+
+    def cancel(self, requests: list[GenerationRequest]) -> None:
+        """The client is gone: its rows stop at the next step, its tokens are released now."""
+        for request in requests:
+            if id(request) in self._open:
+                request.cancelled = True
+                self.stats.cancelled += not request.finished
+                self._release(request)
+
+    def close(self, reason: str = "the server is shutting down") -> None:
+        """Refuse new work and end every open request with an error event (server shutdown)."""
+        self.closing = True
+        for request in list(self._open.values()):
+            request.cancelled = True
+            request.events.put_nowait(("error", reason, 503))
+            self._release(request)
+
+    def _release(self, request: GenerationRequest) -> None:
+        if self._open.pop(id(request), None) is not None:
+            self.queued_tokens -= request.cost
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,14 +296,23 @@ class Engine:
                     break
             groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
             for request in batch:
-                if not request.cancelled:
+                if request.cancelled:
+                    self._release(request)
+                else:
                     groups[request.sampling_key].append(request)
             for group in groups.values():
-                try:
-                    await asyncio.to_thread(self.generate_batch, group)
-                except Exception as exc:  # the requests answer with the error; the server keeps serving
-                    for request in group:
-                        request.loop.call_soon_threadsafe(request.events.put_nowait, ("error", str(exc)))
+                await self._generate_group(group)
+
+    async def _generate_group(self, group: list[GenerationRequest]) -> None:
+        try:
+            if not all(r.cancelled for r in group):  # cancelled while an earlier group ran
+                await asyncio.to_thread(self.generate_batch, group)
+        except Exception as exc:  # the requests answer with the error; the server keeps serving
+            for request in group:
+                request.events.put_nowait(("error", str(exc), 500))
+        finally:
+            for request in group:
+                self._release(request)
 
     def generate_batch(self, requests: list[GenerationRequest]) -> None:
         """One left-padded `generate` over requests that share sampling settings (runs in a worker thread)."""
@@ -234,6 +330,7 @@ class Engine:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
         else:  # the model's generation_config may ask for sampling; greedy means greedy
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        started = time.perf_counter()
         with self._lock, torch.inference_mode():
             self.model.generate(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
@@ -242,6 +339,7 @@ class Engine:
                 eos_token_id=sorted(self.eos_ids), **kwargs)
         for row in rows:
             row.close()
+        self.stats.generate_seconds += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.requests += len(requests)
         self.stats.largest_batch = max(self.stats.largest_batch, len(requests))
