@@ -7,15 +7,28 @@ any incompatible change and `load_plan` refuses versions it does not know, namin
 
 from __future__ import annotations
 
+import codecs
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PLAN_SCHEMA_VERSION = 1
+# Limits of a plan file (README "Limits"): a plan is a few KB of YAML a few levels deep; the YAML parser recurses
+# per level, so a hostile file must be refused before it can exhaust the stack or memory.
+MAX_PLAN_BYTES = 1 << 20
+MAX_PLAN_DEPTH = 20
+# Bounds of the numbers a run acts on: far beyond any real run, but an `epochs: 1e308` or a batch of 10^8 is a
+# typo or an attack, and must be named before anything is scheduled.
+MAX_EPOCHS = 1000
+MAX_BATCH = 65536
+MAX_STEPS = 10_000_000
+MAX_SEQ_LENGTH = 1 << 20
+MAX_MODEL_ID_CHARS = 1024
 
 Approach = Literal["prompting", "rag", "fine_tuning", "rag_fine_tuning", "from_scratch"]
 Technique = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api", "none"]
@@ -99,11 +112,38 @@ class _Strict(BaseModel):
 
 
 class ModelRef(_Strict):
-    id: str = Field(description="Catalog id from knowledge/models.yaml, or a local path / hub id")
+    id: str = Field(min_length=1, max_length=MAX_MODEL_ID_CHARS,
+                    description="Catalog id from knowledge/models.yaml, or a local path / hub id")
     source: Literal["bundled", "local", "hub", "api"] = "bundled"
     hf_id: str | None = None
     path: str | None = None
     params_b: float | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("control characters in the model id")
+        return value
+
+    @model_validator(mode="after")
+    def _source_fits(self) -> ModelRef:
+        # Raised as the field's own error (not the section's), so the message names base_model.id / .path.
+        if self.source == "local" and not self.path:
+            raise ValidationError.from_exception_data("ModelRef", [_field_error(
+                "path", "source 'local' needs the model folder in base_model.path", self.path)])
+        if self.source != "local" and ".." in PurePosixPath(self.id.replace("\\", "/")).parts:
+            raise ValidationError.from_exception_data("ModelRef", [_field_error(
+                "id", f"{self.id!r} is a relative path, not a catalog or hub id; for a model folder set "
+                      "base_model.source: local and base_model.path", self.id)])
+        return self
+
+
+def _field_error(field: str, message: str, value: Any) -> Any:
+    from pydantic_core import PydanticCustomError
+
+    return {"type": PydanticCustomError("value_error", "Value error, {reason}", {"reason": message}),
+            "loc": (field,), "input": value}
 
 
 class SplitSpec(_Strict):
@@ -166,9 +206,9 @@ class PreferenceSpec(_Strict):
 
 class RlhfSpec(_Strict):
     algorithm: Literal["grpo", "ppo"] = "grpo"
-    reward_learning_rate: float = 1e-5
-    reward_epochs: int = 1
-    policy_learning_rate: float = 1e-6
+    reward_learning_rate: float = Field(1e-5, gt=0, le=1, allow_inf_nan=False)
+    reward_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    policy_learning_rate: float = Field(1e-6, gt=0, le=1, allow_inf_nan=False)
     num_generations: int = Field(4, ge=2)
     kl_beta: float = 0.04
 
@@ -186,11 +226,11 @@ class SpeedSpec(_Strict):
 
 class TrainingSpec(_Strict):
     method: Technique
-    epochs: float = Field(3, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    per_device_batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(4, ge=1)
-    max_seq_length: int = Field(1024, ge=16)
+    epochs: float = Field(3, gt=0, le=MAX_EPOCHS, allow_inf_nan=False)
+    learning_rate: float = Field(2e-4, gt=0, le=1, allow_inf_nan=False)
+    per_device_batch_size: int = Field(4, ge=1, le=MAX_BATCH)
+    gradient_accumulation_steps: int = Field(4, ge=1, le=MAX_BATCH)
+    max_seq_length: int = Field(1024, ge=16, le=MAX_SEQ_LENGTH)
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     lr_scheduler: str = "cosine"
@@ -202,7 +242,8 @@ class TrainingSpec(_Strict):
     early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None: off")
     eval_max_rows: int | None = Field(256, ge=1, description="Validation rows used during training (None: all); "
                                       "the full test split is for evaluation after training")
-    max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps (a smoke or demo run); None: the "
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Cap on optimizer steps (a smoke or demo "
+                                  "run); None: the "
                                   "epochs decide")
     seed: int = 42
     lora: LoraSpec | None = None
@@ -351,16 +392,75 @@ def dump_plan(plan: TrainingPlan, path: str | Path) -> Path:
 
 
 def load_plan(path: str | Path) -> TrainingPlan:
+    """Read and validate a plan file; every problem is a PlanError naming the file (and the field)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError(f"{path}: no such plan file") from None
-    except yaml.YAMLError as exc:
-        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+    raw = _parse_plan(path, _read_plan_text(path))
     if not isinstance(raw, dict):
         raise PlanError(f"{path}: a plan is a YAML mapping, got {type(raw).__name__}")
     try:
         return TrainingPlan.model_validate(raw)
     except ValidationError as exc:
         raise PlanError(f"{path}: invalid plan: {plan_problems(exc)}") from None
+
+
+def _read_plan_text(path: Path) -> str:
+    """The plan's text: a regular file (a FIFO would block) of at most MAX_PLAN_BYTES, UTF-8 or BOM-marked."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise PlanError(f"{path}: a folder, not a plan file")
+        if not stat.S_ISREG(mode):
+            raise PlanError(f"{path}: not a regular file; give a plan file (YAML)")
+        with path.open("rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such plan file") from None
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read the plan ({exc.strerror})") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(f"{path}: larger than {MAX_PLAN_BYTES >> 20} MiB; a plan is a few KB of YAML")
+    return _decode_plan(path, data)
+
+
+_PLAN_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32-LE's BOM starts as 16's
+
+
+def _decode_plan(path: Path, data: bytes) -> str:
+    codec = next((name for bom, name in _PLAN_BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{path}: not {codec.upper().removesuffix('-SIG')} text (byte {data[exc.start]:#04x} at "
+                        f"offset {exc.start}); save the plan as UTF-8") from None
+
+
+def _parse_plan(path: Path, text: str) -> Any:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:  # the parser recurses per level: far deeper than MAX_PLAN_DEPTH
+        raw = None
+        deep = True
+    else:
+        deep = _deeper_than(raw, MAX_PLAN_DEPTH)
+    if deep:
+        raise PlanError(f"{path}: nested more than {MAX_PLAN_DEPTH} levels deep; a plan is a few levels of YAML")
+    return raw
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests more than `limit` mappings/lists deep. Level by level with each node once per level:
+    YAML aliases can share one list a billion times over (and even contain themselves)."""
+    level = {id(value): value} if isinstance(value, (dict, list)) else {}
+    for _ in range(limit):
+        below: dict[int, Any] = {}
+        for node in level.values():
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, (dict, list)):
+                    below[id(child)] = child
+        if not below:
+            return False
+        level = below
+    return True

@@ -8,6 +8,11 @@ and line (or item index) it came from. A record that cannot be parsed becomes a 
 one bad line never stops a load; only whole-input problems (missing path, empty, binary or unsupported file)
 raise DataError. Encodings are sniffed, not assumed: files exported from Excel or old systems are often
 Latin-1/cp1252, or a mix of that and UTF-8.
+
+Hostile or broken inputs are bounded (README "Limits"): a line or record longer than MAX_LINE_CHARS or nested
+deeper than MAX_DEPTH becomes an error row; a header wider than MAX_COLUMNS, more than DECODED_BUDGET of decoded
+data in one load (compressed Parquet expands), or an input that is not a regular file raises DataError. Symlinks
+inside folders are not followed unless asked.
 """
 
 from __future__ import annotations
@@ -16,15 +21,29 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
+import stat
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from executor.data.records import RawRow, SourceRef
 
 SAMPLE_BYTES = 8192
+# Limits of one load. A line (JSONL, CSV) or JSON array item may hold up to this many characters: 4 Mi characters
+# is more text than any catalog model's context takes (it would be rejected as too_long after tokenizing, at a
+# far higher memory cost), and reading stops there, so a longer line is never held whole.
+MAX_LINE_CHARS = 4 << 20
+MAX_DEPTH = 100          # nesting levels of one record; real records have a handful, parsers recurse per level
+MAX_COLUMNS = 1000       # CSV/TSV header columns
+# Characters of decoded text (or bytes of decompressed Arrow data) one load may produce: the upload limit counts
+# compressed bytes, and a few KB of Parquet can decode to gigabytes.
+DECODED_BUDGET = 1 << 30
+LISTED_NAMES = 10        # names quoted in one error message; the rest are counted
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -59,6 +78,40 @@ _LATIN_FAMILY = {"utf-8", "utf_8", "ascii", "cp1252", "latin-1", "latin_1", "iso
 
 class DataError(ValueError):
     """The input as a whole cannot be read (missing, empty, binary, unsupported); the message says what to do."""
+
+
+@dataclass
+class LoadStats:
+    """What a load read besides its rows: blank lines skipped, and the decoded size (bounded by DECODED_BUDGET).
+
+    Pass one to `iter_rows` to read the counts once the rows are consumed; a folder's files share it."""
+
+    blank_lines: int = 0
+    decoded: int = 0
+    budget: int = field(default_factory=lambda: DECODED_BUDGET)
+
+    def charge(self, where: str | Path, amount: int) -> None:
+        self.decoded += amount
+        if self.decoded > self.budget:
+            raise DataError(f"{where}: more than {_size(self.budget)} of decoded data in one load (the limit); "
+                            "split the data into smaller files and prepare them one at a time")
+
+    def remaining(self) -> int:
+        return max(0, self.budget - self.decoded)
+
+
+def _size(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.3g} {unit}"
+    return f"{count} B"
+
+
+def _listed(names: Iterable[str]) -> str:
+    """A few names quoted, each cut short, the rest counted: error messages stay short for any input."""
+    names = list(names)
+    shown = ", ".join(repr(n if len(n) <= 40 else n[:40] + "…") for n in names[:LISTED_NAMES])
+    return shown + (f", and {len(names) - LISTED_NAMES:,} more" if len(names) > LISTED_NAMES else "")
 
 
 # ---------------------------------------------------------------------------------------------- encodings
@@ -166,9 +219,23 @@ def _codec(encoding: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------- whole-input checks
 
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder; check the path (relative paths start at {Path.cwd()})")
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _check_input(path: Path) -> None:
+    """A folder or a regular file: opening a FIFO blocks until someone writes, a device never ends."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or folder; check the path (relative paths start at {Path.cwd()})") \
+            from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    raise DataError(f"{path}: not a regular file ({kind}); give a data file or a folder")
 
 
 def _read_head(path: Path) -> bytes:
@@ -207,37 +274,45 @@ def _open_text(path: Path, head: bytes, newline: str | None = "") -> TextIO:
 
 # ---------------------------------------------------------------------------------------------- entry points
 
-def iter_rows(path: str | Path) -> Iterator[RawRow]:
-    """Yield one RawRow per record of a file or folder, streaming (big JSONL/CSV/Parquet are never read whole)."""
+def iter_rows(path: str | Path, *, follow_symlinks: bool = False, stats: LoadStats | None = None) -> Iterator[RawRow]:
+    """Yield one RawRow per record of a file or folder, streaming (big JSONL/CSV/Parquet are never read whole).
+
+    follow_symlinks: read files and folders that symlinks inside a folder point to (off: a folder shared with
+    the service must not expose files elsewhere). stats: counts blank lines and the decoded size as rows stream."""
     path = Path(path)
-    _check_exists(path)
+    _check_input(path)
+    return _iter_path(path, LoadStats() if stats is None else stats, follow_symlinks)
+
+
+def _iter_path(path: Path, stats: LoadStats, follow_symlinks: bool) -> Iterator[RawRow]:
     if path.is_dir():
-        return _iter_folder(path)
+        return _iter_folder(path, stats, follow_symlinks)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
         raise DataError(_unsupported_message(path))
     if suffix == ".parquet":
         if _read_start(path, 4) != b"PAR1":
             raise DataError(f"{path} is not a Parquet file (no PAR1 magic bytes); check how it was exported")
-        return _iter_parquet(path)
+        return _iter_parquet(path, stats)
     if suffix == ".arrow":
-        return _iter_arrow_file(path)
+        return _iter_arrow_file(path, stats)
     head = _read_head(path)
     if suffix in JSONL_SUFFIXES:
-        return _iter_jsonl(path, head)
+        return _iter_jsonl(path, head, stats)
     if suffix == ".json":
-        return _iter_json(path, head)
+        return _iter_json(path, head, stats)
     if suffix in CSV_DELIMITERS:
-        return _iter_csv(path, head, CSV_DELIMITERS[suffix])
-    return iter([_document_row(path, path.name)])
+        return _iter_csv(path, head, CSV_DELIMITERS[suffix], stats)
+    return iter([_document_row(path, path.name, stats)])
 
 
-def estimate_rows(path: str | Path) -> int | None:
+def estimate_rows(path: str | Path, *, follow_symlinks: bool = False) -> int | None:
     """A cheap row count for progress bars (newlines for JSONL/CSV, metadata for Parquet); None if unknown."""
     path = Path(path)
     try:
+        _check_input(path)
         if path.is_dir():
-            return _estimate_folder(path)
+            return _estimate_folder(path, follow_symlinks)
         suffix = path.suffix.lower()
         if suffix in JSONL_SUFFIXES:
             return _count_lines(path)
@@ -251,7 +326,7 @@ def estimate_rows(path: str | Path) -> int | None:
             return sum(batch.num_rows for batch in _arrow_batches(path))
         if suffix in DOCUMENT_SUFFIXES:
             return 1
-    except (OSError, ValueError):
+    except (OSError, ValueError, csv.Error):
         return None
     return None
 
@@ -296,12 +371,68 @@ def _count_lines(path: Path, exact_up_to: int = 64 << 20, sample: int = 16 << 20
 
 # ---------------------------------------------------------------------------------------------- JSON Lines
 
-def _iter_jsonl(path: Path, head: bytes) -> Iterator[RawRow]:
+class _LongLine:
+    """Stands for a line longer than MAX_LINE_CHARS: its start was read up to the limit, the rest skipped."""
+
+
+def _bounded_lines(text: TextIO, where: str, stats: LoadStats) -> Iterator[str | _LongLine]:
+    """The lines of `text`, each read at most MAX_LINE_CHARS (+1 to tell) at a time, charged to the budget."""
+    limit = MAX_LINE_CHARS
+    while True:
+        line = text.readline(limit + 1)
+        if not line:
+            return
+        stats.charge(where, len(line))
+        if len(line) <= limit:
+            yield line
+            continue
+        if not line.endswith(("\n", "\r")):
+            _skip_rest_of_line(text, where, stats)
+        yield _LongLine()
+
+
+def _skip_rest_of_line(text: TextIO, where: str, stats: LoadStats) -> None:
+    while True:
+        piece = text.readline(1 << 16)
+        stats.charge(where, len(piece))
+        if not piece or piece.endswith(("\n", "\r")):
+            return
+
+
+def _too_long(source: SourceRef, what: str = "line") -> str:
+    return f"{source}: {what} longer than {MAX_LINE_CHARS:,} characters; not read (split the record or shorten it)"
+
+
+def _too_deep(source: SourceRef | str) -> str:
+    return f"{source}: nested more than {MAX_DEPTH} levels deep; flatten the record"
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests more than `limit` containers deep, counting the value itself (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _iter_jsonl(path: Path, head: bytes, stats: LoadStats) -> Iterator[RawRow]:
+    file = str(path)
     with _open_text(path, head) as text:
-        for number, line in enumerate(text, start=1):
+        for number, line in enumerate(_bounded_lines(text, file, stats), start=1):
+            if isinstance(line, _LongLine):
+                yield RawRow(SourceRef(file, line=number), None, _too_long(SourceRef(file, line=number)))
+                continue
             line = line.lstrip("\ufeff")  # concatenated files can carry a BOM mid-file
             if line.strip():
-                yield _json_line_row(str(path), number, line)
+                yield _json_line_row(file, number, line)
+            else:
+                stats.blank_lines += 1
 
 
 def _json_line_row(file: str, number: int, line: str) -> RawRow:
@@ -311,6 +442,8 @@ def _json_line_row(file: str, number: int, line: str) -> RawRow:
         value = json.loads(line)
     except json.JSONDecodeError as e:
         return RawRow(source, None, _json_error(e, line))
+    except RecursionError:  # deeper than the parser goes: certainly deeper than MAX_DEPTH
+        return RawRow(source, None, _too_deep(source))
     return _object_row(source, value)
 
 
@@ -328,6 +461,8 @@ def _json_error(e: json.JSONDecodeError, text: str, line: int | None = None, col
 
 def _object_row(source: SourceRef, value: Any) -> RawRow:
     if isinstance(value, dict):
+        if _deeper_than(value, MAX_DEPTH):  # later steps (schema detection, json.dumps of rejects) recurse too
+            return RawRow(source, None, _too_deep(source))
         return RawRow(source, value)
     return RawRow(source, None, f"expected a JSON object, got {_json_type(value)}")
 
@@ -339,16 +474,16 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- JSON
 
-def _iter_json(path: Path, head: bytes) -> Iterator[RawRow]:
+def _iter_json(path: Path, head: bytes, stats: LoadStats) -> Iterator[RawRow]:
     with _open_text(path, head) as text:
         first = _first_char(text)
         if first == "[":
-            yield from _iter_json_array(str(path), text)
+            yield from _iter_json_array(str(path), text, stats)
             return
     if first == "{" and _looks_like_jsonl(path, head):
-        yield from _iter_jsonl(path, head)
+        yield from _iter_jsonl(path, head, stats)
         return
-    yield from _iter_json_document(path, head)
+    yield from _iter_json_document(path, head, stats)
 
 
 def _first_char(text: TextIO) -> str:
@@ -361,23 +496,33 @@ def _first_char(text: TextIO) -> str:
 def _looks_like_jsonl(path: Path, head: bytes) -> bool:
     """A .json file holding one object per line: its first line parses alone and another line follows."""
     with _open_text(path, head) as text:
-        lines = (line for line in text if line.strip())
+        lines = (line for line in iter(lambda: text.readline(MAX_LINE_CHARS + 1), "") if line.strip())
         first = next(lines, "")
+        if len(first) > MAX_LINE_CHARS:  # one long line: a document (as JSONL it would only be rejected)
+            return False
         try:
             json.loads(first)
         except json.JSONDecodeError:
             return False
+        except RecursionError:  # it parses as far as the parser goes: the line is one value
+            pass
         return next(lines, "").lstrip().startswith("{")
 
 
-def _iter_json_document(path: Path, head: bytes) -> Iterator[RawRow]:
+def _iter_json_document(path: Path, head: bytes, stats: LoadStats) -> Iterator[RawRow]:
     """A file holding one JSON value: read whole (its records are only known once it is parsed)."""
     with _open_text(path, head, newline=None) as text:
-        try:
-            value = json.load(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. If the file "
-                            "holds one object per line, name it .jsonl so each line is read on its own") from e
+        document = text.read(stats.remaining() + 1)
+    stats.charge(path, len(document))
+    try:
+        value = json.loads(document)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. If the file "
+                        "holds one object per line, name it .jsonl so each line is read on its own") from e
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep (deeper than the parser reads); "
+                        "flatten the records") from None
+    del document
     if not isinstance(value, dict):  # arrays were streamed before getting here
         raise DataError(f"{path}: expected JSON records (an array of objects), got a single {_json_type(value)}")
     yield from _object_records(str(path), value)
@@ -390,7 +535,7 @@ def _object_records(file: str, value: dict) -> Iterator[RawRow]:
         if lists:
             raise DataError(f"{file}: a JSON object whose records are under {lists}; expected them under one of "
                             f"{list(RECORD_KEYS)}, or a JSON array / one object per line (.jsonl)")
-        yield RawRow(SourceRef(file, item=0), value)  # a single record
+        yield _object_row(SourceRef(file, item=0), value)  # a single record
         return
     records = value[key]
     if records and isinstance(records[0], dict) and "paragraphs" in records[0]:
@@ -413,7 +558,7 @@ def _squad_rows(file: str, articles: list) -> Iterator[RawRow]:
                 source = SourceRef(file, item=index)
                 index += 1
                 if isinstance(qa, dict):
-                    yield RawRow(source, _squad_row(article, paragraph, qa))
+                    yield _object_row(source, _squad_row(article, paragraph, qa))
                 else:
                     yield RawRow(source, None, f"expected a SQuAD question object, got {_json_type(qa)}")
 
@@ -437,14 +582,15 @@ def _squad_row(article: dict, paragraph: dict, qa: dict) -> dict[str, Any]:
     return row
 
 
-def _iter_json_array(file: str, text: TextIO) -> Iterator[RawRow]:
+def _iter_json_array(file: str, text: TextIO, stats: LoadStats) -> Iterator[RawRow]:
     """Stream the items of a top-level JSON array, noting the line each item starts on.
 
     An item that does not parse ends the array with one error row: past a syntax error the item boundaries
-    are unknown, so guessing further rows could invent records.
+    are unknown, so guessing further rows could invent records. An item too deep or too long to decode is
+    rejected and skipped by counting brackets outside strings, so the items after it are still read.
     """
     text.seek(0)  # back before the '[' that _first_char read, so the newlines before it are counted
-    reader = _ArrayReader(text)
+    reader = _ArrayReader(text, file, stats)
     reader.skip_whitespace()
     reader.pos += 1  # the '['
     index = 0
@@ -463,21 +609,36 @@ def _iter_json_array(file: str, text: TextIO) -> Iterator[RawRow]:
             reader.pos += 1
             if not reader.skip_whitespace() or reader.buf[reader.pos] == "]":
                 continue
-        line = reader.line
+        source = SourceRef(file, line=reader.line, item=index)
+        index += 1
         try:
             value = reader.decode()
         except json.JSONDecodeError as e:
-            yield reader.error_row(file, index, reader.describe(e))
+            yield reader.error_row(file, index - 1, reader.describe(e))
             return
-        yield _object_row(SourceRef(file, line=line, item=index), value)
-        index += 1
+        except (RecursionError, _ItemTooLong) as e:
+            too_long = isinstance(e, _ItemTooLong)
+            yield RawRow(source, None, _too_long(source, "record") if too_long else _too_deep(source))
+            reader.skip_value()
+            continue
+        yield _object_row(source, value)
+
+
+class _ItemTooLong(Exception):
+    """A JSON array item that does not fit in MAX_LINE_CHARS."""
+
+
+# What moves bracket counting on: runs of openers or closers, quotes, and commas (which end a scalar item).
+_JSON_STRUCTURE = re.compile(r'[\[{]+|[\]}]+|"|,')
+_STRING_STOP = re.compile(r'["\\]')
 
 
 class _ArrayReader:
     """A growing window over a text stream, decoding one JSON value at a time and counting lines."""
 
-    def __init__(self, text: TextIO, chunk: int = 1 << 16):
-        self.text, self.size = text, chunk
+    def __init__(self, text: TextIO, file: str, stats: LoadStats, chunk: int = 1 << 16):
+        self.text, self.size, self.chunk = text, chunk, chunk
+        self.file, self.stats = file, stats
         self.buf, self.pos, self.eof = "", 0, False
         self.line = 1          # line of buf[pos]
         self.column_base = 0   # characters of buf[0]'s line that were dropped from the window
@@ -487,6 +648,7 @@ class _ArrayReader:
         newline = dropped.rfind("\n")
         self.column_base = len(dropped) - newline - 1 if newline >= 0 else self.column_base + len(dropped)
         data = self.text.read(self.size)
+        self.stats.charge(self.file, len(data))
         self.eof = not data
         self.buf, self.pos = self.buf[self.pos:] + data, 0
 
@@ -506,6 +668,8 @@ class _ArrayReader:
         while True:
             try:
                 value, end = decoder.raw_decode(self.buf, self.pos)
+                if end - self.pos > MAX_LINE_CHARS:  # the same limit whether the window had to grow or not
+                    raise _ItemTooLong
                 if end < len(self.buf) or self.eof:  # a number cut at the window's end would parse short
                     self.line += self.buf.count("\n", self.pos, end)
                     self.pos = end
@@ -513,8 +677,66 @@ class _ArrayReader:
             except json.JSONDecodeError:
                 if self.eof:
                     raise
+            if len(self.buf) - self.pos > MAX_LINE_CHARS:
+                raise _ItemTooLong
             self.size *= 2  # grow, so one huge item costs O(n log n), not O(n^2)
             self.more()
+
+    def skip_value(self) -> None:
+        """Move past the value at pos without decoding it: brackets are counted outside strings, a scalar ends at
+        a comma or the array's closing bracket. Reads the file in plain chunks, so nothing grows with the value."""
+        self.size = self.chunk
+        depth = 0
+        while True:
+            match = _JSON_STRUCTURE.search(self.buf, self.pos)
+            if match is None:
+                if not self._advance(len(self.buf)):
+                    return
+                continue
+            token, start, end = match.group(), match.start(), match.end()  # before _advance moves the window
+            if depth == 0 and (token == "," or token[0] in "]}"):
+                self._advance(start)  # the item ends before it: the array loop reads it
+                return
+            if token[0] in "]}":
+                if len(token) >= depth:
+                    self._advance(start + depth)
+                    return
+                depth -= len(token)
+            elif token[0] in "[{":
+                depth += len(token)
+            self._advance(end)
+            if token == '"' and (not self._skip_string() or depth == 0):
+                return
+
+    def _skip_string(self) -> bool:
+        """Move past the rest of a string whose opening quote was read; False at the end of the file."""
+        while True:
+            match = _STRING_STOP.search(self.buf, self.pos)
+            if match is None:
+                if not self._advance(len(self.buf)):
+                    return False
+                continue
+            if match.group() == "\\" and match.end() == len(self.buf):  # the escaped character is not read yet
+                self._advance(match.start())
+                if self.eof:
+                    return False
+                self.more()
+                continue
+            if match.group() == '"':
+                self._advance(match.end())
+                return True
+            self._advance(match.end() + 1)  # an escape: skip the escaped character
+
+    def _advance(self, pos: int) -> bool:
+        """Move to `pos`, counting lines; at the window's end read more. False when the file has ended."""
+        self.line += self.buf.count("\n", self.pos, pos)
+        self.pos = pos
+        if pos < len(self.buf):
+            return True
+        if self.eof:
+            return False
+        self.more()
+        return self.pos < len(self.buf)
 
     def describe(self, e: json.JSONDecodeError) -> str:
         return _json_error(e, self.buf, self.line - self.buf.count("\n", 0, self.pos), self.column_base)
@@ -525,44 +747,85 @@ class _ArrayReader:
 
 # ---------------------------------------------------------------------------------------------- CSV / TSV
 
-def _iter_csv(path: Path, head: bytes, delimiter: str) -> Iterator[RawRow]:
-    # Documents in a cell easily pass csv's default 128 KB field limit; the limit is process-wide.
+def _iter_csv(path: Path, head: bytes, delimiter: str, stats: LoadStats) -> Iterator[RawRow]:
+    # Documents in a cell easily pass csv's default 128 KB field limit; the limit is process-wide. Lines are
+    # bounded by MAX_LINE_CHARS before the csv reader sees them.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     file = str(path)
     with _open_text(path, head) as text:
-        first, skipped = text.readline(), 0
-        while first and not first.strip():  # the csv reader never sees these, but line numbers count them
-            first, skipped = text.readline(), skipped + 1
+        lines = _bounded_lines(text, file, stats)
+        first, skipped = next(lines, ""), 0
+        while isinstance(first, str) and first and not first.strip():  # the csv reader never sees these, but
+            first, skipped = next(lines, ""), skipped + 1                 # line numbers count them
+        stats.blank_lines += skipped
+        if isinstance(first, _LongLine):
+            raise DataError(f"{path}: the header line is longer than {MAX_LINE_CHARS:,} characters; keep the "
+                            "columns you train on")
         if not first:
             raise DataError(f"{path}: no header row; a CSV/TSV file needs column names on its first line")
         if delimiter == "," and "," not in first and any(d in first for d in ";\t|"):
-            delimiter = csv.Sniffer().sniff(first, delimiters=";\t|").delimiter  # e.g. European Excel: ';'
-        reader = csv.reader(_chain([first], text), delimiter=delimiter)
-        columns = _header(path, next(reader))
-        while True:
-            start = reader.line_num + 1
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield RawRow(SourceRef(file, line=start + skipped), None, f"invalid CSV: {e}")
-                continue
-            if not values or (len(values) == 1 and not values[0].strip() and len(columns) > 1):
-                continue  # blank line
+            delimiter = _sniff_delimiter(first)  # e.g. European Excel: ';'
+        long_lines: set[int] = set()
+        reader = csv.reader(_csv_lines(first, lines, long_lines), delimiter=delimiter)
+        try:
+            names = next(reader)
+        except csv.Error as e:
+            raise DataError(f"{path}: cannot read the header row ({e})") from None
+        columns = _header(path, names)
+        yield from _csv_records(file, reader, columns, long_lines, skipped, stats)
+
+
+def _csv_records(file: str, reader: Any, columns: list[str], long_lines: set[int], skipped: int,
+                 stats: LoadStats) -> Iterator[RawRow]:
+    while True:
+        start = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield RawRow(SourceRef(file, line=start + skipped), None, f"invalid CSV: {e}")
+            continue
+        long = min((n for n in long_lines if start <= n <= reader.line_num), default=None)
+        if long is not None:  # the record held a line that was not read: rejected whole
+            source = SourceRef(file, line=start + skipped)
+            yield RawRow(source, None, _too_long(source, f"line {long + skipped}"))
+        elif not values or (len(values) == 1 and not values[0].strip() and len(columns) > 1):
+            stats.blank_lines += 1
+        else:
             yield _csv_row(file, columns, values, start + skipped, reader.line_num + skipped)
 
 
-def _chain(first: Iterable[str], rest: Iterable[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
+def _csv_lines(first: str, lines: Iterator[str | _LongLine], long_lines: set[int]) -> Iterator[str]:
+    """The lines for the csv reader; a line too long to read is noted (by its number as the reader counts) and
+    handed on as an empty line, so the reader's line numbers stay right."""
+    yield first
+    for number, line in enumerate(lines, start=2):
+        if isinstance(line, _LongLine):
+            long_lines.add(number)
+            yield "\n"
+        else:
+            yield line
+
+
+def _sniff_delimiter(first: str) -> str:
+    """The delimiter of a header without commas: csv.Sniffer on its start (its regexes are slow on long lines),
+    else the most frequent candidate."""
+    try:
+        return csv.Sniffer().sniff(first[:4096], delimiters=";\t|").delimiter
+    except csv.Error:
+        return max(";\t|", key=first.count)
 
 
 def _header(path: Path, names: list[str]) -> list[str]:
+    if len(names) > MAX_COLUMNS:
+        raise DataError(f"{path}: the header has {len(names):,} columns, more than the limit of {MAX_COLUMNS:,}; "
+                        "keep the columns you train on")
     columns = [name.strip().lstrip("\ufeff") or f"column_{i}" for i, name in enumerate(names, start=1)]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    duplicates = sorted(name for name, count in Counter(columns).items() if count > 1)
     if duplicates:
-        raise DataError(f"{path}: the header repeats column names {duplicates}; rename them so no column is lost")
+        raise DataError(f"{path}: the header repeats column names [{_listed(duplicates)}]; rename them so no "
+                        "column is lost")
     return columns
 
 
@@ -578,7 +841,7 @@ def _csv_row(file: str, columns: list[str], values: list[str], start: int, end: 
 
 # ---------------------------------------------------------------------------------------------- Parquet / Arrow
 
-def _iter_parquet(path: Path) -> Iterator[RawRow]:
+def _iter_parquet(path: Path, stats: LoadStats) -> Iterator[RawRow]:
     """Rows of a Parquet file. ClassLabel integers come out as their names when the file carries the features
     `datasets` writes into its schema metadata (every Parquet file it pushes to the Hub does)."""
     import pyarrow as pa
@@ -588,20 +851,27 @@ def _iter_parquet(path: Path) -> Iterator[RawRow]:
     try:
         parquet = pq.ParquetFile(path)
         names = _label_names_in_schema(parquet.schema_arrow)
-        for batch in parquet.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
+        # Small batches: a batch is decoded whole before its size can be charged to the budget.
+        for batch in parquet.iter_batches(batch_size=256):
+            for record in _batch_records(batch, path, stats):
                 yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, None))
                 index += 1
     except (pa.ArrowException, OSError) as e:  # a cut-off or corrupt file: no row boundaries to recover
         raise DataError(f"{path}: cannot read the Parquet data after {index} rows ({e}); is the file complete?") from e
 
 
-def _iter_arrow_file(path: Path) -> Iterator[RawRow]:
+def _batch_records(batch: Any, path: Path, stats: LoadStats) -> list[dict]:
+    """A record batch as Python dicts, once its decoded size fits in what is left of the load's budget."""
+    stats.charge(path, batch.nbytes)
+    return batch.to_pylist()
+
+
+def _iter_arrow_file(path: Path, stats: LoadStats) -> Iterator[RawRow]:
     """One Arrow file (the Hub's .arrow data files, a `datasets` cache file), labels named as for Parquet."""
     file, index = str(path), 0
     for batch in _arrow_batches(path):
         names = _label_names_in_schema(batch.schema)
-        for record in batch.to_pylist():
+        for record in _batch_records(batch, path, stats):
             yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, None))
             index += 1
 
@@ -610,52 +880,52 @@ def _label_names_in_schema(schema: Any) -> dict[str, list[str]]:
     """ClassLabel names from the features `datasets` stores in an Arrow schema's b"huggingface" metadata."""
     try:
         features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
-    except (AttributeError, KeyError, TypeError, ValueError):  # no metadata, or not written by datasets
+    except (AttributeError, KeyError, TypeError, ValueError, RecursionError):  # none, or not written by datasets
         return {}
     return _class_labels(features)
 
 
 # ---------------------------------------------------------------------------------------------- folders
 
-def _iter_folder(folder: Path) -> Iterator[RawRow]:
+def _iter_folder(folder: Path, stats: LoadStats, follow_symlinks: bool) -> Iterator[RawRow]:
     """A `save_to_disk` folder, a Hub dataset folder, or a folder of documents, in that order of evidence."""
     if (folder / "dataset_dict.json").is_file():
-        return _iter_dataset_dict(folder, _splits(folder))
+        return _iter_dataset_dict(folder, _splits(folder), stats)
     if any((folder / marker).is_file() for marker in DATASET_MARKERS):
-        return _iter_saved_dataset(folder)
-    hub = _hub_data_files(folder)
+        return _iter_saved_dataset(folder, stats)
+    hub = _hub_data_files(folder, follow_symlinks)
     if hub:
-        return _iter_hub_folder(hub)
-    documents = _document_paths(folder)
+        return _iter_hub_folder(hub, stats)
+    documents = _document_paths(folder, follow_symlinks)
     if not documents:
         raise DataError(f"{folder}: a folder with no {'/'.join(DOCUMENT_SUFFIXES)} files that is not a folder "
                         "saved by datasets.save_to_disk (no dataset_info.json, state.json or dataset_dict.json) "
                         f"and holds no data files ({', '.join(DATA_SUFFIXES)})")
-    return (_document_row(p, p.relative_to(folder).as_posix()) for p in documents)
+    return (_document_row(p, p.relative_to(folder).as_posix(), stats) for p in documents)
 
 
-def _estimate_folder(folder: Path) -> int | None:
+def _estimate_folder(folder: Path, follow_symlinks: bool) -> int | None:
     if (folder / "dataset_dict.json").is_file():
         return sum(_arrow_row_count(folder / split) for split in _splits(folder))
     if any((folder / marker).is_file() for marker in DATASET_MARKERS):
         return _arrow_row_count(folder)
-    hub = _hub_data_files(folder)
+    hub = _hub_data_files(folder, follow_symlinks)
     if hub:
         counts = [estimate_rows(path) for path, _ in hub]
         return None if None in counts else sum(counts)
-    return len(_document_paths(folder)) or None
+    return len(_document_paths(folder, follow_symlinks)) or None
 
 
 # ---------------------------------------------------------------------------------------------- Hub dataset folders
 
-def _hub_data_files(folder: Path) -> list[tuple[Path, str]]:
+def _hub_data_files(folder: Path, follow_symlinks: bool) -> list[tuple[Path, str]]:
     """(data file, split name) of a Hub dataset folder, train first; [] when the folder is not one.
 
     A Hub dataset is data files (data/train-00000-of-00002.parquet, test.jsonl, ...) with at most a README.md
     card beside them. A folder that also holds other documents is read as documents, as it always was: a
     corpus with a stray .json next to its pages is still a corpus.
     """
-    files = _visible_files(folder)
+    files = _visible_files(folder, follow_symlinks)
     data = [p for p in files if p.suffix.lower() in DATA_SUFFIXES and p.name.lower() not in HUB_METADATA]
     if not data or any(p.suffix.lower() in DOCUMENT_SUFFIXES and p.name.lower() not in DATASET_CARDS
                        for p in files):
@@ -666,10 +936,25 @@ def _hub_data_files(folder: Path) -> list[tuple[Path, str]]:
     return sorted(named, key=lambda pair: (_split_rank(pair[1]), pair[0].relative_to(folder).as_posix()))
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    """Every file below `folder`, skipping hidden files and folders (.git, .cache, .huggingface)."""
-    return [p for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+def _visible_files(folder: Path, follow_symlinks: bool) -> list[Path]:
+    """Every regular file below `folder`, skipping hidden files and folders (.git, .cache, .huggingface), and
+    symlinks unless `follow_symlinks` (then each folder is entered once, so a link loop ends)."""
+    found, entered = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=follow_symlinks):
+        here = Path(root)
+        key = (here.stat().st_dev, here.stat().st_ino)
+        if key in entered:
+            dirs[:] = []
+            continue
+        entered.add(key)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [here / name for name in files
+                  if not name.startswith(".") and _regular(here / name, follow_symlinks)]
+    return found
+
+
+def _regular(path: Path, follow_symlinks: bool) -> bool:
+    return (follow_symlinks or not path.is_symlink()) and path.is_file()
 
 
 def _split_name(relative: Path) -> str:
@@ -715,27 +1000,27 @@ def _check_split_names(folder: Path, named: list[tuple[Path, str]]) -> None:
                         "one of them, or move the others out of the folder")
 
 
-def _iter_hub_folder(files: list[tuple[Path, str]]) -> Iterator[RawRow]:
+def _iter_hub_folder(files: list[tuple[Path, str]], stats: LoadStats) -> Iterator[RawRow]:
     """Each data file's rows, marked with the split its name gives (`__split__`, as for save_to_disk folders)."""
     for path, split in files:
-        for row in iter_rows(path):
+        for row in _iter_path(path, stats, follow_symlinks=False):
             if isinstance(row.data, dict):
                 row.data["__split__"] = split
             yield row
 
 
-def _document_paths(folder: Path) -> list[Path]:
+def _document_paths(folder: Path, follow_symlinks: bool) -> list[Path]:
     """Every .txt/.md/.markdown file below `folder`, sorted, skipping hidden files and folders (.git, ...)."""
-    found = [p for p in folder.rglob("*")
-             if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    found = [p for p in _visible_files(folder, follow_symlinks) if p.suffix.lower() in DOCUMENT_SUFFIXES]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _document_row(path: Path, name: str) -> RawRow:
+def _document_row(path: Path, name: str, stats: LoadStats) -> RawRow:
     """One document -> {"text", "path"}. Inside a folder a bad file becomes an error row, not an exception."""
     source = SourceRef(str(path))
-    raw = path.read_bytes()
+    with path.open("rb") as f:
+        raw = f.read(stats.remaining() + 1)  # no further than the budget: a bigger file fails the load anyway
+    stats.charge(path, len(raw))
     if not raw:
         return RawRow(source, {"text": "", "path": name})  # rows never disappear: cleaning rejects it as empty
     why = _binary_reason(raw[:SAMPLE_BYTES])
@@ -747,19 +1032,30 @@ def _document_row(path: Path, name: str) -> RawRow:
 
 
 def _splits(folder: Path) -> list[str]:
+    where = folder / "dataset_dict.json"
     try:
-        return list(json.loads((folder / "dataset_dict.json").read_text("utf-8"))["splits"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{folder / 'dataset_dict.json'}: cannot read the split names ({e}); "
-                        "save the dataset again with save_to_disk") from e
-
-
-def _iter_dataset_dict(folder: Path, splits: list[str]) -> Iterator[RawRow]:
+        splits = [str(split) for split in json.loads(where.read_text("utf-8"))["splits"]]
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise DataError(f"{where}: cannot read the split names ({type(e).__name__}); "
+                        "save the dataset again with save_to_disk") from None
     for split in splits:
-        yield from _iter_saved_dataset(folder / split, split)
+        _check_plain_name(where, "split", split)
+    return splits
 
 
-def _iter_saved_dataset(folder: Path, split: str | None = None) -> Iterator[RawRow]:
+def _check_plain_name(where: Path, what: str, name: str) -> None:
+    """A name from a dataset's metadata that becomes a path: it must stay inside the dataset's folder."""
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise DataError(f"{where}: {what} {name[:100]!r} is not a file name inside the folder; save the dataset "
+                        "again with save_to_disk")
+
+
+def _iter_dataset_dict(folder: Path, splits: list[str], stats: LoadStats) -> Iterator[RawRow]:
+    for split in splits:
+        yield from _iter_saved_dataset(folder / split, stats, split)
+
+
+def _iter_saved_dataset(folder: Path, stats: LoadStats, split: str | None = None) -> Iterator[RawRow]:
     """Rows of a `Dataset.save_to_disk` folder, read straight from its Arrow files (no `datasets` import).
 
     ClassLabel columns are stored as integers; they come out as their names, which is what a model should
@@ -769,7 +1065,7 @@ def _iter_saved_dataset(folder: Path, split: str | None = None) -> Iterator[RawR
     file, index = str(folder), 0
     for arrow_file in _arrow_files(folder):
         for batch in _arrow_batches(arrow_file):
-            for record in batch.to_pylist():
+            for record in _batch_records(batch, arrow_file, stats):
                 yield RawRow(SourceRef(file, item=index), _with_label_names(record, names, split))
                 index += 1
 
@@ -788,9 +1084,13 @@ def _arrow_files(folder: Path) -> list[Path]:
     state = folder / "state.json"
     if state.is_file():
         try:
-            return [folder / f["filename"] for f in json.loads(state.read_text("utf-8"))["_data_files"]]
-        except (ValueError, KeyError, TypeError):
-            pass
+            names = [str(f["filename"]) for f in json.loads(state.read_text("utf-8"))["_data_files"]]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            names = []
+        for name in names:
+            _check_plain_name(state, "data file", name)
+        if names:
+            return [folder / name for name in names]
     files = sorted(folder.glob("*.arrow"))
     if not files:
         raise DataError(f"{folder}: a datasets folder without .arrow data files; save it again with save_to_disk")
@@ -819,7 +1119,7 @@ def _class_label_names(folder: Path) -> dict[str, list[str]]:
     info = folder / "dataset_info.json"
     try:
         features = json.loads(info.read_text("utf-8")).get("features") or {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
     return _class_labels(features)
 

@@ -29,7 +29,7 @@ from executor.data.groups import (
     group_summary,
     suggest_group_column,
 )
-from executor.data.load import iter_rows
+from executor.data.load import LoadStats, iter_rows
 from executor.data.records import REJECT_REASONS, Example, RawRow, Reject, SourceRef
 from executor.data.report import (
     length_stats,
@@ -102,6 +102,7 @@ class Preparer:
         self.without_group = 0
         self.cross_group = CrossGroupDuplicates(self.groups, removed=config.deduplicate)
         self.group_suggestion: dict[str, Any] | None = None
+        self.load_stats = LoadStats()
 
     def _reject(self, source, reason: str, detail: str, data: Any = None) -> None:
         assert reason in REJECT_REASONS, reason
@@ -149,7 +150,7 @@ class Preparer:
 
         total = estimate_rows(self.cfg.input)
         rows = []
-        for row in iter_rows(self.cfg.input):
+        for row in iter_rows(self.cfg.input, stats=self.load_stats):
             rows.append(row)
             if len(rows) % 2000 == 0:
                 self.progress("load", len(rows), total)
@@ -341,6 +342,7 @@ class Preparer:
             "kept": kept,
             "rejected": rejected,
             "accounted_for": input_rows == kept + sum(rejected.values()),
+            "blank_lines_skipped": self.load_stats.blank_lines,  # not rows: counted so every line is accounted for
             "duplicates_removed": dups,
             "near_duplicates_removed": near,
             "pii_redacted": dict(sorted(pii.items())),

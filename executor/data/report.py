@@ -136,7 +136,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Input: `{report['input']}` — detected format **{fmt['name']}**. {fmt['explanation']}",
         f"**{report['input_rows']:,}** input rows → **{report['kept']:,}** kept, "
         f"**{sum(report['rejected'].values()):,}** rejected (see `rejects.jsonl`). "
-        f"All rows accounted for: {'yes' if report['accounted_for'] else 'NO'}.",
+        f"All rows accounted for: {'yes' if report['accounted_for'] else 'NO'}."
+        + (f" Blank lines skipped: {report['blank_lines_skipped']:,}." if report.get("blank_lines_skipped") else ""),
         "## Splits",
         _table([(s, f"{n:,}") for s, n in report["splits"].items()], ("split", "rows")),
         *_groups_markdown(report.get("groups"), report.get("group_suggestion")),
