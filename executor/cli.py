@@ -250,7 +250,25 @@ def _store():
     return RunStore()
 
 
+def _store_errors(command):
+    """A store that cannot be read ends the command with its one-line explanation (exit 2), not a traceback."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        from executor.runs.store import StoreError
+
+        try:
+            return command(*args, **kwargs)
+        except StoreError as exc:
+            typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(2) from None
+
+    return wrapped
+
+
 @runs_app.command("submit")
+@_store_errors
 def runs_submit(
     plan_path: Annotated[Path, typer.Argument(metavar="PLAN.yaml")],
     data: Annotated[Path | None, typer.Option("--data", help="Prepared data folder.")] = None,
@@ -275,6 +293,7 @@ def runs_submit(
 
 
 @runs_app.command("list")
+@_store_errors
 def runs_list() -> None:
     """All runs, oldest first."""
     for run in _store().list():
@@ -282,6 +301,7 @@ def runs_list() -> None:
 
 
 @runs_app.command("show")
+@_store_errors
 def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Status, progress, latest metrics and run directory."""
     from executor.runs.events import read_event
@@ -312,6 +332,7 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 @runs_app.command("logs")
+@_store_errors
 def runs_logs(run_id: str, follow: Annotated[bool, typer.Option("--follow")] = False) -> None:
     """The run's event log (status, progress, messages); --follow until the run ends."""
     store = _store()
@@ -321,12 +342,14 @@ def runs_logs(run_id: str, follow: Annotated[bool, typer.Option("--follow")] = F
 
 
 @runs_app.command("cancel")
+@_store_errors
 def runs_cancel(run_id: str) -> None:
     """Cancel a queued or running run."""
     typer.echo(_store().request_cancel(run_id))
 
 
 @runs_app.command("resume")
+@_store_errors
 def runs_resume(run_id: str) -> None:
     """Queue a failed or cancelled run again; it continues from its last checkpoint."""
     try:
@@ -335,6 +358,27 @@ def runs_resume(run_id: str) -> None:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
     typer.echo("queued")
+
+
+@runs_app.command("recover")
+@_store_errors
+def runs_recover(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even a readable store (it is kept beside).")]
+    = False,
+) -> None:
+    """Rebuild a lost or unreadable run store from the run directories (the old file is moved aside, not deleted)."""
+    from executor.runs.recover import recover
+
+    report = recover(force=force)
+    for moved in report.moved:
+        typer.echo(f"kept the old store as {moved}")
+    counts = {status: list(report.runs.values()).count(status) for status in sorted(set(report.runs.values()))}
+    typer.echo(f"recovered {len(report.runs)} runs into {report.store}"
+               + (f" ({', '.join(f'{n} {s}' for s, n in counts.items())})" if counts else ""))
+    for run_dir, why in report.skipped.items():
+        typer.secho(f"skipped {run_dir}: {why}", err=True, fg="yellow")
+    if counts.get("failed"):
+        typer.echo("runs that had not finished are marked failed: `tunewise runs resume ID` continues one")
 
 
 def worker_command(

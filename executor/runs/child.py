@@ -75,6 +75,7 @@ def _evaluate(store, report_to, run: dict, plan, run_dir: Path) -> None:
 
 def main(run_id: str, store_path: str | None = None) -> int:
     die_with_parent()
+    os.umask(0o077)  # logs, checkpoints, merged models, evaluation examples: readable by their owner alone
     import yaml
 
     from executor.plan import TrainingPlan, trains
@@ -83,11 +84,13 @@ def main(run_id: str, store_path: str | None = None) -> int:
     from executor.train.runner import train
 
     store = RunStore(store_path)
-    report_to = store.reporter(run_id)
     run = store.get(run_id)
     run_dir = Path(run["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(run_dir, 0o700)  # a run directory made by an older Tunewise, before they were private
     trained = (run_dir / "result.json").exists()  # a retry after a crash during evaluation skips training
     resume = not trained and any((run_dir / "checkpoints").glob("checkpoint-*"))
+    report_to = store.reporter(run_id, resumed=resume)
     if resume:
         report_to.message(f"resuming from the last checkpoint (attempt {run['attempt']})")
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Each kind with the payload keys it must carry.
@@ -68,6 +68,26 @@ def read_event(row: dict[str, Any]) -> RunEvent:
     return RunEvent(row["kind"], row["data"], row.get("id", 0), row.get("time", 0.0))
 
 
+def attempt_error(rows: list[dict[str, Any]]) -> str | None:
+    """The reason the current attempt's run process reported (its last `error` event after the run was last claimed,
+    `status: running`), or None: an error of an earlier attempt, resumed since, is not this attempt's."""
+    error = None
+    for event in map(read_event, rows):
+        if event.kind == "status" and event.data["status"] == "running":
+            error = None
+        elif event.kind == "error":
+            error = event.data["error"]
+    return error
+
+
+def progress_key(data: dict[str, Any]) -> tuple[Any, int, str]:
+    """A progress event's stage (steps restart in each stage of a multi-stage technique), step, and what it logs (a
+    training loss, an evaluation, a summary): a resumed run repeats the logs between its last checkpoint and the
+    crash, and one of each is kept."""
+    what = "eval" if "eval_loss" in data else "train" if "loss" in data else "other"
+    return data.get("stage"), int(data["step"]), what
+
+
 def explain(exc: BaseException) -> str:
     """A failure message a person can act on (out of memory and full disks get their own)."""
     name = type(exc).__name__
@@ -86,8 +106,13 @@ class Reporter:
 
     write: Callable[[str, dict[str, Any]], None]
 
+    # Progress already logged (progress_key) by an earlier attempt of a resumed run: not sent again.
+    logged: set[tuple[Any, int, str]] = field(default_factory=set)
+
     def _send(self, kind: str, data: dict[str, Any]) -> None:
         check(kind, data)
+        if kind == "progress" and progress_key(data) in self.logged:
+            return
         self.write(kind, data)
 
     def message(self, text: str) -> None:

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if is_main_process():  # one reporter per run, however many processes train it
         from executor.runs.store import RunStore
 
-        reporter = RunStore(args.store).reporter(args.run_id)
+        reporter = RunStore(args.store).reporter(args.run_id, resumed=args.resume)
     return run_rank(args.plan, args.run_dir, resume=args.resume, reporter=reporter)
 
 

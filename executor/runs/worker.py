@@ -21,7 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from executor.runs.store import RunStore
+from executor.runs.events import attempt_error
+from executor.runs.store import RunStore, StoreError
+
+PRIVATE_UMASK = 0o077  # run logs, run directories and everything the runs write: their owner's alone
 
 
 def visible_gpus() -> list[int]:
@@ -51,7 +54,7 @@ class LocalLauncher:
 
     def start(self, run: dict, env: dict[str, str]) -> subprocess.Popen:
         log_path = self.store.path.parent / f"run-{run['id']}.log"
-        with open(log_path, "ab") as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "executor.runs.child", run["id"], str(self.store.path)],
                                        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.store.heartbeat(run["id"], process.pid)
@@ -123,9 +126,9 @@ class Worker:
         if code == 0:
             self.store.finish(run_id, "succeeded")
             return
-        errors = [e for e in self.store.events(run_id) if e["kind"] == "error"]
-        if errors:  # the child reported why: a plan or data problem does not get better by retrying
-            self.store.finish(run_id, "failed", errors[-1]["data"]["error"])
+        error = attempt_error(self.store.events(run_id))
+        if error:  # the child reported why: a plan or data problem does not get better by retrying
+            self.store.finish(run_id, "failed", error)
         elif current["attempt"] >= current["max_attempts"]:
             self.store.finish(run_id, "failed", f"crashed {current['attempt']} times (last exit code {code})")
         else:
@@ -190,13 +193,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from executor.runs.autostart import hold_worker_lock
 
+    os.umask(PRIVATE_UMASK)  # inherited by every run process it starts
     hold_worker_lock(args.store)  # the chat sees this worker and does not start another beside it
-    store = RunStore(args.store)
-    launcher = make_launcher(store)
-    # On Ray the cluster schedules GPUs: the worker only bounds how many runs it keeps in flight.
-    gpus = [] if launcher.name == "ray" else None
-    Worker(store, slots=args.slots or (4 if launcher.name == "ray" else None), heartbeat_seconds=args.heartbeat,
-           orphan_after=args.orphan_after, gpus=gpus, launcher=launcher).run(once=args.once)
+    try:
+        store = RunStore(args.store)
+        launcher = make_launcher(store)
+        # On Ray the cluster schedules GPUs: the worker only bounds how many runs it keeps in flight.
+        gpus = [] if launcher.name == "ray" else None
+        Worker(store, slots=args.slots or (4 if launcher.name == "ray" else None), heartbeat_seconds=args.heartbeat,
+               orphan_after=args.orphan_after, gpus=gpus, launcher=launcher).run(once=args.once)
+    except StoreError as exc:
+        print(f"tunewise worker: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
