@@ -16,6 +16,38 @@ import typer
 from assistant.quiet import quiet_libraries
 
 
+class LLMUnavailable(Exception):
+    """`--extractor llm` and the LLM call failed: the command ends with this one line (exit 2)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+class FallbackExtractor:
+    """The LLM extractor with a way out when its endpoint fails. `auto` (required=False) reads with the local
+    extractor instead, warning once on stderr, as the chat falls back; `llm` (required=True) raises LLMUnavailable."""
+
+    def __init__(self, llm, local, required: bool):
+        self.llm, self.local, self.required = llm, local, required
+        self.failed = False
+
+    def extract(self, text: str):
+        if self.failed:
+            return self.local.extract(text)
+        try:
+            return self.llm.extract(text)
+        except Exception as exc:  # noqa: BLE001 - network, key, quota, refused schema: all end the same way
+            if self.required:
+                raise LLMUnavailable(f"--extractor llm: the LLM call failed ({_one_line(exc)}); use --extractor "
+                                     "auto to fall back to the local extractor") from None
+            self.failed = True
+            print(f"warning: the LLM extractor failed ({_one_line(exc)}); using the local extractor instead",
+                  file=sys.stderr)
+            return self.local.extract(text)
+
+
 def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
     from assistant.knowledge import KnowledgeError, load_knowledge
     from assistant.recommend import Advisor
@@ -41,7 +73,8 @@ def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
         if available_provider() is not None:
             from assistant.semantic import default_extractor
 
-            chosen = LLMExtractor(default_extractor(kn))
+            local = default_extractor(kn)
+            chosen = FallbackExtractor(LLMExtractor(local), local, required=extractor == "llm")
     return Advisor(kn, extractor=chosen, index="auto" if retrieval else None)
 
 
@@ -68,13 +101,13 @@ def recommend(
     if jsonl is not None:
         if text is not None or plan_out is not None:
             raise typer.BadParameter("--jsonl reads its texts from the input; drop TEXT and --plan-out")
-        raise typer.Exit(_recommend_jsonl(jsonl, _advisor(extractor, knowledge, retrieval)))
+        raise typer.Exit(_unless_llm_fails(_recommend_jsonl, jsonl, _advisor(extractor, knowledge, retrieval)))
     if text is None:
         if sys.stdin.isatty():
             raise typer.BadParameter("give TEXT, or --jsonl FILE", param_hint="TEXT")
         text = sys.stdin.read()
     advisor = _advisor(extractor, knowledge, retrieval)
-    rec = advisor.recommend(text)
+    rec = _unless_llm_fails(advisor.recommend, text)
     if plan_out is not None:
         from executor.plan import dump_plan
 
@@ -87,6 +120,14 @@ def recommend(
         print_recommendation(rec)
         if plan_out is not None:
             typer.echo(f"Plan written to {plan_out}")
+
+
+def _unless_llm_fails(function, *args):
+    try:
+        return function(*args)
+    except LLMUnavailable as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 def _recommend_jsonl(source: str, advisor) -> int:

@@ -245,3 +245,48 @@ def test_malformed_json_names_no_byte_offset(engine):
         assert nested.json()["error"]["param"] == "messages.1.content"
         not_object = client.post("/v1/completions", headers=AUTH, json=[1, 2])
         assert not_object.status_code == 400 and not_object.json()["error"]["param"] is None
+
+
+# --- `tunewise recommend --extractor llm|auto` when the LLM endpoint fails (an OpenAI-compatible server that is
+# not there, as when `tunewise serve` is down) -------------------------------------------------------------------
+@pytest.fixture
+def dead_endpoint(monkeypatch, tunewise_home):
+    from executor.train.distributed import free_port
+
+    monkeypatch.setenv("OPENAI_API_KEY", "some-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
+    monkeypatch.setenv("TUNEWISE_LLM_TIMEOUT", "5")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+
+def recommend(*args, input=None):
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    return CliRunner().invoke(app, ["recommend", *args, "--no-retrieval"], input=input)
+
+
+TEXT = "We have 3,000 labeled support tickets to classify into 12 queues and one 24 GB GPU."
+
+
+def test_recommend_auto_falls_back_to_the_local_extractor(dead_endpoint):
+    import json
+
+    fell_back = recommend(TEXT, "--extractor", "auto", "--json")
+    assert fell_back.exit_code == 0, fell_back.output
+    warning = fell_back.stderr.strip().splitlines()
+    assert warning == ["warning: the LLM extractor failed (OpenAIConnectionError: Connection error.); using the "
+                       "local extractor instead"]
+    local = recommend(TEXT, "--extractor", "semantic", "--json")
+    assert json.loads(fell_back.stdout)["approach"] == json.loads(local.stdout)["approach"]
+    lines = recommend("--jsonl", "-", "--extractor", "auto", input='{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n')
+    assert lines.exit_code == 0 and lines.stderr.count("warning: the LLM extractor failed") == 1  # once, not per line
+
+
+def test_recommend_llm_fails_with_one_line(dead_endpoint):
+    failed = recommend(TEXT, "--extractor", "llm")
+    assert failed.exit_code == 2 and isinstance(failed.exception, SystemExit)  # typer.Exit, not a traceback
+    assert failed.stdout == ""
+    assert failed.stderr == ("error: --extractor llm: the LLM call failed (OpenAIConnectionError: Connection error.); "
+                             "use --extractor auto to fall back to the local extractor\n")
