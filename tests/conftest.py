@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +84,40 @@ def _fresh_login_throttle(monkeypatch):
     accounts = sys.modules.get("assistant.chat.accounts")
     if accounts is not None:
         monkeypatch.setattr(accounts, "login_throttle", accounts.LoginThrottle())
+
+
+@pytest.fixture(scope="session")
+def write_finished_run():
+    """Fills a folder with a finished run's files: its validation loss bottoms out at epoch 2 and rises after
+    while training loss keeps falling; a classification report of 50 rows; 10 evaluated examples."""
+    return _write_finished_run
+
+
+def _metric(value, low, high, n=50):
+    return {"value": value, "ci_low": low, "ci_high": high, "n": n}
+
+
+def _write_finished_run(folder: Path) -> Path:
+    log = [
+        {"step": 10, "epoch": 0.5, "loss": 2.4}, {"step": 20, "epoch": 1.0, "loss": 1.9},
+        {"step": 20, "epoch": 1.0, "eval_loss": 1.8}, {"step": 30, "epoch": 1.5, "loss": 1.3},
+        {"step": 40, "epoch": 2.0, "loss": 1.0}, {"step": 40, "epoch": 2.0, "eval_loss": 1.5},
+        {"step": 50, "epoch": 2.5, "loss": 0.6}, {"step": 60, "epoch": 3.0, "loss": 0.3},
+        {"step": 60, "epoch": 3.0, "eval_loss": 1.65},
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    report = {
+        "run_dir": str(folder), "task": "classification", "n": 50, "technique": "lora",
+        "base_model": "smollm2-135m-instruct", "headline_metric": "accuracy",
+        "systems": {"base": {"accuracy": _metric(0.1, 0.04, 0.18)},
+                    "zero_shot": {"accuracy": _metric(0.5, 0.36, 0.64)},
+                    "few_shot": {"accuracy": _metric(0.3, 0.18, 0.42)},
+                    "tuned": {"accuracy": _metric(0.62, 0.48, 0.74)}},
+        "regressions": 2, "improvements": 27, "worst_regressions": [7, 3],
+    }
+    (folder / "report.json").write_text(json.dumps(report))
+    examples = [{"index": i, "input": f"message {i}", "reference": "refund", "base": "refund" if i in (3, 7) else "x",
+                 "tuned": "card" if i in (3, 7) else "refund", "base_score": 1.0 if i in (3, 7) else 0.0,
+                 "tuned_score": 0.0 if i in (3, 7) else 1.0} for i in range(10)]
+    (folder / "eval_examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return folder

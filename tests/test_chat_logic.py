@@ -12,36 +12,9 @@ import pytest
 from assistant.chat import backends, cards, interview, launch, playground, results
 
 
-def metric(value, low, high, n=50):
-    return {"value": value, "ci_low": low, "ci_high": high, "n": n}
-
-
 @pytest.fixture
-def run_dir(tmp_path) -> Path:
-    """A run whose validation loss bottoms out at epoch 2 and rises after, while training loss keeps falling."""
-    log = [
-        {"step": 10, "epoch": 0.5, "loss": 2.4}, {"step": 20, "epoch": 1.0, "loss": 1.9},
-        {"step": 20, "epoch": 1.0, "eval_loss": 1.8}, {"step": 30, "epoch": 1.5, "loss": 1.3},
-        {"step": 40, "epoch": 2.0, "loss": 1.0}, {"step": 40, "epoch": 2.0, "eval_loss": 1.5},
-        {"step": 50, "epoch": 2.5, "loss": 0.6}, {"step": 60, "epoch": 3.0, "loss": 0.3},
-        {"step": 60, "epoch": 3.0, "eval_loss": 1.65},
-    ]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    report = {
-        "run_dir": str(tmp_path), "task": "classification", "n": 50, "technique": "lora",
-        "base_model": "smollm2-135m-instruct", "headline_metric": "accuracy",
-        "systems": {"base": {"accuracy": metric(0.1, 0.04, 0.18)},
-                    "zero_shot": {"accuracy": metric(0.5, 0.36, 0.64)},
-                    "few_shot": {"accuracy": metric(0.3, 0.18, 0.42)},
-                    "tuned": {"accuracy": metric(0.62, 0.48, 0.74)}},
-        "regressions": 2, "improvements": 27, "worst_regressions": [7, 3],
-    }
-    (tmp_path / "report.json").write_text(json.dumps(report))
-    examples = [{"index": i, "input": f"message {i}", "reference": "refund", "base": "refund" if i in (3, 7) else "x",
-                 "tuned": "card" if i in (3, 7) else "refund", "base_score": 1.0 if i in (3, 7) else 0.0,
-                 "tuned_score": 0.0 if i in (3, 7) else 1.0} for i in range(10)]
-    (tmp_path / "eval_examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return tmp_path
+def run_dir(tmp_path, write_finished_run) -> Path:
+    return write_finished_run(tmp_path)
 
 
 def test_why_did_eval_loss_go_up(run_dir):

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from assistant.chat import accounts, persistence
-from assistant.chat.persistence import LocalStorageClient, RunPermissionError, get_run_for, runs_for
+from assistant.chat.persistence import LocalStorageClient
 from assistant.chat.uploads import (
     UploadError,
     list_uploads,
@@ -32,7 +32,8 @@ from assistant.chat.uploads import (
     uploads_root,
     user_upload_dir,
 )
-from executor.runs.store import RunNotFound, RunStore
+from assistant.chat.user_runs import RunNotVisible, get_run_for, runs_for
+from executor.runs.store import RunStore
 
 
 @pytest.fixture
@@ -375,7 +376,10 @@ def test_user_b_cannot_see_user_a_runs(home):
     assert [r["id"] for r in runs_for(User(identifier="alice"), store)] == alices
     assert [r["id"] for r in runs_for("bob", store)] == [bobs]
     assert get_run_for("alice", alices[0], store)["owner"] == "alice"
-    with pytest.raises(RunPermissionError, match=f"run {alices[0]} belongs to another user"):
-        get_run_for("bob", alices[0], store)
-    with pytest.raises(RunNotFound):
-        get_run_for("bob", "no-such-run", store)
+    # Another user's run and an unknown id get the same answer: no probing which ids exist.
+    answers = []
+    for run_id in (alices[0], "no-such-run"):
+        with pytest.raises(RunNotVisible) as refused:
+            get_run_for("bob", run_id, store)
+        answers.append(str(refused.value).replace(run_id, "ID"))
+    assert answers == ["ID: no such run among your runs"] * 2

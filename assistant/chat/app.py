@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -22,9 +21,8 @@ from typing import Any
 import chainlit as cl
 from chainlit.input_widget import NumberInput, Select, TextInput
 
-from assistant.chat import accounts, backends, conversation, data_upload, launch, persistence, playground, results
+from assistant.chat import accounts, backends, conversation, data_upload, launch, persistence
 from assistant.chat.conversation import Conversation, Reply
-from assistant.chat.uploads import store_upload, user_upload_dir
 from executor.runs import autostart
 
 log = logging.getLogger("tunewise.chat")
@@ -32,9 +30,9 @@ STATE_KEY = "conversation"   # JSON state in the user session (persisted with th
 BACKEND_KEY = "backend"
 FOLLOW_INTERVAL_S = 0.5
 PLAYGROUND_COMMAND = "Playground"
+PLAY_STEP = "Tuned and base model answering"
 
 _advisor: Future = Future()
-_playgrounds: dict[str, playground.Playground] = {}
 
 
 def _build_advisor() -> None:
@@ -62,12 +60,6 @@ def set_advisor(shared) -> None:
     if not _advisor.running():
         _advisor.set_running_or_notify_cancel()
     _advisor.set_result(shared)
-
-
-def _store():
-    from executor.runs.store import RunStore
-
-    return RunStore()
 
 
 # ------------------------------------------------------------------ start-up, accounts, history
@@ -100,17 +92,13 @@ def _user():
     return cl.user_session.get("user")
 
 
-def _owner() -> str:
-    user = _user()
-    return getattr(user, "identifier", "") or ""
-
-
 async def _conversation() -> Conversation:
     conv = cl.user_session.get("_conversation")
     if conv is None:
         name = cl.user_session.get(BACKEND_KEY) or None
         adv = await advisor()
-        conv = Conversation(adv, backends.make_backend(name, adv.knowledge), cl.user_session.get(STATE_KEY) or {})
+        conv = Conversation(adv, backends.make_backend(name, adv.knowledge), cl.user_session.get(STATE_KEY) or {},
+                            user=_user())
         cl.user_session.set("_conversation", conv)
     return conv
 
@@ -135,7 +123,7 @@ async def send(reply: Reply) -> cl.Message:
     elements: list[Any] = []
     for a in reply.attachments:
         if a.kind == "image":
-            elements.append(cl.Image(name=a.name, path=a.path, display="inline", size="large"))
+            elements.append(cl.Image(name=a.name, path=a.path, display="inline", size=a.size))
         else:
             # "page": the id in the text becomes a link to the passage; "side" would force the sidebar open on
             # every message (Chainlit 2.11+) and stack passages in it.
@@ -155,6 +143,20 @@ async def send(reply: Reply) -> cl.Message:
 async def send_all(replies: list[Reply]) -> None:
     for reply in replies:
         await send(reply)
+
+
+async def reply_to(work, *args, step: str | None = None) -> None:
+    """Run a blocking Conversation method off the event loop, optionally inside a progress step, and send
+    its replies; the session state is saved after."""
+    conv = await _conversation()
+    if step is None:
+        replies = await asyncio.to_thread(work, *args)
+    else:
+        async with cl.Step(name=step, type="tool") as shown:
+            replies = await asyncio.to_thread(work, *args)
+            shown.output = next((r.step for r in replies if r.step), "")
+    await send_all(replies)
+    _save(conv)
 
 
 async def push_settings(conv: Conversation) -> None:
@@ -205,30 +207,16 @@ async def resume(thread: dict) -> None:
     cl.user_session.set("_conversation", None)
     conv = await _conversation()
     await push_settings(conv)
-    if conv.run_id:
-        try:
-            run = await asyncio.to_thread(persistence.get_run_for, _user(), conv.run_id)
-        except (KeyError, PermissionError) as exc:
-            await cl.Message(content=f"The run of this chat is not available: {exc}").send()
-            return
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            await show_outcome(conv, conv.run_id, launch.view_from_store(_store(), conv.run_id))
-        else:
-            start_following(conv.run_id)
+    replies, follow = await asyncio.to_thread(conv.resume)
+    await send_all(replies)
+    if follow:
+        start_following(follow)
 
 
 @cl.on_settings_update
 async def settings_update(settings: dict[str, Any]) -> None:
     conv = await _conversation()
-    name = settings.get(BACKEND_KEY)
-    if name and name != conv.backend.name:
-        conv.backend = backends.make_backend(name, conv.advisor.knowledge)
-        await cl.Message(content=f"Language backend: {conv.backend.label}.").send()
-    if conv.interview.texts:
-        edits = launch.changed_settings(conv.settings(), settings)
-        if edits:
-            await send_all(conv.set_command({k: str(v) for k, v in edits.items()}))
-    _save(conv)
+    await reply_to(conv.settings_panel, settings.get(BACKEND_KEY), settings)
 
 
 @cl.on_message
@@ -237,23 +225,13 @@ async def message(msg: cl.Message) -> None:
     files = [e for e in msg.elements or [] if getattr(e, "path", None)]
     text = (msg.content or "").strip()
     if files:
-        await handle_upload(conv, files[0].name, Path(files[0].path))
-    if msg.command == PLAYGROUND_COMMAND or text.lower().startswith("try:"):
-        await play_prompt(conv, text[4:].strip() if text.lower().startswith("try:") else text)
+        await reply_to(conv.upload, files[0].name, Path(files[0].path), step=f"Preparing {files[0].name}")
+    if msg.command == PLAYGROUND_COMMAND:
+        await reply_to(conv.play, text, step=PLAY_STEP)
+    elif text.lower().startswith(conversation.PLAY_PREFIX):
+        await reply_to(conv.handle_text, text, step=PLAY_STEP)
     elif text:
-        run_dir = await _run_dir(conv)
-        replies = await asyncio.to_thread(conv.handle_text, text, run_dir)
-        await send_all(replies)
-    _save(conv)
-
-
-async def _run_dir(conv: Conversation) -> str | None:
-    if not conv.run_id:
-        return None
-    try:
-        return (await asyncio.to_thread(persistence.get_run_for, _user(), conv.run_id))["run_dir"]
-    except (KeyError, PermissionError):
-        return None
+        await reply_to(conv.handle_text, text)
 
 
 # ------------------------------------------------------------------ interview actions
@@ -271,28 +249,22 @@ async def on_answer(action: cl.Action) -> None:
 
 @cl.action_callback(conversation.EDIT_ACTION)
 async def on_edit_fact(action: cl.Action) -> None:
-    conv = await _conversation()
-    await send_all(conv.edit_fact(action.payload["field"]))
+    await reply_to((await _conversation()).edit_fact, action.payload["field"])
 
 
 @cl.action_callback(conversation.RECOMMEND_ACTION)
 async def on_recommend_now(action: cl.Action) -> None:
-    conv = await _conversation()
-    await send_all(await asyncio.to_thread(conv.recommend_now))
-    _save(conv)
+    await reply_to((await _conversation()).recommend_now)
 
 
 @cl.action_callback(conversation.KEEP_WHAT_IF_ACTION)
 async def on_keep_what_if(action: cl.Action) -> None:
-    conv = await _conversation()
-    await send_all(await asyncio.to_thread(conv.keep_what_if))
-    _save(conv)
+    await reply_to((await _conversation()).keep_what_if)
 
 
 @cl.action_callback(conversation.PLAN_ACTION)
 async def on_show_plan(action: cl.Action) -> None:
-    conv = await _conversation()
-    await send_all(conv.show_plan())
+    await reply_to((await _conversation()).show_plan)
 
 
 # ------------------------------------------------------------------ data
@@ -305,37 +277,10 @@ async def on_upload(action: cl.Action) -> None:
         content="Upload your dataset (JSONL, JSON, CSV, TSV or Parquet; up to 100 MB). You can also attach it to "
                 "any message.", accept=data_upload.ACCEPT_MIME, max_size_mb=100, timeout=600).send()
     if files:
-        await handle_upload(conv, files[0].name, Path(files[0].path))
-    _save(conv)
+        await reply_to(conv.upload, files[0].name, Path(files[0].path), step=f"Preparing {files[0].name}")
     # An ask marks the chat busy again when answered (task_start); an action callback has no task of its own
     # to end that, so the buttons would stay disabled.
     await cl.context.emitter.task_end()
-
-
-async def handle_upload(conv: Conversation, name: str, path: Path) -> None:
-    try:
-        data_upload.check_suffix(name)
-        stored = await asyncio.to_thread(store_upload, _user(), name, path)
-    except (data_upload.UploadError, ValueError) as exc:
-        await cl.Message(content=f"I could not take that file: {exc}").send()
-        return
-    model = conv.settings().get("base_model") if conv.interview.texts else None
-    out_dir = user_upload_dir(_user()) / "prepared" / stored.name
-    async with cl.Step(name=f"Preparing {name}", type="tool") as step:
-        try:
-            prepared = await asyncio.to_thread(data_upload.prepare_upload, stored, out_dir, model=model)
-        except data_upload.UploadError as exc:
-            step.output = str(exc)
-            await cl.Message(content=f"The data could not be prepared: {exc}").send()
-            return
-        step.output = f"{prepared.report['kept']:,} rows kept of {prepared.report['input_rows']:,}"
-    conv.upload = prepared.to_state()
-    elements = []
-    if prepared.chart:
-        elements.append(cl.Image(name="distributions", path=str(prepared.chart), display="inline", size="large"))
-    actions = [cl.Action(name=conversation.LAUNCH_ACTION, label="Approve & launch", payload={})]
-    await cl.Message(content=data_upload.summary_markdown(prepared), elements=elements, actions=actions).send()
-    _save(conv)
 
 
 # ------------------------------------------------------------------ launch and progress
@@ -344,27 +289,11 @@ async def handle_upload(conv: Conversation, name: str, path: Path) -> None:
 @cl.action_callback(conversation.LAUNCH_ACTION)
 async def on_launch(action: cl.Action) -> None:
     conv = await _conversation()
-    if not conv.interview.texts:
-        await cl.Message(content="Describe your use case first; the run follows the recommended plan.").send()
-        return
-    if not conv.upload:
-        await cl.Message(content="A run needs data: upload a dataset first.", actions=[
-            cl.Action(name=conversation.UPLOAD_ACTION, label="Upload a dataset", payload={})]).send()
-        return
-    settings = conv.settings()
-    try:
-        plan = launch.plan_with_settings(conv.recommendation().plan, settings, conv.advisor.knowledge,
-                                         conv.upload["out_dir"])
-        run_id = await asyncio.to_thread(launch.submit_run, _store(), plan, _owner())
-        await asyncio.to_thread(autostart.ensure_worker)  # (a worker that died since start-up is replaced)
-    except launch.LaunchError as exc:
-        await cl.Message(content=f"Not launched: {exc}").send()
-        return
-    conv.run_id = run_id
-    _save(conv)
-    await _persist_metadata()
-    await cl.Message(content=f"Launched run `{run_id}` with:\n\n{launch.settings_markdown(settings)}").send()
-    start_following(run_id)
+    before = conv.run_id
+    await reply_to(conv.launch)
+    if conv.run_id and conv.run_id != before:
+        await _persist_metadata()
+        start_following(conv.run_id)
 
 
 def start_following(run_id: str) -> asyncio.Task:
@@ -380,7 +309,8 @@ def start_following(run_id: str) -> asyncio.Task:
 
 
 async def follow_run(run_id: str) -> None:
-    store = _store()
+    conv = await _conversation()
+    store = conv.store
     view = launch.RunView(run_id)
     cancel = cl.Action(name=conversation.CANCEL_ACTION, label="Cancel run", payload={"run_id": run_id})
     msg = cl.Message(content=f"Run `{run_id}`", actions=[cancel])
@@ -410,108 +340,22 @@ async def follow_run(run_id: str) -> None:
     await step.update()
     await draw(persist=True)
     await cancel.remove()
-    conv = await _conversation()
-    await show_outcome(conv, run_id, view)
-
-
-async def show_outcome(conv: Conversation, run_id: str, view: launch.RunView) -> None:
-    run = await asyncio.to_thread(_store().get, run_id)
-    if view.status != "succeeded":
-        why = f": {view.error or run.get('error')}" if (view.error or run.get("error")) else ""
-        await cl.Message(content=f"Run `{run_id}` {view.status}{why}.").send()
-        return
-    found = await asyncio.to_thread(results.RunResults.load, run["run_dir"])
-    parts = [f"Run `{run_id}` finished. {results.training_markdown(found.metrics)}"]
-    elements: list[Any] = []
-    loss_png = Path(run["run_dir"]) / "loss_curve.png"
-    if found.report is not None:
-        parts.append(results.report_markdown(found.report))
-        if found.chart:
-            elements.append(cl.Image(name="eval_comparison", path=str(found.chart), display="inline", size="large"))
-    elif view.evaluation_error:
-        parts.append(f"Evaluation failed: {view.evaluation_error}")
-    else:
-        parts.append("No evaluation was requested for this run (set `eval_limit` above 0 next time).")
-    if loss_png.exists():
-        elements.append(cl.Image(name="loss_curve.png", path=str(loss_png), display="inline", size="medium"))
-    actions = [cl.Action(name=conversation.PLAY_ACTION, label="Compare tuned vs base (A/B)", payload={})] \
-        if found.examples else []
-    await cl.Message(content="\n\n".join(parts), elements=elements, actions=actions).send()
+    await reply_to(conv.outcome, view)
 
 
 @cl.action_callback(conversation.CANCEL_ACTION)
 async def on_cancel(action: cl.Action) -> None:
-    run_id = action.payload["run_id"]
-    try:
-        await asyncio.to_thread(persistence.get_run_for, _user(), run_id)
-    except (KeyError, PermissionError) as exc:
-        await cl.Message(content=f"Cannot cancel: {exc}").send()
-        return
-    state = await asyncio.to_thread(_store().request_cancel, run_id)
-    await cl.Message(content=f"Run `{run_id}`: {state}.").send()
+    await reply_to((await _conversation()).cancel, action.payload["run_id"])
 
 
 # ------------------------------------------------------------------ playground
 
 
-async def _playground(conv: Conversation) -> tuple[str, playground.Playground] | None:
-    run_dir = await _run_dir(conv)
-    if run_dir is None:
-        await cl.Message(content="The playground needs a finished run: launch one first.").send()
-        return None
-    if run_dir not in _playgrounds:
-        _playgrounds[run_dir] = playground.Playground(run_dir)
-    return run_dir, _playgrounds[run_dir]
-
-
-async def _ask_vote(conv: Conversation, pair: playground.Pair) -> None:
-    conv.pair = pair.to_state()
-    _save(conv)
-    actions = [cl.Action(name=conversation.PICK_ACTION, label=label, payload={"picked": value})
-               for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"))]
-    await cl.Message(content=pair.markdown(), actions=actions).send()
-
-
-async def play_prompt(conv: Conversation, prompt: str) -> None:
-    found = await _playground(conv)
-    if found is None:
-        return
-    if not prompt:
-        await cl.Message(content="Type a prompt after `try:` (or with the Playground command).").send()
-        return
-    _, play = found
-    async with cl.Step(name="Tuned and base model answering", type="llm"):
-        base, tuned = await asyncio.to_thread(play.answers, prompt)
-    await _ask_vote(conv, playground.blind(prompt, base, tuned))
-
-
 @cl.action_callback(conversation.PLAY_ACTION)
 async def on_play_example(action: cl.Action) -> None:
-    conv = await _conversation()
-    run_dir = await _run_dir(conv)
-    examples = results.RunResults.load(run_dir).examples if run_dir else []
-    if not examples:
-        await cl.Message(content="This run has no evaluated examples to compare.").send()
-        return
-    await _ask_vote(conv, playground.pair_from_example(random.choice(examples)))
+    await reply_to((await _conversation()).play_example)
 
 
 @cl.action_callback(conversation.PICK_ACTION)
 async def on_pick(action: cl.Action) -> None:
-    conv = await _conversation()
-    run_dir = await _run_dir(conv)
-    if not conv.pair or run_dir is None:
-        await cl.Message(content="There is no comparison waiting for a vote.").send()
-        return
-    pair = playground.Pair.from_state(conv.pair)
-    picked = action.payload["picked"]
-    rate = await asyncio.to_thread(playground.record, run_dir, pair, picked, _owner())
-    conv.pair = None
-    _save(conv)
-    chosen = pair.choice_for(picked)
-    await cl.Message(content=(
-        f"Recorded: {'a tie' if chosen == 'tie' else f'you preferred the {chosen} model'} (A was the {pair.a_is} "
-        f"model). Human win rate of tuned over base so far: {rate['value']:.2f} "
-        f"[{rate['ci_low']:.2f}, {rate['ci_high']:.2f}] over {rate['n']} vote{'s' if rate['n'] != 1 else ''}."),
-        actions=[cl.Action(name=conversation.PLAY_ACTION, label="Another A/B example", payload={})]).send()
-
+    await reply_to((await _conversation()).pick, action.payload["picked"])

@@ -8,15 +8,25 @@ kept in Chainlit's user session and thread metadata, so a resumed thread continu
     "set key=value ..."  -> correct facts (profile fields) or edit hyperparameters (launch settings)
     "what if ..."        -> the decision with the changed facts, next to the current one
     questions on a run   -> answered from the run's own files (results.py) and the guidance
+    an uploaded file     -> prepared with the plan's tokenizer, its report shown (`upload`)
+    Approve & launch     -> the plan queued as a run (`launch`); its end shown by `outcome`
+    "try: ..." / A/B     -> the playground: tuned and base answer, the person's vote recorded
+
+Methods that read files, train, or ask a model block: the app calls them off its event loop.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from assistant.chat import cards, interview, launch, results
+from assistant.chat import backends, cards, data_upload, interview, launch, playground, results, user_runs
 from assistant.chat.interview import Interview
+from assistant.chat.uploads import UploadError, store_upload, user_identifier, user_upload_dir
+from executor.runs import autostart
+from executor.runs.store import RunStore
 
 UPLOAD_ACTION = "upload_data"
 LAUNCH_ACTION = "launch_run"
@@ -28,6 +38,7 @@ PLAN_ACTION = "show_plan"
 PLAY_ACTION = "play_example"
 PICK_ACTION = "pick"
 EDIT_ACTION = "edit_fact"
+PLAY_PREFIX = "try:"  # a typed prompt for the playground
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class Attachment:
     name: str
     content: str | None = None
     path: str | None = None
+    size: str = "large"       # of an image: "small" | "medium" | "large"
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Reply:
     buttons: list[Button] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     refresh_settings: bool = False  # the launch settings changed: push them to the settings panel
+    step: str | None = None  # one line on the work behind this reply, for the progress step that showed it
 
 
 def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachment]:
@@ -58,13 +71,17 @@ def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachm
 
 
 class Conversation:
-    def __init__(self, advisor, backend, state: dict[str, Any] | None = None):
+    def __init__(self, advisor, backend, state: dict[str, Any] | None = None, *, user: Any = None,
+                 store: RunStore | None = None, rng: random.Random | None = None):
         state = state or {}
         self.advisor = advisor
         self.backend = backend
+        self.user = user  # the logged-in user: whose uploads and runs these are
+        self._store = store
+        self.rng = rng or random.Random()  # which evaluated example the A/B button shows
         self.interview = Interview.from_state(state.get("interview"))
         self.edits: dict[str, Any] = dict(state.get("edits") or {})  # launch settings the user changed
-        self.upload: dict[str, Any] | None = state.get("upload")
+        self.data: dict[str, Any] | None = state.get("upload")  # the prepared upload (PreparedUpload.to_state)
         self.run_id: str | None = state.get("run_id")
         self.what_if: dict[str, Any] | None = state.get("what_if")  # the last hypothetical, until kept or replaced
         self.pair: dict[str, Any] | None = state.get("pair")  # the playground comparison awaiting a vote
@@ -72,7 +89,7 @@ class Conversation:
         self._rec_key = None
 
     def to_state(self) -> dict[str, Any]:
-        return {"interview": self.interview.to_state(), "edits": self.edits, "upload": self.upload,
+        return {"interview": self.interview.to_state(), "edits": self.edits, "upload": self.data,
                 "run_id": self.run_id, "what_if": self.what_if, "pair": self.pair}
 
     # ------------------------------------------------------------------ the advice
@@ -190,6 +207,17 @@ class Conversation:
             replies.append(self.card())
         return replies
 
+    def settings_panel(self, backend: str | None, values: dict[str, Any]) -> list[Reply]:
+        """The settings panel was saved: switch the language backend, apply the launch settings that changed."""
+        replies = []
+        if backend and backend != self.backend.name:
+            self.backend = backends.make_backend(backend, self.advisor.knowledge)
+            replies.append(Reply(f"Language backend: {self.backend.label}."))
+        edits = launch.changed_settings(self.settings(), values) if self.interview.texts else {}
+        if edits:
+            replies += self.set_command({k: str(v) for k, v in edits.items()})
+        return replies
+
     def ask_what_if(self, clause: str) -> list[Reply]:
         if not self.interview.texts:
             return [Reply("Describe your use case first; then ask “what if …” to see how the advice would change.")]
@@ -222,8 +250,10 @@ class Conversation:
         answer = results.answer_question(question, run, search)
         return [Reply(answer.text, attachments=citation_attachments(answer.citations))]
 
-    def handle_text(self, text: str, run_dir: str | None = None) -> list[Reply]:
-        """Route a typed message (the playground and uploads are handled by the app, which owns the I/O)."""
+    def handle_text(self, text: str) -> list[Reply]:
+        """Route a typed message."""
+        if text.lower().startswith(PLAY_PREFIX):
+            return self.play(text[len(PLAY_PREFIX):].strip())
         pairs = interview.parse_set_command(text)
         if pairs is not None:
             return self.set_command(pairs)
@@ -231,7 +261,141 @@ class Conversation:
         if clause is not None:
             return self.ask_what_if(clause)
         if self.run_id and results.is_results_question(text):
-            return self.results_answer(text, run_dir)
+            return self.results_answer(text, self.run_dir())
         if self.interview.done and results.is_results_question(text) and self.interview.texts:
             return self.results_answer(text, None)
         return self.describe(text)
+
+    # ------------------------------------------------------------------ data
+    def upload(self, name: str, path: str | Path) -> list[Reply]:
+        """A dataset file the user sent: kept in their own folder, prepared with the plan's tokenizer."""
+        try:
+            data_upload.check_suffix(name)
+            stored = store_upload(self.user, name, path)
+        except (UploadError, ValueError) as exc:
+            return [Reply(f"I could not take that file: {exc}", step="refused")]
+        model = self.settings().get("base_model") if self.interview.texts else None
+        out_dir = user_upload_dir(self.user) / "prepared" / stored.name
+        try:
+            prepared = data_upload.prepare_upload(stored, out_dir, model=model)
+        except UploadError as exc:
+            return [Reply(f"The data could not be prepared: {exc}", step=str(exc))]
+        self.data = prepared.to_state()
+        chart = [Attachment("image", "distributions", path=str(prepared.chart))] if prepared.chart else []
+        return [Reply(data_upload.summary_markdown(prepared), [Button(LAUNCH_ACTION, "Approve & launch")], chart,
+                      step=f"{prepared.report['kept']:,} rows kept of {prepared.report['input_rows']:,}")]
+
+    # ------------------------------------------------------------------ runs
+    @property
+    def store(self) -> RunStore:
+        if self._store is None:
+            self._store = RunStore()
+        return self._store
+
+    def run_dir(self) -> str | None:
+        """The folder of this chat's run, if the user may see it."""
+        if not self.run_id:
+            return None
+        try:
+            return user_runs.get_run_for(self.user, self.run_id, self.store)["run_dir"]
+        except LookupError:
+            return None
+
+    def launch(self) -> list[Reply]:
+        """Queue the recommended plan, with the user's settings and prepared data, as this chat's run."""
+        if not self.interview.texts:
+            return [Reply("Describe your use case first; the run follows the recommended plan.")]
+        if not self.data:
+            return [Reply("A run needs data: upload a dataset first.", [Button(UPLOAD_ACTION, "Upload a dataset")])]
+        settings = self.settings()
+        try:
+            plan = launch.plan_with_settings(self.recommendation().plan, settings, self.advisor.knowledge,
+                                             self.data["out_dir"])
+            run_id = launch.submit_run(self.store, plan, user_identifier(self.user))
+        except launch.LaunchError as exc:
+            return [Reply(f"Not launched: {exc}")]
+        autostart.ensure_worker()  # (a worker that died since start-up is replaced)
+        self.run_id = run_id
+        return [Reply(f"Launched run `{run_id}` with:\n\n{launch.settings_markdown(settings)}")]
+
+    def cancel(self, run_id: str) -> list[Reply]:
+        try:
+            user_runs.get_run_for(self.user, run_id, self.store)
+        except LookupError as exc:
+            return [Reply(f"Cannot cancel: {exc}")]
+        return [Reply(f"Run `{run_id}`: {self.store.request_cancel(run_id)}.")]
+
+    def resume(self) -> tuple[list[Reply], str | None]:
+        """On reopening the thread: how its run ended, or the run id still to follow (None when nothing is)."""
+        if not self.run_id:
+            return [], None
+        try:
+            run = user_runs.get_run_for(self.user, self.run_id, self.store)
+        except LookupError as exc:
+            return [Reply(f"The run of this chat is not available: {exc}")], None
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return self.outcome(launch.view_from_store(self.store, self.run_id)), None
+        return [], self.run_id
+
+    def outcome(self, view: launch.RunView) -> list[Reply]:
+        """How a run ended: its training summary, evaluation report and charts, or why it did not succeed."""
+        run = self.store.get(view.run_id)
+        if view.status != "succeeded":
+            error = view.error or run.get("error")
+            return [Reply(f"Run `{view.run_id}` {view.status}{f': {error}' if error else ''}.")]
+        found = results.RunResults.load(run["run_dir"])
+        parts = [f"Run `{view.run_id}` finished. {results.training_markdown(found.metrics)}"]
+        images = []
+        if found.report is not None:
+            parts.append(results.report_markdown(found.report))
+            if found.chart:
+                images.append(Attachment("image", "eval_comparison", path=str(found.chart)))
+        elif view.evaluation_error:
+            parts.append(f"Evaluation failed: {view.evaluation_error}")
+        else:
+            parts.append("No evaluation was requested for this run (set `eval_limit` above 0 next time).")
+        loss_png = Path(run["run_dir"]) / "loss_curve.png"
+        if loss_png.exists():
+            images.append(Attachment("image", "loss_curve.png", path=str(loss_png), size="medium"))
+        buttons = [Button(PLAY_ACTION, "Compare tuned vs base (A/B)")] if found.examples else []
+        return [Reply("\n\n".join(parts), buttons, images)]
+
+    # ------------------------------------------------------------------ playground
+    def play(self, prompt: str) -> list[Reply]:
+        """The tuned and the base model answer the user's prompt; the answers are shown blind for a vote."""
+        run_dir = self.run_dir()
+        if run_dir is None:
+            return [Reply("The playground needs a finished run: launch one first.")]
+        if not prompt:
+            return [Reply(f"Type a prompt after `{PLAY_PREFIX}` (or with the Playground command).")]
+        base, tuned = playground.Playground(run_dir).answers(prompt)
+        return [self._ask_vote(playground.blind(prompt, base, tuned, rng=self.rng))]
+
+    def play_example(self) -> list[Reply]:
+        """An evaluated example of the run, its two answers shown blind for a vote."""
+        run_dir = self.run_dir()
+        examples = results.RunResults.load(run_dir).examples if run_dir else []
+        if not examples:
+            return [Reply("This run has no evaluated examples to compare.")]
+        return [self._ask_vote(playground.pair_from_example(self.rng.choice(examples), rng=self.rng))]
+
+    def _ask_vote(self, pair: playground.Pair) -> Reply:
+        self.pair = pair.to_state()
+        buttons = [Button(PICK_ACTION, label, {"picked": value})
+                   for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"))]
+        return Reply(pair.markdown(), buttons)
+
+    def pick(self, picked: str) -> list[Reply]:
+        """Record the vote on the comparison shown last, and say the running human win rate."""
+        run_dir = self.run_dir()
+        if not self.pair or run_dir is None:
+            return [Reply("There is no comparison waiting for a vote.")]
+        pair = playground.Pair.from_state(self.pair)
+        rate = playground.record(run_dir, pair, picked, user_identifier(self.user))
+        self.pair = None
+        chosen = pair.choice_for(picked)
+        said = "a tie" if chosen == "tie" else f"you preferred the {chosen} model"
+        votes = f"{rate['n']} vote{'s' if rate['n'] != 1 else ''}"
+        return [Reply(f"Recorded: {said} (A was the {pair.a_is} model). Human win rate of tuned over base so far: "
+                      f"{rate['value']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}] over {votes}.",
+                      [Button(PLAY_ACTION, "Another A/B example")])]

@@ -1,4 +1,4 @@
-"""Chat history on SQLite, element files on local disk, and which runs a user may see.
+"""Chat history on SQLite and element files on local disk.
 
 `make_data_layer()` is what app.py returns from `@cl.data_layer`: Chainlit's own `SQLAlchemyDataLayer` on
 `sqlite+aiosqlite:///$TUNEWISE_HOME/chat.sqlite`, with the schema it reads and writes created here (Chainlit
@@ -8,7 +8,7 @@ under `$TUNEWISE_HOME/chat-files/`, served back through short-lived signed URLs.
 Who sees what is Chainlit's job for threads: `list_threads` is called with the logged-in user's id and
 returns only threads whose `userId` matches; reading, resuming, renaming or deleting a thread checks
 `get_thread_author` (the thread's `userIdentifier`) against the logged-in user. tests/test_chat_persistence.py
-checks both on this layer. Runs are checked here: `runs_for(user)` and `get_run_for(user, run_id)`.
+checks both on this layer. Which runs a user may see is user_runs.py.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from typing import Any
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
 
-from assistant.chat.uploads import safe_filename, user_identifier
+from assistant.chat.uploads import safe_filename
 from executor.paths import data_dir
-from executor.runs.store import RunStore
 
 # Chainlit 2.12's tables, as its SQLAlchemy layer reads and writes them (chainlit/data/sql_alchemy.py) and as
 # docs.chainlit.io/data-layers/sqlalchemy lists them, in SQLite's types: UUIDs and timestamps are TEXT, JSONB
@@ -291,24 +290,3 @@ def install_file_route(app, storage: LocalStorageClient) -> None:
 
     app.router.add_api_route(path, serve_chat_file, methods=["GET"], name="tunewise_chat_file")
     app.router.routes.insert(0, app.router.routes.pop())
-
-
-# ------------------------------------------------------------------------------------------ runs
-class RunPermissionError(PermissionError):
-    """The run exists but belongs to another user."""
-
-
-def runs_for(user: Any, store: RunStore | None = None) -> list[dict[str, Any]]:
-    """The runs `user` submitted (`RunStore.submit(..., owner=user.identifier)`), oldest first."""
-    owner = user_identifier(user)
-    return (store or RunStore()).list(owner=owner)
-
-
-def get_run_for(user: Any, run_id: str, store: RunStore | None = None) -> dict[str, Any]:
-    """The run, if `user` owns it. Raises RunNotFound (a KeyError) for an unknown id and RunPermissionError for
-    another user's run, whose details are not returned."""
-    owner = user_identifier(user)
-    run = (store or RunStore()).get(run_id)
-    if run["owner"] != owner:
-        raise RunPermissionError(f"run {run_id} belongs to another user; {owner!r} can only see their own runs")
-    return run
