@@ -78,6 +78,12 @@ def test_prompt_bytes_are_counted_before_tokenizing(engine, monkeypatch):
         assert lone.status_code == 400 and lone.json()["error"]["code"] == "invalid_value"
 
 
+def test_an_empty_prompt_starts_a_new_document(engine):  # found by the fuzz suite: it was a 500
+    with client_for(engine) as client:
+        empty = complete(client, prompt="")
+        assert empty.status_code == 200 and empty.json()["usage"]["prompt_tokens"] == 1
+
+
 def test_a_body_past_the_limit_is_refused_with_413(engine):
     with client_for(engine, ServeLimits(max_body_bytes=10_000)) as client:
         big = client.post("/v1/completions", headers={**AUTH, "Content-Type": "application/json"},

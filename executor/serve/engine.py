@@ -205,7 +205,11 @@ class Engine:
         return list(ids)
 
     def text_prompt(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if not ids:  # an empty prompt starts a new document, as OpenAI's does; generate needs one token to go on
+            start = self.tokenizer.bos_token_id
+            ids = [start if start is not None else self.tokenizer.eos_token_id]
+        return ids
 
     # --- the batcher ---------------------------------------------------------------------------------
     async def start(self) -> None:
