@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import counting_chats, lora_plan
 
 from executor.runs import autostart
 from executor.runs.autostart import ensure_worker, lock_file, worker_pid
@@ -135,23 +136,13 @@ def test_an_autostarted_worker_keeps_the_inherited_lock(store, cleanup):
 @pytest.mark.slow
 def test_the_started_worker_runs_a_queued_plan(store, cleanup, tmp_path, smol_tokenizer):
     from executor.models.loader import tiny_llama
-    from executor.plan import TrainingPlan
     from executor.runs.store import RunStore
 
     model_dir = tmp_path / "tiny-model"
     tiny_llama(smol_tokenizer).save_pretrained(model_dir)
     smol_tokenizer.save_pretrained(model_dir)
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}"},
-                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(16)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plan = TrainingPlan.model_validate({
-        "approach": "fine_tuning", "technique": "lora",
-        "base_model": {"id": str(model_dir), "source": "local", "path": str(model_dir)},
-        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
-                     "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "data": {"path": str(data)}, "hardware": {"device": "cpu"}}).with_overrides({"training.max_steps": 3}).to_yaml()
+    data = counting_chats(tmp_path / "data", 16)
+    plan = lora_plan(model_dir, {"data.path": str(data), "training.max_steps": 3}).to_yaml()
 
     runs = RunStore(store)
     run_id = runs.submit(plan, owner="alice", runs_root=tmp_path / "runs")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import lora_plan
 from typer.testing import CliRunner
 
 from executor.evaluate.runner import EvalError, detect_task, evaluate, record_human_preference
@@ -118,12 +119,8 @@ def test_generation_runs_use_the_judge(tmp_path, tunewise_home, monkeypatch):
             for i in range(12)]
     for split in ("train", "test"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
-    plan = TrainingPlan.model_validate({
-        "approach": "fine_tuning", "technique": "lora", "base_model": {"id": "smollm2-135m-instruct"},
-        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
-                     "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "evaluation": {"baselines": []}, "hardware": {"device": "cpu"}})
-    plan = plan.with_overrides({"data.path": str(data), "training.max_steps": 3})
+    plan = lora_plan("smollm2-135m-instruct", {"evaluation.baselines": [], "data.path": str(data),
+                                                "training.max_steps": 3})
     train(plan, tmp_path / "run", model_factory=tiny_llama)
     calls = []
     report = evaluate(tmp_path / "run", limit=3, model_factory=tiny_llama,

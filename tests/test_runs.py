@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import counting_chats, lora_plan
 
 from executor.plan import TrainingPlan
 from executor.runs.store import RunStore
@@ -21,22 +22,12 @@ from executor.runs.worker import Worker
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("runs-data")
-    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}"},
-                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(24)]
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return counting_chats(tmp_path_factory.mktemp("runs-data"), 24)
 
 
 def plan_yaml(model_dir: Path, data: Path | None = None, max_steps: int | None = None) -> str:
     """The tiny LoRA plan; `data` and `max_steps` are fields of the plan, as in every run."""
-    overrides = {"data.path": str(data) if data else None, "training.max_steps": max_steps}
-    return TrainingPlan.model_validate({
-        "approach": "fine_tuning", "technique": "lora",
-        "base_model": {"id": str(model_dir), "source": "local", "path": str(model_dir)},
-        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
-                     "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "hardware": {"device": "cpu"}}).with_overrides(overrides).to_yaml()
+    return lora_plan(model_dir, {"data.path": str(data) if data else None, "training.max_steps": max_steps}).to_yaml()
 
 
 def launch_output(done: subprocess.CompletedProcess) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tiny import counting_chats, lora_plan
 from typer.testing import CliRunner
 
 from assistant.cli import app
@@ -50,19 +51,8 @@ def test_train_errors_exit_2_with_the_field(tunewise_home, tmp_path):
 def test_a_run_directorys_plan_alone_reruns_the_run(tunewise_home, tiny_model_dir, tmp_path):
     """The flags become plan fields: rerunning RUN_DIR/plan.yaml with no flags trains the same steps on the same
     data and logs the same losses."""
-    from executor.plan import TrainingPlan
-
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"messages": [{"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"It is {i}."}]}
-            for i in range(12)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plan = TrainingPlan.model_validate({
-        "approach": "fine_tuning", "technique": "lora",
-        "base_model": {"id": str(tiny_model_dir), "source": "local", "path": str(tiny_model_dir)},
-        "training": {"method": "lora", "epochs": 1, "learning_rate": 1e-2, "per_device_batch_size": 4,
-                     "gradient_accumulation_steps": 1, "max_seq_length": 64, "lora": {"r": 4, "alpha": 8}},
-        "hardware": {"device": "cpu"}})
+    data = counting_chats(tmp_path / "data", 12)
+    plan = lora_plan(tiny_model_dir)
     first, again = tmp_path / "first", tmp_path / "again"
     result = runner.invoke(app, ["train", str(dump_plan(plan, tmp_path / "plan.yaml")), "--data", str(data),
                                  "--max-steps", "3", "--out", str(first)])
