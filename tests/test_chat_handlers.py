@@ -542,3 +542,24 @@ def test_the_settings_panel_offers_and_switches_the_llm_backend(run_chat, monkey
         assert session_state(b)["backend"] == "offline"
 
     run_chat(scenario)
+
+
+def test_an_open_socket_stops_working_when_its_session_ends(run_chat, monkeypatch):
+    """A tab opened before a logout, a removal or a password change cannot keep using the chat (#17)."""
+    from assistant.chat import sessions
+    from assistant.chat.app import SESSION_ENDED
+
+    monkeypatch.setenv("TUNEWISE_USERS", "alice:alice-password")
+    browser = Browser()
+    browser.session.token = sessions.issue(browser.session.user)
+
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(DESCRIPTION)
+        assert b.messages()[-1] != SESSION_ENDED
+        assert sessions.end(b.session.token)
+        b.clear()
+        await b.say(DESCRIPTION)
+        assert b.messages() == [SESSION_ENDED]
+
+    run_chat(scenario, browser)

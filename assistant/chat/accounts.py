@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from assistant.chat.sessions import SessionRecord
 from executor.paths import data_dir
 
 if TYPE_CHECKING:  # chainlit takes ~5 s to import; the `tunewise users` CLI must not pay for it
@@ -177,7 +178,10 @@ def add_user(name: str, password: str, *, role: str = "user", update: bool = Fal
             raise AccountError(f"{path}: user {name!r} exists; use --update to change the password")
         created = users.get(name, {}).get("created") or _now()
         users[name] = {"password": hash_password(password), "role": role, "created": created}
-        return save_users(users, path)
+        saved = save_users(users, path)
+    if update:
+        SessionRecord().revoke_user(name)  # a changed password ends the sessions opened with the old one
+    return saved
 
 
 def remove_user(name: str, path: Path | None = None) -> Path:
@@ -187,7 +191,9 @@ def remove_user(name: str, path: Path | None = None) -> Path:
         if name not in users:
             raise AccountError(f"{path}: no user {name!r}")
         del users[name]
-        return save_users(users, path)
+        saved = save_users(users, path)
+    SessionRecord().revoke_user(name)  # its open chats end now, not when their tokens expire
+    return saved
 
 
 def env_users() -> dict[str, str]:
@@ -227,68 +233,107 @@ def check_password(username: str, password: str) -> dict[str, str] | None:
         return None
     expected = env_users().get(username)
     if expected is not None:
-        if hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
+        # Hashed like a file account's, so an environment account costs one scrypt too and the time of an answer
+        # does not tell which names exist.
+        if verify_password(password, _env_hash(username, expected)):
             return {"name": username, "role": "user", "source": "env"}
         return None
     verify_password(password, _dummy_hash())
     return None
 
 
+_ENV_HASHES: dict[tuple[str, str], str] = {}
+
+
+def _env_hash(name: str, password: str) -> str:
+    """The scrypt hash of an environment account's password, made once per process (and again if it changes)."""
+    key = (name, hashlib.sha256(password.encode("utf-8")).hexdigest())
+    if key not in _ENV_HASHES:
+        _ENV_HASHES[key] = hash_password(password)
+    return _ENV_HASHES[key]
+
+
+def account_exists(name: str) -> bool:
+    """Whether `name` is still an account (in the users file or TUNEWISE_USERS): a session of a removed account
+    ends (sessions.check)."""
+    try:
+        return name in load_users() or name in env_users()
+    except AccountError:
+        return False  # an unreadable users file opens no session
+
+
 class LoginThrottle:
-    """Online guessing is bounded per user name: after `max_failures` wrong passwords within `window_s`, every
-    attempt for that name is refused for `lockout_s` after the last failure, the right password included (so a
-    guesser learns nothing during the lockout). A success clears the name's record. In memory: one chat server
-    process is one throttle, and a restart forgets, which costs a guesser a restart per few tries."""
+    """Online guessing is bounded three ways, each refusing every attempt it covers while it holds (the right
+    password included, so a guesser learns nothing meanwhile):
+
+    - a name tried from one address: after `max_failures` wrong passwords within `window_s`, locked for
+      `lockout_s` after the last failure. Keyed by name *and* address, so nobody can lock a user out from elsewhere;
+    - an address: after `max_per_address` failures within `window_s` over any names (300 names from one place);
+    - everyone: after `max_global` failures within `global_window_s` (a guesser spread over many addresses), until
+      the oldest of them leaves the window.
+
+    A success clears only its name-and-address record. In memory: one chat server process is one throttle."""
 
     def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 300.0,
+                 max_per_address: int = 20, max_global: int = 100, global_window_s: float = 60.0,
                  clock=time.monotonic):
         self.max_failures, self.window_s, self.lockout_s, self.clock = max_failures, window_s, lockout_s, clock
+        self.max_per_address, self.max_global, self.global_window_s = max_per_address, max_global, global_window_s
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> list[float]:
-        kept = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+    def _recent(self, key: str, now: float, window: float) -> list[float]:
+        kept = [t for t in self._failures.get(key, []) if now - t < window]
         self._failures[key] = kept
         return kept
 
-    def locked_for(self, key: str) -> float:
-        """Seconds this name stays locked (0: it may try)."""
+    def locked_for(self, name: str, address: str = "") -> float:
+        """Seconds before `name` may be tried from `address` (0: now)."""
         with self._lock:
             now = self.clock()
-            recent = self._recent(key, now)
-            if len(recent) < self.max_failures:
-                return 0.0
-            return max(0.0, recent[-1] + self.lockout_s - now)
+            waits = [0.0]
+            for key, limit in ((f"name:{name}@{address}", self.max_failures),
+                               (f"address:{address}", self.max_per_address)):
+                recent = self._recent(key, now, self.window_s)
+                if len(recent) >= limit:
+                    waits.append(recent[-1] + self.lockout_s - now)
+            recent = self._recent("global", now, self.global_window_s)
+            if len(recent) >= self.max_global:
+                waits.append(recent[-self.max_global] + self.global_window_s - now)
+            return max(waits)
 
-    def failed(self, key: str) -> None:
+    def failed(self, name: str, address: str = "") -> None:
         with self._lock:
-            self._recent(key, self.clock()).append(self.clock())
+            now = self.clock()
+            self._recent(f"name:{name}@{address}", now, self.window_s).append(now)
+            self._recent(f"address:{address}", now, self.window_s).append(now)
+            self._recent("global", now, self.global_window_s).append(now)
 
-    def succeeded(self, key: str) -> None:
+    def succeeded(self, name: str, address: str = "") -> None:
         with self._lock:
-            self._failures.pop(key, None)
+            self._failures.pop(f"name:{name}@{address}", None)
 
 
 login_throttle = LoginThrottle()
 
 
-def authenticate(username: str, password: str) -> cl.User | None:
-    """For `@cl.password_auth_callback`: a Chainlit user for the right password, None otherwise (also while the
-    name is locked out after repeated wrong passwords, see LoginThrottle).
+def authenticate(username: str, password: str, address: str = "") -> cl.User | None:
+    """For `@cl.password_auth_callback`: a Chainlit user for the right password, None otherwise (also while
+    LoginThrottle refuses the name, the client's address or everyone). `address` is the client's IP address.
 
     Takes ~50 ms of CPU (scrypt); an async callback can run it with `asyncio.to_thread`."""
     key = (username or "").strip().lower()
-    wait = login_throttle.locked_for(key)
+    wait = login_throttle.locked_for(key, address)
     if wait > 0:
-        print(f"Tunewise: login for {key!r} refused: too many wrong passwords, locked for {wait:.0f} s more",
-              file=sys.stderr)
+        print(f"Tunewise: login for {key!r} from {address or 'an unknown address'} refused: too many wrong "
+              f"passwords, locked for {wait:.0f} s more", file=sys.stderr)
         return None
     account = check_password(username, password)
     if account is None:
-        login_throttle.failed(key)
+        login_throttle.failed(key, address)
         return None
-    login_throttle.succeeded(key)
-    from chainlit.user import User
+    login_throttle.succeeded(key, address)
+    from chainlit.user import User  # chainlit takes seconds to import; the `tunewise users` CLI never logs in
 
     return User(identifier=account["name"], display_name=account["name"],
                 metadata={"role": account["role"], "provider": "credentials", "source": account["source"]})
@@ -347,6 +392,11 @@ def prepare_accounts() -> None:
     Fails with a message naming the file or variable when the accounts cannot be read."""
     ensure_auth_secret()
     ensure_default_admin()
+    # Hash the environment accounts and the unknown-name stand-in now, so not even the first login's time tells
+    # which names exist.
+    for name, password in env_users().items():
+        _env_hash(name, password)
+    _dummy_hash()
 
 
 def _write_private(path: Path, text: str, *, replace: bool) -> None:

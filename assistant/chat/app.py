@@ -12,16 +12,21 @@ start-up, so the page is served at once and the first turn waits only if the adv
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from concurrent.futures import Future
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+import jwt
+from chainlit.auth import get_token_from_cookies
 from chainlit.input_widget import NumberInput, Select, TextInput
+from chainlit.server import app as server_app
 
-from assistant.chat import accounts, backends, conversation, data_upload, launch, persistence
+from assistant.chat import accounts, backends, conversation, data_upload, launch, persistence, sessions
 from assistant.chat.conversation import Conversation, Reply
 from executor.runs import autostart
 
@@ -65,6 +70,26 @@ def set_advisor(shared) -> None:
 # ------------------------------------------------------------------ start-up, accounts, history
 
 accounts.prepare_accounts()
+sessions.install(accounts.account_exists)  # tokens that end on logout, removal and password change
+_client_address: ContextVar[str] = ContextVar("client_address", default="")
+SESSION_ENDED = "Your session has ended (logged out, or the account was changed or removed): log in again."
+
+
+class ClientAddress:
+    """ASGI middleware keeping each HTTP request's client address where the login callback can read it:
+    Chainlit passes the password callback no request, and the login throttle counts per address."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            _client_address.set((scope.get("client") or ("",))[0])
+        await self.app(scope, receive, send)
+
+
+if server_app.middleware_stack is None:  # (a server already serving in this process keeps its stack)
+    server_app.add_middleware(ClientAddress)
 
 
 @cl.on_app_startup
@@ -77,7 +102,33 @@ def startup() -> None:
 
 @cl.password_auth_callback
 async def login(username: str, password: str):
-    return await asyncio.to_thread(accounts.authenticate, username, password)
+    return await asyncio.to_thread(accounts.authenticate, username, password, _client_address.get())
+
+
+@cl.on_logout
+async def logout(request, response):
+    """The session's token stops working at once, not only the browser's cookie."""
+    bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    for token in (get_token_from_cookies(dict(request.cookies)), bearer):
+        if token:
+            await asyncio.to_thread(sessions.end, token)
+    return {"success": True}
+
+
+def live(handler):
+    """A handler that first checks that the socket's session is still open: a socket opened before a logout,
+    a removal or a password change must not keep reading and writing threads."""
+    @functools.wraps(handler)
+    async def checked(*args, **kwargs):
+        token = getattr(cl.context.session, "token", None)
+        if token:
+            try:
+                await asyncio.to_thread(sessions.check, token, accounts.account_exists)
+            except jwt.InvalidTokenError:
+                await cl.Message(content=SESSION_ENDED).send()
+                return None
+        return await handler(*args, **kwargs)
+    return checked
 
 
 @cl.data_layer
@@ -182,6 +233,7 @@ async def push_settings(conv: Conversation) -> None:
 
 
 @cl.on_chat_start
+@live
 async def start() -> None:
     # Greet at once; right after a cold start the advisor may still be loading (the first turn waits for it).
     backend = cl.user_session.get(BACKEND_KEY) or backends.available_backends()[0]
@@ -195,6 +247,7 @@ async def start() -> None:
 
 
 @cl.on_chat_resume
+@live
 async def resume(thread: dict) -> None:
     """Chainlit restored the session from the thread's metadata; reattach to the thread's run if any."""
     metadata = thread.get("metadata") or {}
@@ -214,12 +267,14 @@ async def resume(thread: dict) -> None:
 
 
 @cl.on_settings_update
+@live
 async def settings_update(settings: dict[str, Any]) -> None:
     conv = await _conversation()
     await reply_to(conv.settings_panel, settings.get(BACKEND_KEY), settings)
 
 
 @cl.on_message
+@live
 async def message(msg: cl.Message) -> None:
     conv = await _conversation()
     files = [e for e in msg.elements or [] if getattr(e, "path", None)]
@@ -238,6 +293,7 @@ async def message(msg: cl.Message) -> None:
 
 
 @cl.action_callback(conversation.ANSWER_ACTION)
+@live
 async def on_answer(action: cl.Action) -> None:
     conv = await _conversation()
     p = action.payload
@@ -248,21 +304,25 @@ async def on_answer(action: cl.Action) -> None:
 
 
 @cl.action_callback(conversation.EDIT_ACTION)
+@live
 async def on_edit_fact(action: cl.Action) -> None:
     await reply_to((await _conversation()).edit_fact, action.payload["field"])
 
 
 @cl.action_callback(conversation.RECOMMEND_ACTION)
+@live
 async def on_recommend_now(action: cl.Action) -> None:
     await reply_to((await _conversation()).recommend_now)
 
 
 @cl.action_callback(conversation.KEEP_WHAT_IF_ACTION)
+@live
 async def on_keep_what_if(action: cl.Action) -> None:
     await reply_to((await _conversation()).keep_what_if)
 
 
 @cl.action_callback(conversation.PLAN_ACTION)
+@live
 async def on_show_plan(action: cl.Action) -> None:
     await reply_to((await _conversation()).show_plan)
 
@@ -271,6 +331,7 @@ async def on_show_plan(action: cl.Action) -> None:
 
 
 @cl.action_callback(conversation.UPLOAD_ACTION)
+@live
 async def on_upload(action: cl.Action) -> None:
     conv = await _conversation()
     files = await cl.AskFileMessage(
@@ -287,6 +348,7 @@ async def on_upload(action: cl.Action) -> None:
 
 
 @cl.action_callback(conversation.LAUNCH_ACTION)
+@live
 async def on_launch(action: cl.Action) -> None:
     conv = await _conversation()
     before = conv.run_id
@@ -344,6 +406,7 @@ async def follow_run(run_id: str) -> None:
 
 
 @cl.action_callback(conversation.CANCEL_ACTION)
+@live
 async def on_cancel(action: cl.Action) -> None:
     await reply_to((await _conversation()).cancel, action.payload["run_id"])
 
@@ -352,10 +415,12 @@ async def on_cancel(action: cl.Action) -> None:
 
 
 @cl.action_callback(conversation.PLAY_ACTION)
+@live
 async def on_play_example(action: cl.Action) -> None:
     await reply_to((await _conversation()).play_example)
 
 
 @cl.action_callback(conversation.PICK_ACTION)
+@live
 async def on_pick(action: cl.Action) -> None:
     await reply_to((await _conversation()).pick, action.payload["picked"])
