@@ -16,17 +16,17 @@ import functools
 import logging
 import threading
 from concurrent.futures import Future
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
 import jwt
 from chainlit.auth import get_token_from_cookies
+from chainlit.config import config
 from chainlit.input_widget import NumberInput, Select, TextInput
 from chainlit.server import app as server_app
 
-from assistant.chat import accounts, backends, conversation, data_upload, launch, persistence, sessions
+from assistant.chat import accounts, backends, conversation, data_upload, guard, launch, persistence, sessions
 from assistant.chat.conversation import Conversation, Reply
 from executor.runs import autostart
 
@@ -71,25 +71,9 @@ def set_advisor(shared) -> None:
 
 accounts.prepare_accounts()
 sessions.install(accounts.account_exists)  # tokens that end on logout, removal and password change
-_client_address: ContextVar[str] = ContextVar("client_address", default="")
 SESSION_ENDED = "Your session has ended (logged out, or the account was changed or removed): log in again."
-
-
-class ClientAddress:
-    """ASGI middleware keeping each HTTP request's client address where the login callback can read it:
-    Chainlit passes the password callback no request, and the login throttle counts per address."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            _client_address.set((scope.get("client") or ("",))[0])
-        await self.app(scope, receive, send)
-
-
 if server_app.middleware_stack is None:  # (a server already serving in this process keeps its stack)
-    server_app.add_middleware(ClientAddress)
+    server_app.add_middleware(guard.RequestGuard, allowed_origins=config.project.allow_origins)
 
 
 @cl.on_app_startup
@@ -102,7 +86,7 @@ def startup() -> None:
 
 @cl.password_auth_callback
 async def login(username: str, password: str):
-    return await asyncio.to_thread(accounts.authenticate, username, password, _client_address.get())
+    return await asyncio.to_thread(accounts.authenticate, username, password, guard.client_address.get())
 
 
 @cl.on_logout
