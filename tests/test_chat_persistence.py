@@ -289,8 +289,26 @@ def test_user_b_cannot_list_read_rename_or_delete_user_a_threads(home, monkeypat
             assert await connect("sid-alice", socket_login(a), {**resume, "sessionId": "session-alice"}) is True
             await WebsocketSession.get_by_id("session-alice").delete()
 
+            # Unknown thread ids get the answer another user's thread gets (it was 500), so ids cannot be probed.
+            assert (await b.get(f"/project/thread/{uuid.uuid4()}")).status_code == 401
+            # Feedback only on one's own threads' messages (#17): Bob can neither rate nor delete Alice's.
+            feedback = {"feedback": {"forId": message_id, "value": 1, "comment": "great"}, "sessionId": "s"}
+            assert (await b.put("/feedback", json=feedback)).status_code == 401
+            rated = await a.put("/feedback", json=feedback)
+            assert rated.status_code == 200, rated.text
+            feedback_id = rated.json()["feedbackId"]
+            bobs_thread, bobs_message = await seed_thread(layer, "bob", "bob's plan", "hello")
+            overwrite = {"feedback": {"id": feedback_id, "forId": bobs_message, "value": 0}, "sessionId": "s"}
+            assert (await b.put("/feedback", json=overwrite)).status_code == 401  # her feedback id on his message
+            assert (await b.request("DELETE", "/feedback", json={"feedbackId": feedback_id})).status_code == 401
+            # A message id of Alice's sent from Bob's thread (a crafted websocket edit) does not move it.
+            crafted = cl.Message(content="rewritten by bob", type="user_message", id=message_id).to_dict()
+            with pytest.raises(PermissionError, match="belongs to another thread"):
+                await layer.create_step({**crafted, "threadId": bobs_thread})
+
             thread = (await a.get(f"/project/thread/{thread_id}")).json()
             assert thread["name"] == "alice's plan" and thread["steps"][0]["output"] == "our data is confidential"
+            assert thread["steps"][0]["feedback"]["value"] == 1
             # The file link Alice was given works; Bob gets no link, and guessing one fails.
             file_url = thread["elements"][0]["url"]
             assert (await a.get(file_url)).content == b"alice's notes"

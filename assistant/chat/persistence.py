@@ -98,6 +98,7 @@ def create_schema(db_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ the data layer
 _JSON_THREAD_FIELDS = ("tags", "metadata")
+NOBODY = "\0nobody"  # the author of a thread that does not exist
 _JSON_STEP_FIELDS = ("tags", "metadata", "generation")
 
 
@@ -127,6 +128,34 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
         # through here too.
         _require_uuid(thread_id)
         return await super().update_thread(thread_id, *args, **kwargs)
+
+    async def get_thread_author(self, thread_id: str) -> str:
+        """An unknown thread's author is nobody's name (user names cannot hold NUL), so Chainlit answers 401 as for
+        another user's thread (it answered 500, or 404 for an empty author): a probe cannot tell which ids exist."""
+        try:
+            return await super().get_thread_author(thread_id)
+        except ValueError:
+            return NOBODY
+
+    async def create_step(self, step_dict):
+        # Chainlit upserts a step by its id, taking the thread from the writer's session: a message id of another
+        # user's thread, sent by a crafted websocket edit, would move that message into the writer's thread.
+        if await self.step_thread(step_dict.get("id")) not in (None, step_dict.get("threadId")):
+            raise PermissionError(f"message {step_dict.get('id')} belongs to another thread")
+        return await super().create_step(step_dict)
+
+    async def step_thread(self, step_id: str | None) -> str | None:
+        """The thread a stored step belongs to (None: no such step)."""
+        rows = await self.execute_sql('SELECT "threadId" FROM steps WHERE "id" = :id', {"id": step_id})
+        return rows[0]["threadId"] if isinstance(rows, list) and rows else None
+
+    async def feedback_step(self, feedback_id: str) -> str | None:
+        rows = await self.execute_sql('SELECT "forId" FROM feedbacks WHERE "id" = :id', {"id": feedback_id})
+        return rows[0]["forId"] if isinstance(rows, list) and rows else None
+
+    async def owns_step(self, user: str, step_id: str | None) -> bool:
+        thread = await self.step_thread(step_id)
+        return thread is not None and await self.get_thread_author(thread) == user
 
     async def get_all_user_threads(self, user_id: str | None = None, thread_id: str | None = None):
         threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
@@ -172,7 +201,45 @@ def make_data_layer(db_path: Path | None = None, files_root: Path | None = None)
     server = sys.modules.get("chainlit.server")
     if server is not None:
         install_file_route(server.app, storage)
+        install_feedback_checks(server)
     return layer
+
+
+def install_feedback_checks(server) -> None:
+    """Chainlit's PUT and DELETE /feedback write whatever message or feedback id the browser sends; these routes,
+    put in front of them, first check that the message belongs to one of the logged-in user's threads."""
+    from chainlit.server import UserParam
+    from chainlit.types import DeleteFeedbackRequest, UpdateFeedbackRequest
+    from fastapi import HTTPException, Request
+
+    app = server.app
+    if any(getattr(r, "name", "") == "tunewise_update_feedback" for r in app.router.routes):
+        return
+
+    async def refuse_unless_owner(current_user, step_id: str | None) -> None:
+        layer = server.get_data_layer()
+        if layer is None or not await layer.owns_step(getattr(current_user, "identifier", ""), step_id):
+            raise HTTPException(status_code=401, detail="Unauthorized")  # the answer for another user's thread
+
+    async def update_feedback(request: Request, update: UpdateFeedbackRequest, current_user: UserParam):
+        await refuse_unless_owner(current_user, update.feedback.forId)
+        if update.feedback.id and await server.get_data_layer().feedback_step(update.feedback.id) not in (
+                None, update.feedback.forId):
+            raise HTTPException(status_code=401, detail="Unauthorized")  # another message's feedback id
+        return await server.update_feedback(request, update, current_user)
+
+    async def delete_feedback(request: Request, payload: DeleteFeedbackRequest, current_user: UserParam):
+        await refuse_unless_owner(current_user, await server.get_data_layer().feedback_step(payload.feedbackId))
+        return await server.delete_feedback(request, payload, current_user)
+
+    # (This module's annotations are strings, which FastAPI resolves in the module's globals: give it the types.)
+    update_feedback.__annotations__ = {"request": Request, "update": UpdateFeedbackRequest, "current_user": UserParam}
+    delete_feedback.__annotations__ = {"request": Request, "payload": DeleteFeedbackRequest,
+                                       "current_user": UserParam}
+    for path, method, handler, name in (("/feedback", "PUT", update_feedback, "tunewise_update_feedback"),
+                                        ("/feedback", "DELETE", delete_feedback, "tunewise_delete_feedback")):
+        app.router.add_api_route(path, handler, methods=[method], name=name)
+        app.router.routes.insert(0, app.router.routes.pop())  # before Chainlit's own
 
 
 # ------------------------------------------------------------------------------------------ element files
