@@ -51,11 +51,12 @@ def test_a_corrupt_store_names_the_file_and_the_recovery(home):
         result = cli(*command)
         assert result.exit_code == 2, command
         assert result.output.strip() == f"error: {message}"  # one line, no traceback
-    from executor.runs.worker import main as worker_main
+    import subprocess
+    import sys
 
-    with pytest.raises(SystemExit) as exit_:
-        worker_main(["--store", str(store.path), "--once"])
-    assert exit_.value.code == 2
+    worker = subprocess.run([sys.executable, "-m", "executor.runs.worker", "--store", str(store.path), "--once"],
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 2 and worker.stderr == f"tunewise worker: error: {message}\n"
 
 
 def test_a_store_corrupt_past_its_header_fails_each_use_with_the_same_explanation(home):

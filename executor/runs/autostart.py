@@ -78,7 +78,8 @@ def ensure_worker(store_path: str | os.PathLike | None = None, *, extra_args: li
         if not _try_lock(fd):
             return None
         store = store_file(store_path)
-        log = open(store.with_name("worker.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
+        # Private like the runs it logs (#17); handed to the child, closed below.
+        log = os.fdopen(os.open(store.with_name("worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         # The chat's login secrets have no business in training processes (which run third-party code).
         env = {k: v for k, v in os.environ.items() if k not in ("CHAINLIT_AUTH_SECRET", "TUNEWISE_USERS")}
         env[LOCK_FD_ENV] = str(fd)

@@ -41,7 +41,7 @@ def readable(path: Path) -> bool:
     if not path.is_file() or path.stat().st_size == 0:
         return False
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # read-only: it may be broken
         try:
             ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
             return ok and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone() is not None
