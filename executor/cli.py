@@ -251,17 +251,21 @@ def _store():
 
 
 def _store_errors(command):
-    """A store that cannot be read ends the command with its one-line explanation (exit 2), not a traceback."""
+    """A store that cannot be read, or a run id it does not hold, ends the command with one line (exit 2), not a
+    traceback."""
     import functools
 
     @functools.wraps(command)
     def wrapped(*args, **kwargs):
-        from executor.runs.store import StoreError
+        from executor.runs.store import RunNotFound, StoreError
 
         try:
             return command(*args, **kwargs)
         except StoreError as exc:
             typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(2) from None
+        except RunNotFound as exc:
+            typer.secho(f"error: no run {exc.args[0]!r} (see `tunewise runs list`)", err=True, fg="red")
             raise typer.Exit(2) from None
 
     return wrapped

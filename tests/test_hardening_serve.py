@@ -187,7 +187,7 @@ def test_a_dropped_request_stops_generating(live):
     assert engine.stats.generated_tokens < 200  # of 2000: ~47 ms a token on this machine
     started = time.perf_counter()
     quick = httpx.post(f"{live.base_url}/completions", json=long_body(2), headers=AUTH, timeout=10)
-    assert quick.status_code == 200 and time.perf_counter() - started < 3.0
+    assert quick.status_code == 200 and time.perf_counter() - started < 5.0  # was 15-20 s (#17)
 
 
 def test_a_dropped_stream_stops_generating(live):

@@ -102,6 +102,10 @@ def test_a_fresh_store_without_run_directories_opens(home):
     (home / "runs").mkdir()
     (home / "runs" / "my-plan").mkdir()
     assert RunStore().list() == []
+    for command in ("cancel", "resume", "show"):  # an unknown id: one line, no traceback
+        result = cli("runs", command, "20260101-000000-abcdef")
+        assert result.exit_code == 2 and result.output == ("error: no run '20260101-000000-abcdef' (see `tunewise "
+                                                           "runs list`)\n"), command
 
 
 def fake_outputs(run_dir: Path, *, finished: bool) -> None:
