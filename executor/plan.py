@@ -435,18 +435,25 @@ def _decode_plan(path: Path, data: bytes) -> str:
                         f"offset {exc.start}); save the plan as UTF-8") from None
 
 
+# libyaml parses a plan in C, ten times faster than PyYAML's Python parser, and refuses nesting past 1000 levels
+# itself; the Python parser recurses per level.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_plan(path: Path, text: str) -> Any:
+    nested = PlanError(f"{path}: nested more than {MAX_PLAN_DEPTH} levels deep; a plan is a few levels of YAML")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader, C or Python
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):
+            raise nested from None
         raise PlanError(f"{path}: not valid YAML: {exc}") from None
-    except RecursionError:  # the parser recurses per level: far deeper than MAX_PLAN_DEPTH
-        raw = None
-        deep = True
-    else:
-        deep = _deeper_than(raw, MAX_PLAN_DEPTH)
-    if deep:
-        raise PlanError(f"{path}: nested more than {MAX_PLAN_DEPTH} levels deep; a plan is a few levels of YAML")
+    except RecursionError:  # the Python parser recurses per level: far deeper than MAX_PLAN_DEPTH
+        raise nested from None
+    except (ValueError, OverflowError) as exc:  # a value YAML reads but Python refuses: 2020-13-01, 5000 digits
+        raise PlanError(f"{path}: not valid YAML: {str(exc)[:200]}") from None
+    if _deeper_than(raw, MAX_PLAN_DEPTH):
+        raise nested
     return raw
 
 

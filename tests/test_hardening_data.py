@@ -197,6 +197,16 @@ def test_symlinks_inside_a_document_folder_are_not_followed_unless_asked(tmp_pat
         ("a.txt", "alpha"), ("link.txt", "secret"), ("linked_dir/deep.txt", "deep")]
 
 
+def test_prepare_follows_symlinks_only_when_asked(tmp_path, smol_tokenizer):
+    from executor.data.pipeline import PrepareConfig, prepare
+
+    docs = write_tree(tmp_path)
+    (docs / "pipe.txt").unlink()
+    config = {"input": docs, "tokenizer": smol_tokenizer, "redact_pii": False, "deduplicate": False}
+    assert prepare(PrepareConfig(out=tmp_path / "a", **config))["input_rows"] == 1
+    assert prepare(PrepareConfig(out=tmp_path / "b", follow_symlinks=True, **config))["input_rows"] == 3
+
+
 def test_symlinks_inside_a_hub_folder_are_not_followed(tmp_path):
     outside = tmp_path / "other.jsonl"
     outside.write_text('{"text": "theirs"}\n')

@@ -107,11 +107,11 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
-def _listed(names: Iterable[str]) -> str:
-    """A few names quoted, each cut short, the rest counted: error messages stay short for any input."""
+def _listed(names: Iterable[str], show: Any = repr, sep: str = ", ") -> str:
+    """A few names (quoted by `show`), each cut short, the rest counted: error messages stay short for any input."""
     names = list(names)
-    shown = ", ".join(repr(n if len(n) <= 40 else n[:40] + "…") for n in names[:LISTED_NAMES])
-    return shown + (f", and {len(names) - LISTED_NAMES:,} more" if len(names) > LISTED_NAMES else "")
+    shown = sep.join(show(n if len(n) <= 40 else n[:40] + "…") for n in names[:LISTED_NAMES])
+    return shown + (f"{sep}and {len(names) - LISTED_NAMES:,} more" if len(names) > LISTED_NAMES else "")
 
 
 # ---------------------------------------------------------------------------------------------- encodings
@@ -399,6 +399,13 @@ def _skip_rest_of_line(text: TextIO, where: str, stats: LoadStats) -> None:
             return
 
 
+def _charged_chunks(f: Any, where: str | Path, stats: LoadStats, size: int = 1 << 20) -> Iterator[Any]:
+    """A whole file in chunks, each charged to the budget before the next is read (read(n) would allocate n)."""
+    for chunk in iter(lambda: f.read(size), f.read(0)):
+        stats.charge(where, len(chunk))
+        yield chunk
+
+
 def _too_long(source: SourceRef, what: str = "line") -> str:
     return f"{source}: {what} longer than {MAX_LINE_CHARS:,} characters; not read (split the record or shorten it)"
 
@@ -444,7 +451,13 @@ def _json_line_row(file: str, number: int, line: str) -> RawRow:
         return RawRow(source, None, _json_error(e, line))
     except RecursionError:  # deeper than the parser goes: certainly deeper than MAX_DEPTH
         return RawRow(source, None, _too_deep(source))
+    except ValueError:  # not a syntax error: Python refuses integers this long (a guard against slow parsing)
+        return RawRow(source, None, _huge_number(source))
     return _object_row(source, value)
+
+
+def _huge_number(source: SourceRef | Path) -> str:
+    return f"{source}: a number with more than {sys.get_int_max_str_digits():,} digits; write it as a string"
 
 
 def _json_error(e: json.JSONDecodeError, text: str, line: int | None = None, column_base: int = 0) -> str:
@@ -457,6 +470,12 @@ def _json_error(e: json.JSONDecodeError, text: str, line: int | None = None, col
     if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
         message += " (the record ends early: is it truncated?)"
     return message
+
+
+def _unreadable_item(source: SourceRef, e: Exception) -> str:
+    if isinstance(e, _ItemTooLong):
+        return _too_long(source, "record")
+    return _too_deep(source) if isinstance(e, RecursionError) else _huge_number(source)
 
 
 def _object_row(source: SourceRef, value: Any) -> RawRow:
@@ -504,7 +523,7 @@ def _looks_like_jsonl(path: Path, head: bytes) -> bool:
             json.loads(first)
         except json.JSONDecodeError:
             return False
-        except RecursionError:  # it parses as far as the parser goes: the line is one value
+        except (RecursionError, ValueError):  # too deep or a too long number: still one value on the line
             pass
         return next(lines, "").lstrip().startswith("{")
 
@@ -512,8 +531,7 @@ def _looks_like_jsonl(path: Path, head: bytes) -> bool:
 def _iter_json_document(path: Path, head: bytes, stats: LoadStats) -> Iterator[RawRow]:
     """A file holding one JSON value: read whole (its records are only known once it is parsed)."""
     with _open_text(path, head, newline=None) as text:
-        document = text.read(stats.remaining() + 1)
-    stats.charge(path, len(document))
+        document = "".join(_charged_chunks(text, path, stats))
     try:
         value = json.loads(document)
     except json.JSONDecodeError as e:
@@ -522,6 +540,8 @@ def _iter_json_document(path: Path, head: bytes, stats: LoadStats) -> Iterator[R
     except RecursionError:
         raise DataError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep (deeper than the parser reads); "
                         "flatten the records") from None
+    except ValueError:
+        raise DataError(_huge_number(path)) from None
     del document
     if not isinstance(value, dict):  # arrays were streamed before getting here
         raise DataError(f"{path}: expected JSON records (an array of objects), got a single {_json_type(value)}")
@@ -533,8 +553,8 @@ def _object_records(file: str, value: dict) -> Iterator[RawRow]:
     if key is None:
         lists = [k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if lists:
-            raise DataError(f"{file}: a JSON object whose records are under {lists}; expected them under one of "
-                            f"{list(RECORD_KEYS)}, or a JSON array / one object per line (.jsonl)")
+            raise DataError(f"{file}: a JSON object whose records are under [{_listed(lists)}]; expected them under "
+                            f"one of {list(RECORD_KEYS)}, or a JSON array / one object per line (.jsonl)")
         yield _object_row(SourceRef(file, item=0), value)  # a single record
         return
     records = value[key]
@@ -616,9 +636,8 @@ def _iter_json_array(file: str, text: TextIO, stats: LoadStats) -> Iterator[RawR
         except json.JSONDecodeError as e:
             yield reader.error_row(file, index - 1, reader.describe(e))
             return
-        except (RecursionError, _ItemTooLong) as e:
-            too_long = isinstance(e, _ItemTooLong)
-            yield RawRow(source, None, _too_long(source, "record") if too_long else _too_deep(source))
+        except (RecursionError, _ItemTooLong, ValueError) as e:  # the item is unreadable, its end can be found
+            yield RawRow(source, None, _unreadable_item(source, e))
             reader.skip_value()
             continue
         yield _object_row(source, value)
@@ -983,7 +1002,7 @@ def _check_one_subset(folder: Path, files: list[Path]) -> None:
     subsets = {"/".join(part for part in p.relative_to(folder).parts[:-1] if part != "data" and not _split_of(part))
                for p in files}
     if len(subsets) > 1:
-        names = ", ".join(f"{s}/" if s else "(top level)" for s in sorted(subsets))
+        names = _listed((f"{s}/" if s else "(top level)" for s in sorted(subsets)), show=str)
         raise DataError(f"{folder}: holds several subsets of a dataset ({names}); point at the folder of one")
 
 
@@ -995,7 +1014,7 @@ def _check_split_names(folder: Path, named: list[tuple[Path, str]]) -> None:
         by_split.setdefault(_split_of(name) or name, set()).add(name)
     clashes = [sorted(names) for names in by_split.values() if len(names) > 1]
     if clashes:
-        listed = "; ".join(", ".join(names) for names in clashes)
+        listed = _listed((", ".join(names) for names in clashes), show=str, sep="; ")
         raise DataError(f"{folder}: holds several versions of one split ({listed}); point at the data files of "
                         "one of them, or move the others out of the folder")
 
@@ -1019,8 +1038,7 @@ def _document_row(path: Path, name: str, stats: LoadStats) -> RawRow:
     """One document -> {"text", "path"}. Inside a folder a bad file becomes an error row, not an exception."""
     source = SourceRef(str(path))
     with path.open("rb") as f:
-        raw = f.read(stats.remaining() + 1)  # no further than the budget: a bigger file fails the load anyway
-    stats.charge(path, len(raw))
+        raw = b"".join(_charged_chunks(f, path, stats))
     if not raw:
         return RawRow(source, {"text": "", "path": name})  # rows never disappear: cleaning rejects it as empty
     why = _binary_reason(raw[:SAMPLE_BYTES])

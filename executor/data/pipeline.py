@@ -64,6 +64,7 @@ class PrepareConfig:
     mapping: dict[str, str] | None = None
     system_prompt: str | None = None   # added to rows that have none
     review_size: int = 50
+    follow_symlinks: bool = False      # read what symlinks inside an input folder point to (they may lead anywhere)
     tokenizer: Any = field(default=None, repr=False)  # an already-loaded tokenizer (tests, the chat)
 
 
@@ -148,9 +149,9 @@ class Preparer:
     def _load(self) -> list[RawRow]:
         from executor.data.load import estimate_rows
 
-        total = estimate_rows(self.cfg.input)
+        total = estimate_rows(self.cfg.input, follow_symlinks=self.cfg.follow_symlinks)
         rows = []
-        for row in iter_rows(self.cfg.input, stats=self.load_stats):
+        for row in iter_rows(self.cfg.input, follow_symlinks=self.cfg.follow_symlinks, stats=self.load_stats):
             rows.append(row)
             if len(rows) % 2000 == 0:
                 self.progress("load", len(rows), total)
