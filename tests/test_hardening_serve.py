@@ -181,10 +181,11 @@ def test_a_dropped_request_stops_generating(live):
     engine = live.engine
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up after 1 s
         httpx.post(f"{live.base_url}/completions", json=long_body(), headers=AUTH, timeout=1.0)
-    # Polled every 0.25 s: the server notices, cancels the request and frees the batch within a second.
-    wait_for(lambda: engine.stats.cancelled == 1 and engine.queued_tokens == 0, timeout=2.0)
-    wait_for(lambda: engine.stats.batches == 1, timeout=2.0)
-    assert engine.stats.generated_tokens < 200  # of 2000: ~47 ms a token on this machine
+    # Polled every 0.25 s: the server notices, cancels the request and frees the batch (within a second when the
+    # machine is idle; 5 s leaves room for a loaded one, against the ~90 s the 2000 tokens take).
+    wait_for(lambda: engine.stats.cancelled == 1 and engine.queued_tokens == 0, timeout=5.0)
+    wait_for(lambda: engine.stats.batches == 1, timeout=5.0)
+    assert engine.stats.generated_tokens < 1000, engine.stats.generated_tokens  # of 2000 asked for
     started = time.perf_counter()
     quick = httpx.post(f"{live.base_url}/completions", json=long_body(2), headers=AUTH, timeout=10)
     assert quick.status_code == 200 and time.perf_counter() - started < 5.0  # was 15-20 s (#17)
@@ -195,9 +196,9 @@ def test_a_dropped_stream_stops_generating(live):
     with httpx.stream("POST", f"{live.base_url}/completions", json={**long_body(), "stream": True}, headers=AUTH,
                       timeout=10) as stream:
         next(stream.iter_lines())  # the first token arrived; then the client goes away
-    wait_for(lambda: engine.stats.cancelled == 1 and engine.queued_tokens == 0, timeout=2.0)
-    wait_for(lambda: engine.stats.batches == 1, timeout=2.0)
-    assert engine.stats.generated_tokens < 200
+    wait_for(lambda: engine.stats.cancelled == 1 and engine.queued_tokens == 0, timeout=5.0)
+    wait_for(lambda: engine.stats.batches == 1, timeout=5.0)
+    assert engine.stats.generated_tokens < 1000, engine.stats.generated_tokens
 
 
 def test_shutdown_ends_open_requests_within_seconds(tiny_model_dir):
