@@ -297,3 +297,25 @@ def test_recommend_llm_fails_with_one_line(dead_endpoint):
     assert failed.stdout == ""
     assert failed.stderr == ("error: --extractor llm: the LLM call failed (OpenAIConnectionError: Connection error.); "
                              "use --extractor auto to fall back to the local extractor\n")
+
+
+def test_the_serve_command_passes_its_limits(monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+    from executor.serve import server
+
+    seen = {}
+
+    class Loaded:
+        model_id, context_length = "m", 64
+
+    monkeypatch.setattr(server, "make_engine", lambda target, **kw: seen.update(engine=kw) or Loaded())
+    monkeypatch.setattr(server, "serve", lambda engine, **kw: seen.update(serve=kw))
+    result = CliRunner().invoke(app, ["serve", "some-model", "--max-sequences", "3", "--max-prompt-bytes", "100",
+                                      "--max-body-bytes", "1000", "--max-queued-tokens", "500"])
+    assert result.exit_code == 0, result.output
+    assert seen["engine"]["max_queued_tokens"] == 500
+    assert seen["serve"]["limits"] == ServeLimits(max_sequences=3, max_prompt_bytes=100, max_body_bytes=1000)
+    refused = CliRunner().invoke(app, ["serve", "some-model", "--max-sequences", "0"])
+    assert refused.exit_code == 2
