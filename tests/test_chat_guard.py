@@ -64,3 +64,17 @@ def test_same_origin_compares_scheme_host_and_port():
     assert not same_origin("http://127.0.0.1:8001", "127.0.0.1:8000")
     assert not same_origin("ftp://127.0.0.1:8000", "127.0.0.1:8000")
     assert not same_origin("null", "127.0.0.1:8000")
+
+
+def test_the_chat_page_links_nothing_outside_the_server():
+    """Chainlit's own index.html, as the chat serves it: no Google Fonts, no CDN stylesheet (#17)."""
+    import chainlit.server
+
+    from assistant.chat import page
+
+    original = chainlit.server.get_html_template("")
+    assert "fonts.googleapis.com" in original and "cdn.jsdelivr.net" in original  # what Chainlit ships
+    served = page.without_external_resources(original)
+    assert "https://fonts" not in served and "cdn.jsdelivr" not in served and "//fonts" not in served
+    assert '<script type="module" crossorigin src="/assets/' in served and '<div id="root"></div>' in served
+    assert page.without_external_resources('<script src="//cdn.example/x.js"></script><p>kept</p>') == "<p>kept</p>"

@@ -388,6 +388,9 @@ def session_state(b: Browser) -> dict:
 
 
 async def prepared_launch(b: Browser, tiny_model_dir: Path, dataset: Path, max_steps: int) -> str:
+    import os
+
+    os.environ["TUNEWISE_MODEL_DIRS"] = str(tiny_model_dir)  # an admin lists the tiny model's folder (kept: harmless)
     await b.open()
     await b.say(ORDERS)
     await b.recommend_now()

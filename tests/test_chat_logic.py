@@ -312,3 +312,12 @@ def test_set_refuses_a_value_the_plan_refuses(advisor, knowledge, monkeypatch):
     reply = conv.set_command({"lora_r": "0", "lora_alpha": "64"})[0].content
     assert "Could not set: invalid plan: training.lora.r: Input should be greater than or equal to 1" in reply
     assert conv.edits == {"lora_alpha": 64}
+
+
+def test_the_backend_label_never_shows_credentials_of_the_endpoint():
+    """Every chat user sees the label: the base URL is cut to scheme, host and port (#17)."""
+    for url, shown in (("https://alice:s3cret@llm.example.com:8443/v1?api-key=k", "https://llm.example.com:8443"),
+                       ("http://127.0.0.1:8000/tenant-7/v1", "http://127.0.0.1:8000"),
+                       ("https://llm.example.com:notaport/v1", "a custom endpoint"), ("garbage", "a custom endpoint")):
+        label = backends.backend_label("openai", {"OPENAI_BASE_URL": url, "TUNEWISE_OPENAI_MODEL": "m"})
+        assert label == f"OpenAI m at {shown} (LangChain)"

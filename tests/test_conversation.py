@@ -105,6 +105,7 @@ def test_launch_checks_come_before_the_run(talk):
 
 
 def test_launch_queues_the_plan_with_the_users_settings_and_data(talk, store, tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("TUNEWISE_MODEL_DIRS", str(tiny_model_dir))  # a folder the admin lists
     started = []
     monkeypatch.setattr(conversation.autostart, "ensure_worker", lambda: started.append(True))
     conv = talk()
@@ -205,3 +206,26 @@ def test_the_settings_panel_switches_the_backend_and_edits_the_launch_settings(t
     replies = conv.settings_panel("offline", panel)
     assert conv.edits == {"max_steps": 7} and replies[0].content.startswith("Launch settings:")
     assert conv.settings_panel("offline", {**conv.settings()}) == []  # nothing changed: nothing said
+
+
+def test_a_local_base_model_must_be_the_users_own_or_listed_by_an_admin(talk, tmp_path, tiny_model_dir,
+                                                                        tunewise_home, monkeypatch):
+    """A chat user may not train on any folder of the server that holds a config.json (#17)."""
+    import shutil
+
+    monkeypatch.delenv("TUNEWISE_MODEL_DIRS", raising=False)
+    conv = talk()
+    conv.describe(ORDERS)
+    conv.recommend_now()
+    [refused] = conv.set_command({"base_model": str(tiny_model_dir)})
+    assert refused.content == (
+        f"Could not set: base_model: {str(tiny_model_dir)!r} is not a catalog model, and local folders are limited "
+        "to your uploads, your runs and the folders an admin lists in TUNEWISE_MODEL_DIRS")
+    assert "base_model" not in conv.edits
+    mine = shutil.copytree(tiny_model_dir, tunewise_home / "uploads" / "alice" / "my-model", dirs_exist_ok=True)
+    assert conv.set_command({"base_model": str(mine)})[0].content.startswith("Launch settings:")
+    assert conv.edits["base_model"] == str(mine)
+    assert talk("bob").model_roots()[0] == tunewise_home / "uploads" / "bob"  # bob's roots hold not alice's folder
+    monkeypatch.setenv("TUNEWISE_MODEL_DIRS", str(tiny_model_dir.parent))
+    assert conv.set_command({"base_model": str(tiny_model_dir)})[0].content.startswith("Launch settings:")
+    assert conv.set_command({"base_model": "smollm2-135m-instruct"})[0].content.startswith("Launch settings:")

@@ -26,7 +26,7 @@ from chainlit.config import config
 from chainlit.input_widget import NumberInput, Select, TextInput
 from chainlit.server import app as server_app
 
-from assistant.chat import accounts, backends, conversation, data_upload, guard, launch, persistence, sessions
+from assistant.chat import accounts, backends, conversation, data_upload, guard, launch, page, persistence, sessions
 from assistant.chat.conversation import Conversation, Reply
 from executor.runs import autostart
 
@@ -71,6 +71,7 @@ def set_advisor(shared) -> None:
 
 accounts.prepare_accounts()
 sessions.install(accounts.account_exists)  # tokens that end on logout, removal and password change
+page.install()  # nothing on the page loads from outside the server
 SESSION_ENDED = "Your session has ended (logged out, or the account was changed or removed): log in again."
 if server_app.middleware_stack is None:  # (a server already serving in this process keeps its stack)
     server_app.add_middleware(guard.RequestGuard, allowed_origins=config.project.allow_origins)

@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from assistant.extract import ProfileExtractor, RegexExtractor
 from assistant.knowledge import Knowledge
@@ -43,11 +44,24 @@ def available_backends(env: dict[str, str] | None = None) -> list[str]:
     return [*names, OFFLINE]
 
 
+def public_url(url: str) -> str:
+    """A URL as every chat user may see it: scheme, host and port only (a base URL can carry credentials, in
+    its user part or its query, and paths can name tenants)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        return "a custom endpoint"
+    if not parts.scheme or not parts.hostname:
+        return "a custom endpoint"
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
 def backend_label(name: str, env: dict[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if name == "openai":
         model = env.get("TUNEWISE_OPENAI_MODEL", "gpt-4o-mini")
-        where = f" at {env['OPENAI_BASE_URL']}" if env.get("OPENAI_BASE_URL") else ""
+        where = f" at {public_url(env['OPENAI_BASE_URL'])}" if env.get("OPENAI_BASE_URL") else ""
         return f"OpenAI {model}{where} (LangChain)"
     if name == "anthropic":
         return f"Anthropic {env.get('TUNEWISE_ANTHROPIC_MODEL', 'claude-sonnet-4-20250514')} (LangChain)"

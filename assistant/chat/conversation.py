@@ -185,7 +185,8 @@ class Conversation:
                     continue
                 try:  # checked against the plan now, so a bad value is refused with the plan's own message
                     if plan.training is not None:
-                        launch.plan_with_settings(plan, {key: value}, self.advisor.knowledge, None)
+                        launch.plan_with_settings(plan, {key: value}, self.advisor.knowledge, None,
+                                                  self.model_roots())
                 except launch.LaunchError as exc:  # names the plan field (training.lora.r: ...)
                     problems.append(str(exc))
                     continue
@@ -292,6 +293,13 @@ class Conversation:
             self._store = RunStore()
         return self._store
 
+    def model_roots(self) -> list[Path]:
+        """Where this user's local base models may be: their uploads, their runs, the folders an admin lists."""
+        if self.user is None:  # (a conversation outside the chat server has no uploads or runs of its own)
+            return launch.admin_model_dirs()
+        runs = [Path(r["run_dir"]) for r in user_runs.runs_for(self.user, self.store)]
+        return [user_upload_dir(self.user), *runs, *launch.admin_model_dirs()]
+
     def run_dir(self) -> str | None:
         """The folder of this chat's run, if the user may see it."""
         if not self.run_id:
@@ -310,7 +318,7 @@ class Conversation:
         settings = self.settings()
         try:
             plan = launch.plan_with_settings(self.recommendation().plan, settings, self.advisor.knowledge,
-                                             self.data["out_dir"])
+                                             self.data["out_dir"], self.model_roots())
             run_id = launch.submit_run(self.store, plan, user_identifier(self.user))
         except launch.LaunchError as exc:
             return [Reply(f"Not launched: {exc}")]

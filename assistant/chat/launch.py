@@ -10,6 +10,7 @@ Only the plan crosses into the executor; nothing here touches trainer internals.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -139,26 +140,39 @@ def update_settings(current: dict[str, Any], edits: dict[str, Any]) -> tuple[dic
     return new, problems
 
 
-def model_ref(name: str, knowledge) -> ModelRef:
-    """A catalog id (or alias) or an existing local folder as the plan's base model."""
+MODEL_DIRS_ENV = "TUNEWISE_MODEL_DIRS"  # folders (os.pathsep-separated) whose models every chat user may train
+
+
+def admin_model_dirs() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if p.strip()]
+
+
+def model_ref(name: str, knowledge, roots: list[Path] | None = None) -> ModelRef:
+    """A catalog id (or alias) or an existing local folder as the plan's base model. With `roots` (the chat: the
+    user's uploads and runs and the folders an admin lists), a folder must lie inside one of them: a chat user
+    may not train on any folder of the server that holds a config.json."""
     entry = knowledge.models.get(name) if knowledge is not None else None
     if entry is None and knowledge is not None:
         entry = next((m for m in knowledge.models.values() if name.lower() in [a.lower() for a in m.aliases]), None)
     if entry is not None:
         return catalog.model_ref(entry)  # the same reference the advisor's plans carry
     path = Path(name).expanduser()
+    if roots is not None and not any(path.resolve().is_relative_to(r.resolve()) for r in roots):
+        raise LaunchError(f"base_model: {name!r} is not a catalog model, and local folders are limited to your "
+                          f"uploads, your runs and the folders an admin lists in {MODEL_DIRS_ENV}")
     if path.is_dir() and (path / "config.json").exists():
         return ModelRef(id=str(path), source="local", path=str(path.resolve()))
     raise LaunchError(f"base_model: {name!r} is neither a catalog model nor a local model folder (with config.json)")
 
 
-def plan_overrides(plan: TrainingPlan, settings: dict[str, Any], knowledge) -> dict[str, Any]:
+def plan_overrides(plan: TrainingPlan, settings: dict[str, Any], knowledge,
+                   model_roots: list[Path] | None = None) -> dict[str, Any]:
     """The settings as the plan fields they set (dotted paths). 0 steps is the whole plan and 0 test rows no
     evaluation; a setting for a section the plan lacks (LoRA rank on a full fine-tune) has nothing to edit."""
     overrides: dict[str, Any] = {}
     model = settings.get("base_model")
     if model and model not in (plan.base_model.id, plan.base_model.path):
-        overrides["base_model"] = model_ref(model, knowledge).model_dump(mode="json")
+        overrides["base_model"] = model_ref(model, knowledge, model_roots).model_dump(mode="json")
     for s in SETTINGS:
         value = settings.get(s.key)
         parent = s.path.rpartition(".")[0] if s.path else ""
@@ -170,13 +184,14 @@ def plan_overrides(plan: TrainingPlan, settings: dict[str, Any], knowledge) -> d
     return overrides
 
 
-def plan_with_settings(plan: TrainingPlan, settings: dict[str, Any], knowledge, data_dir: str | Path | None
-                       ) -> TrainingPlan:
-    """The recommended plan with the user's edits and the prepared data: the plan of the run, validated whole."""
+def plan_with_settings(plan: TrainingPlan, settings: dict[str, Any], knowledge, data_dir: str | Path | None,
+                       model_roots: list[Path] | None = None) -> TrainingPlan:
+    """The recommended plan with the user's edits and the prepared data: the plan of the run, validated whole.
+    `model_roots`: where a local base model may be (model_ref)."""
     if plan.training is None:
         raise LaunchError(f"technique {plan.technique!r} trains nothing here: there is no run to launch "
                           "(prompting and RAG are evaluated as baselines, hosted fine-tuning needs an API key)")
-    overrides = plan_overrides(plan, settings, knowledge)
+    overrides = plan_overrides(plan, settings, knowledge, model_roots)
     if data_dir is not None:
         overrides["data.path"] = str(data_dir)
     try:

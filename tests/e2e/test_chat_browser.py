@@ -52,11 +52,13 @@ def dataset(tmp_path) -> Path:
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`chainlit run` as `make chat` starts it, on a free port, with its own data directory and one account."""
+def server(tmp_path, tiny_model):
+    """`chainlit run` as `make chat` starts it, on a free port, with its own data directory and one account; the
+    tiny model's folder is one an admin lists (TUNEWISE_MODEL_DIRS), so the chat may train it."""
     home = tmp_path / "home"
     port = free_port()
     env = {**os.environ, "TUNEWISE_HOME": str(home), "TUNEWISE_USERS": f"{USER}:{PASSWORD}",
+           "TUNEWISE_MODEL_DIRS": str(tiny_model),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.update(OPENAI_API_KEY="", ANTHROPIC_API_KEY="")  # "" (not absent): Chainlit's .env loading cannot set them
     log = (tmp_path / "chainlit.log").open("wb")
@@ -116,6 +118,9 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        # Everything the page loads comes from the chat server (#17: no fonts or stylesheets from public CDNs).
+        outside: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
         page.set_default_timeout(60_000)
         expect.set_options(timeout=90_000)  # the first turn waits for the advisor (retrieval index) to load
         try:
@@ -182,6 +187,7 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             shot(page, shots, "chat-citation.png")
         finally:
             browser.close()
+    assert outside == []
 
     from executor.runs.store import RunStore
 
