@@ -94,6 +94,16 @@ def test_a_body_past_the_limit_is_refused_with_413(engine):
                        "`tunewise serve --max-body-bytes`)",
             "type": "invalid_request_error", "param": None, "code": "request_too_large"}
 
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"model": "tiny", "prompt": "'
+            for _ in range(30):
+                yield b"x" * 1000
+            yield b'"}'
+
+        chunked = client.post("/v1/completions", headers={**AUTH, "Content-Type": "application/json"},
+                              content=chunks())
+        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+
 
 def request_of(cost: int, prompt: int = 10) -> GenerationRequest:
     return GenerationRequest(prompt_ids=[1] * prompt, max_tokens=cost - prompt)
