@@ -381,6 +381,9 @@ def runs_recover(
                + (f" ({', '.join(f'{n} {s}' for s, n in counts.items())})" if counts else ""))
     for run_dir, why in report.skipped.items():
         typer.secho(f"skipped {run_dir}: {why}", err=True, fg="yellow")
+    if report.unrecorded:
+        typer.echo(f"{len(report.unrecorded)} runs from before run.json came back without an owner (chat users no "
+                   f"longer see them): {', '.join(report.unrecorded)}")
     if counts.get("failed"):
         typer.echo("runs that had not finished are marked failed: `tunewise runs resume ID` continues one")
 

@@ -138,6 +138,7 @@ def test_recover_rebuilds_the_store_from_the_run_directories(home):
     kept = home / "runs.sqlite.broken-20260528-202640"
     assert kept in report.moved and kept.read_bytes() == broken  # moved aside, never deleted
     assert report.runs == {done: "succeeded", crashed: "failed", waiting: "failed"} and report.skipped == {}
+    assert report.unrecorded == []
     fresh = RunStore()
     run = fresh.get(done)
     assert (run["status"], run["owner"], run["priority"], run["gpus"], run["plan"]) == (
@@ -179,12 +180,17 @@ def test_the_recover_command(home):
     store = RunStore()
     run_id = store.submit(PLAN)
     fake_outputs(Path(store.get(run_id)["run_dir"]), finished=True)
+    older = store.submit(PLAN, owner="carol")
+    (Path(store.get(older)["run_dir"]) / "run.json").unlink()  # as an older Tunewise left its run directories
     store.path.write_bytes(b"")
     result = cli("runs", "recover")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"kept the old store as {home}/runs.sqlite.broken-")
-    assert lines[1] == f"recovered 1 runs into {home / 'runs.sqlite'} (1 succeeded)"
+    assert lines[1:] == [f"recovered 2 runs into {home / 'runs.sqlite'} (1 failed, 1 succeeded)",
+                         f"1 runs from before run.json came back without an owner (chat users no longer see them): "
+                         f"{older}",
+                         "runs that had not finished are marked failed: `tunewise runs resume ID` continues one"]
     assert cli("runs", "list").output.startswith(f"{run_id}  succeeded")
 
 

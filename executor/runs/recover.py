@@ -34,6 +34,8 @@ class Recovery:
     moved: list[Path] = field(default_factory=list)
     runs: dict[str, str] = field(default_factory=dict)  # run id -> status
     skipped: dict[str, str] = field(default_factory=dict)  # run directory -> why
+    # Runs from before run.json was written (an older Tunewise): they come back without owner or priority.
+    unrecorded: list[str] = field(default_factory=list)
 
 
 def readable(path: Path) -> bool:
@@ -69,6 +71,8 @@ def recover(path: str | Path | None = None, *, force: bool = False, now: Callabl
     for run_dir in run_dirs(root):
         try:
             report.runs[run_dir.name] = _import(store, run_dir, now())
+            if not (run_dir / RUN_RECORD).is_file():
+                report.unrecorded.append(run_dir.name)
         except (OSError, ValueError, yaml.YAMLError, sqlite3.DatabaseError) as exc:
             report.skipped[str(run_dir)] = f"{type(exc).__name__}: {exc}"
     return report
