@@ -221,7 +221,7 @@ def test_backends_follow_the_keys(monkeypatch, knowledge):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1")
     assert backends.available_backends() == ["openai", "offline"]
-    assert backends.make_backend(None, knowledge).label == "OpenAI gpt-4o-mini at http://127.0.0.1:9999/v1 (LangChain)"
+    assert backends.make_backend(None, knowledge).label == "OpenAI gpt-4o-mini at http://127.0.0.1:9999 (LangChain)"
 
 
 def test_llm_backend_phrases_and_extracts_but_falls_back_offline(knowledge):

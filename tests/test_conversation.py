@@ -90,6 +90,24 @@ def test_an_upload_the_pipeline_rejects_says_why_and_keeps_no_data(talk, tmp_pat
     assert reply.content.startswith("The data could not be prepared: ") and conv.data is None
 
 
+def test_an_upload_that_expands_past_the_budget_is_refused(talk, tmp_path):
+    """A 100 MB upload limit counts compressed bytes: a tiny Parquet file of 50,000 identical 10 KB strings
+    decodes to 512 MB; the chat refuses it at its decoded budget instead of filling memory and disk (#17)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from assistant.chat.data_upload import UPLOAD_DECODED_BUDGET
+
+    bomb = tmp_path / "bomb.parquet"
+    text = pa.array(["x" * 10_000] * 50_000).dictionary_encode()
+    pq.write_table(pa.table({"text": text}), bomb, compression="zstd")
+    assert bomb.stat().st_size < 100_000
+    conv = talk()
+    [reply] = conv.upload("bomb.parquet", bomb)
+    assert reply.content.startswith("The data could not be prepared: bomb.parquet: more than 256 MiB of decoded")
+    assert UPLOAD_DECODED_BUDGET == 256 << 20 and conv.data is None
+
+
 # ---------------------------------------------------------------------- launch, cancel, outcome, resume
 
 

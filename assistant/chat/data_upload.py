@@ -24,6 +24,9 @@ ACCEPT_MIME = {  # for Chainlit's upload widgets: the browser filters by MIME ty
     "application/vnd.apache.parquet": [".parquet"],
 }
 REJECT_EXAMPLES = 3
+# An upload is at most 100 MB as sent, but Parquet (and any compression) can expand a thousandfold: a chat upload
+# may decode to at most this much text (the CLI's own limit, executor.data.load.DECODED_BUDGET, is 1 GiB).
+UPLOAD_DECODED_BUDGET = 256 << 20
 REVIEW_SHOWN = 5
 
 
@@ -56,6 +59,7 @@ def prepare_upload(stored: Path, out_dir: Path, *, model: str | None = None, tok
     and the report says so."""
     stored, out_dir = Path(stored), Path(out_dir)
     check_suffix(stored.name)
+    from executor.data.load import DataError
     from executor.data.pipeline import PrepareConfig, prepare
     from executor.data.schema import SchemaError
     from executor.models.registry import ModelError, load_tokenizer
@@ -67,10 +71,11 @@ def prepare_upload(stored: Path, out_dir: Path, *, model: str | None = None, tok
         except (ModelError, OSError) as exc:
             note = f"{model}'s tokenizer is not available here ({exc}); token counts use the bundled default's"
             model = None
-    config = PrepareConfig(input=stored, out=out_dir, model=model, tokenizer=tokenizer, system_prompt=system_prompt)
+    config = PrepareConfig(input=stored, out=out_dir, model=model, tokenizer=tokenizer, system_prompt=system_prompt,
+                           decoded_budget=UPLOAD_DECODED_BUDGET)
     try:
         report = prepare(config)
-    except SchemaError as exc:
+    except (SchemaError, DataError) as exc:
         raise UploadError(str(exc).replace(str(stored.parent) + "/", "")) from None
     if note:
         report["chat_note"] = note

@@ -881,8 +881,30 @@ def _iter_parquet(path: Path, stats: LoadStats) -> Iterator[RawRow]:
 
 def _batch_records(batch: Any, path: Path, stats: LoadStats) -> list[dict]:
     """A record batch as Python dicts, once its decoded size fits in what is left of the load's budget."""
-    stats.charge(path, batch.nbytes)
+    stats.charge(path, _decoded_nbytes(batch))
     return batch.to_pylist()
+
+
+def _decoded_nbytes(batch: Any) -> int:
+    """What a batch takes once decoded. A dictionary-encoded column's `nbytes` counts each distinct value once,
+    however many rows repeat it (50,000 rows of one 10 KB string: 10 KB), so its values are counted per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        values = column.dictionary
+        if pa.types.is_string(values.type) or pa.types.is_binary(values.type) or \
+                pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type):
+            sizes = pc.binary_length(values)
+        else:  # fixed-width or nested values: their average size
+            sizes = pa.array([values.nbytes // max(1, len(values))] * len(values), pa.int64())
+        repeated = pc.sum(pc.take(sizes, column.indices.fill_null(0))).as_py() if len(values) else 0
+        total += column.indices.nbytes + int(repeated or 0)
+    return total
 
 
 def _iter_arrow_file(path: Path, stats: LoadStats) -> Iterator[RawRow]:

@@ -29,7 +29,7 @@ from executor.data.groups import (
     group_summary,
     suggest_group_column,
 )
-from executor.data.load import LoadStats, iter_rows
+from executor.data.load import DECODED_BUDGET, LoadStats, iter_rows
 from executor.data.records import REJECT_REASONS, Example, RawRow, Reject, SourceRef
 from executor.data.report import (
     length_stats,
@@ -65,6 +65,7 @@ class PrepareConfig:
     system_prompt: str | None = None   # added to rows that have none
     review_size: int = 50
     follow_symlinks: bool = False      # read what symlinks inside an input folder point to (they may lead anywhere)
+    decoded_budget: int = DECODED_BUDGET  # bytes of decoded text one preparation may read (compressed files expand)
     tokenizer: Any = field(default=None, repr=False)  # an already-loaded tokenizer (tests, the chat)
 
 
@@ -103,7 +104,7 @@ class Preparer:
         self.without_group = 0
         self.cross_group = CrossGroupDuplicates(self.groups, removed=config.deduplicate)
         self.group_suggestion: dict[str, Any] | None = None
-        self.load_stats = LoadStats()
+        self.load_stats = LoadStats(budget=self.cfg.decoded_budget)
 
     def _reject(self, source, reason: str, detail: str, data: Any = None) -> None:
         assert reason in REJECT_REASONS, reason
