@@ -13,6 +13,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
+    """The data directory, private to its owner (0700): it holds the users' data, runs, chats and secrets."""
     path = Path(os.environ.get("TUNEWISE_HOME") or PROJECT_ROOT / ".tunewise")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = path.stat()
+    if found.st_mode & 0o077 and found.st_uid == os.getuid():  # made before, or by hand, with group/other access
+        path.chmod(0o700)
     return path

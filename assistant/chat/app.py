@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -69,6 +70,7 @@ def set_advisor(shared) -> None:
 
 # ------------------------------------------------------------------ start-up, accounts, history
 
+os.umask(0o077)  # chats, uploads, prepared data and element files: readable by the server's user alone
 accounts.prepare_accounts()
 sessions.install(accounts.account_exists)  # tokens that end on logout, removal and password change
 page.install()  # nothing on the page loads from outside the server
