@@ -566,3 +566,27 @@ def test_an_open_socket_stops_working_when_its_session_ends(run_chat, monkeypatc
         assert b.messages() == [SESSION_ENDED]
 
     run_chat(scenario, browser)
+
+
+def test_a_broken_run_store_is_said_not_raised(run_chat, tmp_path, monkeypatch):
+    """The run store cannot be read (#17): the chat says so, naming the file and the recovery, without a traceback."""
+    from assistant.chat import conversation
+    from executor.runs.store import RunStore
+
+    broken = tmp_path / "runs.sqlite"
+    broken.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)  # a header, then garbage
+
+    async def scenario(b: Browser):
+        await b.open()
+        monkeypatch.setattr(conversation, "RunStore", lambda: RunStore(broken))
+        session_state(b)["_conversation"]._store = None
+        from chainlit.server import call_action
+        from chainlit.types import CallActionRequest
+
+        action = {"name": "cancel_run", "payload": {"run_id": "r-1"}, "label": "Cancel run", "id": "x"}
+        await call_action(CallActionRequest(action=action, sessionId=b.session.id), current_user=None)
+        said = b.messages()[-1]
+        assert said.startswith("Runs are unavailable until an admin repairs the run store: ")
+        assert str(broken) in said and "tunewise runs recover" in said
+
+    run_chat(scenario)

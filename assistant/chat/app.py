@@ -30,6 +30,7 @@ from chainlit.server import app as server_app
 from assistant.chat import accounts, backends, conversation, data_upload, guard, launch, page, persistence, sessions
 from assistant.chat.conversation import Conversation, Reply
 from executor.runs import autostart
+from executor.runs.store import StoreError
 
 log = logging.getLogger("tunewise.chat")
 STATE_KEY = "conversation"   # JSON state in the user session (persisted with the thread's metadata)
@@ -187,12 +188,16 @@ async def reply_to(work, *args, step: str | None = None) -> None:
     """Run a blocking Conversation method off the event loop, optionally inside a progress step, and send
     its replies; the session state is saved after."""
     conv = await _conversation()
-    if step is None:
-        replies = await asyncio.to_thread(work, *args)
-    else:
-        async with cl.Step(name=step, type="tool") as shown:
+    try:
+        if step is None:
             replies = await asyncio.to_thread(work, *args)
-            shown.output = next((r.step for r in replies if r.step), "")
+        else:
+            async with cl.Step(name=step, type="tool") as shown:
+                replies = await asyncio.to_thread(work, *args)
+                shown.output = next((r.step for r in replies if r.step), "")
+    except StoreError as exc:  # the run store is unreadable: say so (it names the file and the recovery)
+        log.error("%s", exc)
+        replies = [Reply(f"Runs are unavailable until an admin repairs the run store: {exc}")]
     await send_all(replies)
     _save(conv)
 
