@@ -332,3 +332,23 @@ def test_a_run_resumed_after_kill_9_logs_each_step_once(tiny_model_dir, tmp_path
             for e in store.events(run_id) if e["kind"] == "progress"]
     assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
     assert max(step for step, _, _ in keys) == 24
+
+
+def test_follow_reads_the_final_events_of_a_run_that_ends_between_two_reads(tmp_path):
+    """The race the full suite once hit: the follower read no new events, then the run finished (status and its
+    event in one transaction), then the follower saw the final status. It stopped without the status event."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.submit("approach: prompting\n", runs_root=tmp_path / "runs")
+    read = store.events
+    calls = []
+
+    def events_then_finish(rid, after=0):
+        found = read(rid, after)
+        calls.append(after)
+        if len(calls) == 2:  # the follower's second read comes back empty; the run ends right after it
+            store.finish(rid, "succeeded")
+        return found
+
+    store.events = events_then_finish
+    seen = list(store.follow(run_id, interval=0.01, timeout=5))
+    assert [(e["kind"], e["data"]["status"]) for e in seen] == [("status", "queued"), ("status", "succeeded")]

@@ -291,8 +291,15 @@ class RunStore:
             for event in fresh:
                 after = event["id"]
                 yield event
-            if not fresh and self.get(run_id)["status"] in FINAL:
-                return
+            if not fresh:
+                ended = self.get(run_id)["status"] in FINAL
+                # The final status and its event are one transaction: a run that ended between the read above
+                # and this check has its last events committed now, so read them before stopping.
+                for event in self.events(run_id, after):
+                    after = event["id"]
+                    yield event
+                if ended:
+                    return
             if deadline is not None and time.monotonic() > deadline:
                 return
             if not fresh:
