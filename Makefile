@@ -27,13 +27,17 @@ $(STAMP): pyproject.toml
 chat: setup
 	$(VENV)/bin/chainlit run assistant/chat/app.py --host 127.0.0.1 --port 8000 --headless
 
-# The whole suite, slow tests included (a few minutes on 2 cores). `make test-fast` skips the slow ones.
+# The whole suite, slow tests included: ~10 min on 2 cores. Two pytest workers (pytest-xdist), one test file
+# each at a time (module fixtures such as the Ray head stay in one process): many tests wait on child processes
+# (runs, ranks, the chat server, the browser), so two workers keep both cores busy (13 min with one).
+# `make test-fast` skips the slow ones.
+PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q -n 2 --dist loadfile
 test: setup
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)  # the chat's browser test
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check assistant executor tests bench

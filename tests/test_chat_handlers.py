@@ -337,7 +337,7 @@ def test_upload_shows_the_preparation_report(run_chat, dataset, tunewise_home):
         await b.recommend_now()
         await b.upload_via_button(dataset)
         summary = b.last("### Data: support.jsonl")
-        out = next((tunewise_home / "uploads" / "alice" / "prepared").iterdir())
+        out = tunewise_home / "uploads" / "alice" / "prepared" / "support.jsonl"
         report = json.loads((out / "report.json").read_text())
         assert f"**{report['input_rows']:,}** rows read → **{report['kept']:,}** kept" in summary
         assert report["input_rows"] == 42 and report["accounted_for"]

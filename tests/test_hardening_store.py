@@ -297,43 +297,6 @@ def test_a_crash_after_a_resumed_failure_is_retried_not_failed_with_the_old_erro
     assert store.get(run_id)["status"] == "running" and store.get(run_id)["error"] is None
 
 
-@pytest.mark.slow
-def test_a_run_resumed_after_kill_9_logs_each_step_once(tiny_model_dir, tmp_path):
-    """The issue's case end to end: the worker is killed with -9 after a step was logged but before its checkpoint
-    was complete (here: the newest checkpoint is removed, as a half-written one is passed over), so the next worker
-    resumes from the checkpoint before and trains and logs that step again; it must appear once."""
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tiny import counting_chats, lora_plan
-
-    data = counting_chats(tmp_path / "data", 24)
-    store = RunStore(tmp_path / "runs.sqlite")
-    plan = lora_plan(tiny_model_dir, {"data.path": str(data), "training.max_steps": 24}).to_yaml()
-    run_id = store.submit(plan, runs_root=tmp_path / "runs")
-    worker = subprocess.Popen([sys.executable, "-m", "executor.runs.worker", "--once", "--store", str(store.path),
-                               "--heartbeat", "0.2", "--orphan-after", "2"], start_new_session=True)
-    run_dir = Path(store.get(run_id)["run_dir"])
-    deadline = time.time() + 180
-    while len(list((run_dir / "checkpoints").glob("checkpoint-*"))) < 2:
-        assert time.time() < deadline and worker.poll() is None, "no checkpoint before the deadline"
-        time.sleep(0.2)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    time.sleep(3)  # the run process died with its worker; its heartbeat is stale after 2 s
-    newest = max((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    shutil.rmtree(newest)
-    Worker(store, heartbeat_seconds=0.2, orphan_after=2).run(once=True, timeout=300)
-    assert store.get(run_id)["status"] == "succeeded" and store.get(run_id)["attempt"] == 2
-    keys = [(e["data"]["step"], "eval_loss" in e["data"], "loss" in e["data"])
-            for e in store.events(run_id) if e["kind"] == "progress"]
-    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
-    assert max(step for step, _, _ in keys) == 24
-
-
 def test_follow_reads_the_final_events_of_a_run_that_ends_between_two_reads(tmp_path):
     """The race the full suite once hit: the follower read no new events, then the run finished (status and its
     event in one transaction), then the follower saw the final status. It stopped without the status event."""

@@ -27,4 +27,5 @@ def install() -> None:
         return without_external_resources(built(root_path))
 
     offline_template.tunewise_offline = True
+    offline_template.__wrapped__ = built  # Chainlit's own, for comparison
     chainlit.server.get_html_template = offline_template
