@@ -1,6 +1,9 @@
 """`tunewise recommend`: the advisor on the command line (mounted by assistant/cli.py).
 
 Heavy imports (torch, chroma) happen inside the command, so `tunewise --help` stays fast.
+
+Lazy imports: each command imports what it runs when it runs, so `tunewise --help` and the other commands answer at
+once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Executor commands (`tunewise data ...`), mounted on the `tunewise` CLI by assistant/cli.py."""
+"""Executor commands (`tunewise data ...`), mounted on the `tunewise` CLI by assistant/cli.py.
+
+Lazy imports: each command imports what it runs when it runs, so `tunewise --help` and the other commands answer at
+once.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -253,8 +258,6 @@ def _store():
 def _store_errors(command):
     """A store that cannot be read, or a run id it does not hold, ends the command with one line (exit 2), not a
     traceback."""
-    import functools
-
     @functools.wraps(command)
     def wrapped(*args, **kwargs):
         from executor.runs.store import RunNotFound, StoreError

@@ -4,6 +4,9 @@ Run with plain transformers (mean pooling + L2 normalization, as the folder's se
 specifies): importing sentence-transformers costs ~12 s here against ~3 s for transformers. Shared by the
 advisor's guidance index and the evaluation's RAG baseline; `TunewiseMiniLM` is registered with Chroma so a
 collection built by one process reopens in another.
+
+Lazy imports: torch, transformers, numpy are imported inside the functions that use them, so importing this module
+(from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """The optional hosted LLMs (OpenAI, Anthropic through LangChain), built in one place for the assistant's
 extraction and phrasing and for the evaluation's judge. Never required: callers fall back when none is set
-or when a call fails."""
+or when a call fails.
+
+Lazy imports: langchain_openai, langchain_anthropic are imported inside the functions that use them, so importing
+this module (from the CLI, the chat or a run process) stays cheap.
+"""
 
 from __future__ import annotations
 

@@ -7,12 +7,16 @@ accounts, chat history and per-user uploads are accounts.py, persistence.py and 
 objects in and out, the background task that follows a run, and nothing that needs a test of its own logic.
 Heavy libraries (torch, transformers, chromadb) load lazily: the advisor is built in a background thread at
 start-up, so the page is served at once and the first turn waits only if the advisor is not ready yet.
+
+Lazy imports: chainlit and the project modules that pull them in are imported where they are used, so the chat
+serves its first page before they load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import threading
@@ -244,8 +248,6 @@ async def resume(thread: dict) -> None:
     """Chainlit restored the session from the thread's metadata; reattach to the thread's run if any."""
     metadata = thread.get("metadata") or {}
     if isinstance(metadata, str):
-        import json
-
         metadata = json.loads(metadata)
     if metadata.get(STATE_KEY):
         cl.user_session.set(STATE_KEY, metadata[STATE_KEY])

@@ -8,6 +8,9 @@
 The rules engine decides in every case; an LLM only fills the profile (the regex extractor still fills what
 it leaves unknown) and rewrites the one-paragraph summary above the card. A failing LLM call falls back to
 the offline path for that turn, and says so, rather than breaking the conversation.
+
+Lazy imports: the modules that do the work (llm_extract) are imported where they are used, so the chat serves its
+first page before they load.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
       -> summary: counts, rejects by reason with examples, PII found, token lengths, the chart, review sample
 
 The prepared folder (train / validation / test splits) is what a launched run trains on.
+
+Lazy imports: the modules that do the work (load, pipeline, schema, registry) are imported where they are used, so
+the chat serves its first page before they load.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
 
 The state is plain JSON (`Interview.to_state`) so Chainlit can persist it in the thread's metadata and a
 resumed chat continues where it stopped. Nothing here knows about Chainlit.
+
+Lazy imports: the modules that do the work (cards) are imported where they are used, so the chat serves its first
+page before they load.
 """
 
 from __future__ import annotations

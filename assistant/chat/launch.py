@@ -5,6 +5,8 @@
       -> progress text (step/epoch, loss, eval loss, tokens/s, ETA) and a Plotly loss curve
 
 Only the plan crosses into the executor; nothing here touches trainer internals.
+
+Lazy imports: plotly is imported where they are used, so the chat serves its first page before they load.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The chat page loads nothing from outside the server: Chainlit's index.html links Google Fonts (with preconnects)
 and KaTeX's stylesheet on a public CDN, which a machine without internet waits on and which tells those hosts who
-opens the chat. The page keeps the system font stack; LaTeX is off in .chainlit/config.toml, so KaTeX is unused."""
+opens the chat. The page keeps the system font stack; LaTeX is off in .chainlit/config.toml, so KaTeX is unused.
+
+Lazy imports: chainlit is imported where they are used, so the chat serves its first page before they load.
+"""
 
 from __future__ import annotations
 

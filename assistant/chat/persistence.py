@@ -9,6 +9,9 @@ Who sees what is Chainlit's job for threads: `list_threads` is called with the l
 returns only threads whose `userId` matches; reading, resuming, renaming or deleting a thread checks
 `get_thread_author` (the thread's `userIdentifier`) against the logged-in user. tests/test_chat_persistence.py
 checks both on this layer. Which runs a user may see is user_runs.py.
+
+Lazy imports: chainlit, fastapi and the project modules that pull them in are imported where they are used, so the
+chat serves its first page before they load.
 """
 
 from __future__ import annotations

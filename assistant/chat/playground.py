@@ -6,6 +6,9 @@
 
 Votes on evaluated test examples carry the example's index in eval_examples.jsonl; votes on free prompts
 carry index -1 (FREE_PROMPT), since they belong to no test row. Both count towards the human win rate.
+
+Lazy imports: openai and the project modules that pull them in are imported where they are used, so the chat serves
+its first page before they load.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.chat.cards import CitationElement
+from executor.evaluate.report import comparison_rows
 
 SYSTEM_NAMES = {
     "base": "the untuned base model", "tuned": "the tuned model", "zero_shot": "zero-shot prompting",
@@ -89,8 +90,6 @@ def _name(metric: str) -> str:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    from executor.evaluate.report import comparison_rows
-
     metrics, rows = comparison_rows(report)
     lines = [
         f"### Evaluation: {report['technique']} on {Path(report['base_model']).name}",  # (a local folder: its name)

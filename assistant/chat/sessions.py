@@ -7,6 +7,8 @@ issues and checks the tokens instead (`install()` puts `issue` and `check` where
 revoked (logout), a token issued before its account's last revocation (remove, password change), and a token of
 an account that no longer exists. The record is a small SQLite file in the data directory (0600), shared by every
 process that manages accounts, so `tunewise users remove` in a terminal ends the account's open chats.
+
+Lazy imports: chainlit is imported where they are used, so the chat serves its first page before they load.
 """
 
 from __future__ import annotations

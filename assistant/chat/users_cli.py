@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -44,8 +45,6 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="One JSON array."
     except accounts.AccountError as exc:
         raise _fail(exc) from None
     if as_json:
-        import json
-
         typer.echo(json.dumps(rows))
         return
     if not rows:

@@ -13,6 +13,9 @@ Hostile or broken inputs are bounded (README "Limits"): a line or record longer 
 deeper than MAX_DEPTH becomes an error row; a header wider than MAX_COLUMNS, more than DECODED_BUDGET of decoded
 data in one load (compressed Parquet expands), or an input that is not a regular file raises DataError. Symlinks
 inside folders are not followed unless asked.
+
+Lazy imports: charset_normalizer, pyarrow are imported inside the functions that use them, so importing this module
+(from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import re
 import stat
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -201,8 +205,6 @@ def _high_bytes_in_runs(sample: bytes) -> bool:
 
 
 def _mostly_non_latin(text: str) -> bool:
-    import unicodedata
-
     letters = [c for c in text if ord(c) > 127 and c.isalpha()]
     non_latin = sum(1 for c in letters if not unicodedata.name(c, "").startswith("LATIN"))
     return bool(letters) and non_latin > len(letters) / 2

@@ -6,6 +6,9 @@
 
 Every input row ends in exactly one of the three splits or rejects.jsonl; the report's counts add up
 and say so (`accounted_for`).
+
+Lazy imports: the modules that do the work (load, pii, template, registry) are imported inside the functions that
+use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Batched greedy generation and assistant-token perplexity, the two model calls evaluation needs."""
+"""Batched greedy generation and assistant-token perplexity, the two model calls evaluation needs.
+
+Lazy imports: torch is imported inside the functions that use them, so importing this module (from the CLI, the
+chat or a run process) stays cheap.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ Per-example scores (exact match, token F1, JSON field F1) are averaged with a bo
 Classification is scored by scikit-learn (accuracy, macro-F1, per-label precision/recall/F1), and its intervals
 come from a bootstrap stratified by reference label (`classification_estimates`). Every interval is the
 bias-corrected percentile interval (`_interval`). No model code here.
+
+Lazy imports: sklearn is imported inside the functions that use them, so importing this module (from the CLI, the
+chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

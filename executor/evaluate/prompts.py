@@ -6,11 +6,15 @@
     rag            zero_shot plus the k most similar train examples (or corpus passages), retrieved with
                    Chroma + MiniLM, in the system prompt
     rag_tuned      the tuned model with the same retrieved context (the RAG + LoRA pattern)
+
+Lazy imports: chromadb and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import Sequence
 
 TASK_INSTRUCTIONS = {
@@ -60,8 +64,6 @@ class Retriever:
     """The train split (or a corpus) in a throwaway Chroma collection, MiniLM-embedded."""
 
     def __init__(self, passages: list[str]):
-        import tempfile
-
         import chromadb
         from chromadb.config import Settings
 

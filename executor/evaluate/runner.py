@@ -6,6 +6,9 @@
 
 Every system sees the same test rows with the same greedy decoding; only the prompt (baselines) or the
 weights (tuned) differ, so the comparison checks the advice by measurement.
+
+Lazy imports: transformers, peft, torch and the project modules that pull them in are imported inside the functions
+that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

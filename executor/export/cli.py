@@ -1,4 +1,8 @@
-"""`tunewise export`, `tunewise serve` and `tunewise plan export`, mounted on the CLI by assistant/cli.py."""
+"""`tunewise export`, `tunewise serve` and `tunewise plan export`, mounted on the CLI by assistant/cli.py.
+
+Lazy imports: each command imports what it runs when it runs, so `tunewise --help` and the other commands answer at
+once.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ converter does that a plain rename would miss:
 The tokenizer goes in as llama.cpp's `gpt2` (byte-level BPE) model: tokens, token types, merges, the
 special token ids and the chat template. SentencePiece-style tokenizers (Llama 2, Mistral v0.1-0.3) are
 refused with a pointer to llama.cpp's converter rather than written half right.
+
+Lazy imports: safetensors, gguf, transformers are imported inside the functions that use them, so importing this
+module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

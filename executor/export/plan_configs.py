@@ -11,6 +11,9 @@ trains its own reward model first; hosted API tuning; no training) and data rows
 Key names follow the tools' config schemas: axolotl `src/axolotl/utils/schemas/` (config.py, peft.py,
 training.py, datasets.py) and LLaMA-Factory `src/llamafactory/hparams/` (model_args.py, data_args.py,
 finetuning_args.py) plus the transformers TrainingArguments LLaMA-Factory passes through.
+
+Lazy imports: the modules that do the work (registry, plan) are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

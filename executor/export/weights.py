@@ -6,6 +6,9 @@
     gguf     the merged folder written as GGUF (f16 or q8_0) + an Ollama Modelfile
 
 Each export lands in its own folder with export.json saying what it holds and where it came from.
+
+Lazy imports: transformers, torch, peft and the project modules that pull them in are imported inside the functions
+that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

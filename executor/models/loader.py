@@ -3,6 +3,9 @@
 The bundled SmolLM2 GGUF is dequantized once and cached as a normal safetensors folder: loading from
 GGUF takes 15-30 s and leaves the model flagged as quantized (the Trainer refuses to train it and
 `save_pretrained` refuses to save it), a cached folder loads in well under a second.
+
+Lazy imports: torch, transformers and the project modules that pull them in are imported inside the functions that
+use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

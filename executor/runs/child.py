@@ -6,6 +6,9 @@ outcome to the store's event log. Several GPUs given to the run (CUDA_VISIBLE_DE
 multi-process launch through accelerate (DDP or FSDP, see executor.train.distributed). Dies with its worker
 (PR_SET_PDEATHSIG), so a worker killed with -9 leaves an
 orphan the next worker resumes rather than a training nobody watches.
+
+Lazy imports: torch and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

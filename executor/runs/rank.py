@@ -3,6 +3,9 @@
 The run process (executor.runs.child) launches this instead of executor.train.rank, so that rank 0 reports
 progress, the result or the failure to the run store; executor.train.rank receives that reporter and never
 imports the run queue.
+
+Lazy imports: the training modules (torch with them) load after the arguments are parsed, so a wrong argument
+fails at once.
 """
 
 from __future__ import annotations

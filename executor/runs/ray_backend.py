@@ -9,6 +9,9 @@ TUNEWISE_RAY_ADDRESS is the cluster's job-submission address (the dashboard, e.g
 `ray job submit`. The store file and the run directories must be on storage the cluster's nodes share, and
 every node needs this project installed (TUNEWISE_RAY_PYTHON names its interpreter; default: this one).
 TUNEWISE_RAY_NUM_GPUS overrides the GPUs each job asks for (0 for a CPU-only cluster).
+
+Lazy imports: ray is imported inside the functions that use them, so importing this module (from the CLI, the chat
+or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from executor.paths import data_dir
+from executor.runs.autostart import worker_pid
 from executor.runs.child import ARTIFACTS, REPORT_ARTIFACTS
 from executor.runs.events import Reporter
 from executor.runs.store import RUN_RECORD, RunStore, StoreError, run_dirs
@@ -54,8 +55,6 @@ def readable(path: Path) -> bool:
 
 
 def recover(path: str | Path | None = None, *, force: bool = False, now: Callable[[], float] = time.time) -> Recovery:
-    from executor.runs.autostart import worker_pid
-
     path = Path(path) if path else data_dir() / "runs.sqlite"
     root = path.parent / "runs"
     pid = worker_pid(path)

@@ -8,10 +8,14 @@ retried from its last checkpoint until it has used `max_attempts`; a run whose w
 
 Where the child runs is the launcher's business: a local process group (default), or a Ray job on a cluster
 when TUNEWISE_RAY_ADDRESS is set (executor.runs.ray_backend). The run store records the state either way.
+
+Lazy imports: torch and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -182,8 +186,6 @@ def make_launcher(store: RunStore):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="tunewise worker")
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--slots", type=int, default=None)

@@ -15,6 +15,9 @@ Tokens reach each request through a stopping criterion, which `generate` calls a
 the whole batch: it hands each row its new token, decides per row whether the row is finished (end of
 turn, its own max_tokens, a stop string, the client gone), and returns those flags, so a short request
 in a batch finishes and answers without waiting for the longest one's tokens to be used.
+
+Lazy imports: torch, transformers are imported inside the functions that use them, so importing this module (from
+the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
     folder          a Hugging Face model folder (an export, for instance)
     file.gguf       loaded through transformers' GGUF reader (dequantized)
     id              a catalog id (the bundled SmolLM2) or a hub id, resolved by executor.models
+
+Lazy imports: torch, transformers, peft and the project modules that pull them in are imported inside the functions
+that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Bound to 127.0.0.1 unless told otherwise: a model server on every interface of a
 Shutdown (SIGTERM, Ctrl-C, `ServerHandle.stop`) first closes the engine, so open requests end with a 503 and a
 running batch stops at its next step; uvicorn then waits at most SHUTDOWN_GRACE_SECONDS for connections.
 Before, it waited for every queued generation to finish (a SIGTERM took ~90 s under load).
+
+Lazy imports: uvicorn and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from executor.serve.app import build_app
 from executor.serve.engine import Engine
@@ -85,8 +89,6 @@ _running_lock = threading.Lock()
 def ensure_server(target: str, *, device: str = "auto", api_key: str | None = None) -> ServerHandle:
     """A server for `target` in this process, started on first use and reused after (the chat playground's
     entry point: one model load per model, however many conversations try it)."""
-    from pathlib import Path
-
     key = (str(Path(target).resolve()) if Path(target).exists() else target, device)
     with _running_lock:
         handle = _running.get(key)

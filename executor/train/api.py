@@ -9,6 +9,9 @@ Refused up front, before any upload: a plan whose technique is not `api`, a frac
 (OpenAI trains whole epochs), plain-text rows (OpenAI only tunes chat and preference data), and any row that
 breaks OpenAI's rules. `training.learning_rate` is not sent: OpenAI takes a multiplier of its own default
 rate, so an absolute rate chosen for a local run would mean something else there.
+
+Lazy imports: openai is imported inside the functions that use them, so importing this module (from the CLI, the
+chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

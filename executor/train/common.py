@@ -10,6 +10,9 @@ A run directory holds:
     loss_curve.png     training and validation loss
     tensorboard/       TensorBoard logs (MLflow too when MLFLOW_TRACKING_URI is set)
     result.json        what was trained, final metrics, timings, artefact paths
+
+Lazy imports: torch, transformers, matplotlib are imported inside the functions that use them, so importing this
+module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,8 +263,6 @@ def write_result(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any]:
 def drop_broken_checkpoints(checkpoints: Path) -> list[str]:
     """Remove checkpoints a crash left half-written (no readable trainer state or no weights), newest first,
     so that resuming falls back to the previous good one. Returns the names removed."""
-    import shutil
-
     removed = []
     found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for folder in found:

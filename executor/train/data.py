@@ -5,6 +5,9 @@ puts after them). It is computed from the template itself: the characters betwee
 conversation up to a turn with the generation prompt and rendering it through that turn are the
 assistant's. This works with any prefix-preserving template, SmolLM2's included, which has no
 `{% generation %}` markers (trl's `assistant_only_loss=True` refuses it).
+
+Lazy imports: torch is imported inside the functions that use them, so importing this module (from the CLI, the
+chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

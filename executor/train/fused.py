@@ -8,12 +8,16 @@ Every function here has a plain-PyTorch twin that the CPU tests compare it with:
                        cross-entropy, or the logits computed and dropped chunk by chunk (recomputed in backward)
     liger_patches      liger's RMSNorm and SwiGLU bound to one model instance, its RoPE for the duration of a run
     LoraLinearFunction a LoRA linear as one autograd node (PEFT's layer is a chain of small ops)
+
+Lazy imports: torch, transformers, liger_kernel, peft are imported inside the functions that use them, so importing
+this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
 
 import torch
@@ -205,8 +209,6 @@ def apply_liger_modules(model) -> bool:
 def liger_rope(model):
     """liger's RoPE kernel in place of the model family's apply_rotary_pos_emb while the block runs (the module
     function is shared by every model of that family in the process, so it is put back afterwards)."""
-    import importlib
-
     from liger_kernel.transformers.rope import liger_rotary_pos_emb
 
     model_type = getattr(causal_lm(model).config, "model_type", None)

@@ -8,6 +8,9 @@ trl's RewardTrainer on the pairs) and the policy, optimized with trl's GRPOTrain
 model's score is the reward. Refuses up front: non-preference data (preflight).
 
     setup -> pairs -> [reward model ->] policy (DPO | GRPO) -> save adapter -> merge
+
+Lazy imports: datasets, trl, torch, peft, transformers and the project modules that pull them in are imported inside
+the functions that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

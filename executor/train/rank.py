@@ -1,5 +1,8 @@
 """One process of a launch (`accelerate launch ... -m executor.train.rank PLAN RUN_DIR [--resume]`): trains the plan
 as its rank. The run queue starts its ranks in executor.runs.rank instead, which hands rank 0 a reporter.
+
+Lazy imports: torch and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
 A plan that cannot run fails in preflight with a message that names the field, what is available
 instead and what to do: unknown model, a hub model with no network and no local copy, a method the
 model or the hardware cannot do, missing data splits, data of the wrong kind, bad hyperparameters.
+
+Lazy imports: huggingface_hub, transformers and the project modules that pull them in are imported inside the
+functions that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations

@@ -11,10 +11,15 @@ the logits); each part has a switch (plan `training.speed`, env TUNEWISE_SPEED_O
 padded unless the plan says `packing: on`.
 
     setup -> load tokenizer + data -> build model (+ adapter) -> fit -> save adapter/model -> merge
+
+Lazy imports: peft, torch, transformers and the project modules that pull them in are imported inside the functions
+that use them, so importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +93,6 @@ def build_model(ctx: RunContext, tokenizer):
 
 def _quantize_tiny(model, quantization):
     """Quantize an in-memory stand-in the way from_pretrained would (save, reload with bitsandbytes)."""
-    import tempfile
-
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -174,8 +177,6 @@ def make_trainer(ctx: RunContext, model, tokenizer, train_features: list[dict], 
 
 def run_context(model, speedups):
     """What must hold only while training runs (liger's RoPE replaces a function shared by the process)."""
-    import contextlib
-
     if speedups.fused_kernels and not speedups.compile:  # compiled layers get inductor's RoPE
         from executor.train.fused import liger_rope
 

@@ -21,10 +21,14 @@ divided by their count), so the loss curve and every hyperparameter keep their m
 into one row per micro-batch; position ids restart at every example, and the attention never crosses examples.
 Under DDP each process packs its own share of the step, and the step reduces the gradients itself (so the loss
 is the same as one process's over the same rows); under FSDP the path steps aside and batches are padded.
+
+Lazy imports: torch and the project modules that pull them in are imported inside the functions that use them, so
+importing this module (from the CLI, the chat or a run process) stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -214,8 +218,6 @@ class PackedStepTrainer(Trainer):
         self.autocast_dtype = autocast_dtype
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.autocast_dtype is None:
@@ -257,8 +259,6 @@ class PackedStepTrainer(Trainer):
         gradient hooks never arm; the gradients are reduced here instead, once per step. Each rank divides its
         summed loss by the label tokens of the whole step (all ranks), and the gradients are summed: exactly the
         one-process gradient of the same rows (DDP's mean would weight a rank of short rows like one of long)."""
-        import contextlib
-
         import torch
         import torch.distributed as dist
 
