@@ -126,6 +126,13 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
         try:
             # Log in.
             page.goto(url)
+            # The login page in Tunewise's words (#18): a user name, not an e-mail address.
+            expect(page.get_by_text("Log in to Tunewise")).to_be_visible()
+            expect(page.get_by_text("User name")).to_be_visible()
+            page.fill("#email", USER)
+            page.fill("#password", "not-the-password")
+            page.get_by_role("button", name="Sign In").click()
+            expect(page.get_by_text("Wrong user name or password", exact=False)).to_be_visible()
             page.fill("#email", USER)
             page.fill("#password", PASSWORD)
             page.get_by_role("button", name="Sign In").click()
