@@ -247,3 +247,44 @@ def test_a_local_base_model_must_be_the_users_own_or_listed_by_an_admin(talk, tm
     monkeypatch.setenv("TUNEWISE_MODEL_DIRS", str(tiny_model_dir.parent))
     assert conv.set_command({"base_model": str(tiny_model_dir)})[0].content.startswith("Launch settings:")
     assert conv.set_command({"base_model": "smollm2-135m-instruct"})[0].content.startswith("Launch settings:")
+
+
+# ---------------------------------------------------------------------- questions about the recommendation
+
+QUESTIONS = ["why Llama 8B and not a smaller model?", "Why not just use few-shot prompting?",
+             "what does LoRA mean", "How long will the training take?", "Should we use RAG instead?",
+             "is 12,000 examples enough?", "Could a 1B model do this", "which GPU would I need?",
+             "Do we need to label more data?", "can we run it on a CPU instead?"]
+STATEMENTS = ["We have 12,000 labeled messages.", "The data cannot leave our servers.",
+              "Our GPU is an RTX 4090 with 24 GB.", "Replies must follow our brand voice",
+              "The labels change every month.", "Latency must stay under 200 ms."]
+
+
+@pytest.mark.parametrize("text", QUESTIONS)
+def test_questions_are_told_apart(text):
+    assert conversation.is_question(text)
+
+
+@pytest.mark.parametrize("text", STATEMENTS)
+def test_statements_are_not_questions(text):
+    assert not conversation.is_question(text)
+
+
+def test_a_question_about_the_recommendation_is_answered_and_changes_no_fact(talk):
+    """#18: "why Llama 8B and not a smaller model?" was stored as preferred_model = llama-3.1-8b-instruct."""
+    conv = talk()
+    conv.describe("We route customer messages to one of 77 intents. We have 12,000 labeled messages and one "
+                  "24 GB GPU; the data cannot leave our servers.")
+    conv.recommend_now()
+    facts = conv.interview.profile.model_dump_json()
+    rec = conv.recommendation()
+    [reply] = conv.handle_text("why Llama 8B and not a smaller model?")
+    assert conv.interview.profile.model_dump_json() == facts  # nothing taken as a fact
+    assert reply.content.startswith(f"**Recommended:** {conversation.cards.option_name(rec.approach, rec.technique)}"
+                                    f" on `{rec.base_model}`")
+    assert all(f"- {r.text}" in reply.content for r in rec.reasons)
+    assert all(a.when_it_wins in reply.content for a in rec.alternatives)
+    assert reply.content.endswith("or use `set field=value`.)")
+    # A statement after the card is still a new fact.
+    conv.handle_text("The labels change every month.")
+    assert conv.interview.profile.model_dump_json() != facts

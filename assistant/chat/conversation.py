@@ -18,6 +18,7 @@ Methods that read files, train, or ask a model block: the app calls them off its
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ class Reply:
     attachments: list[Attachment] = field(default_factory=list)
     refresh_settings: bool = False  # the launch settings changed: push them to the settings panel
     step: str | None = None  # one line on the work behind this reply, for the progress step that showed it
+
+
+_QUESTION = re.compile(r"\?\s*$|^(why|what|which|how|should|shouldn't|could|would|is|isn't|are|aren't|do|does|"
+                       r"did|can|will|when|where|who)\b", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """A message that asks rather than tells: it ends with a question mark or opens like a question."""
+    return bool(_QUESTION.search(text.strip()))
 
 
 def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachment]:
@@ -265,7 +275,27 @@ class Conversation:
             return self.results_answer(text, self.run_dir())
         if self.interview.done and results.is_results_question(text) and self.interview.texts:
             return self.results_answer(text, None)
+        if self.interview.done and self.interview.texts and is_question(text):
+            return self.explain(text)
         return self.describe(text)
+
+    def explain(self, question: str) -> list[Reply]:
+        """A question about the recommendation ("why Llama 8B and not a smaller model?"): answered from the
+        decision's own reasons and what would make each alternative win, then the guidance. Nothing in a question is
+        taken as a fact: the facts change only when the user states one or uses `set`."""
+        rec = self.recommendation()
+        lines = [f"**Recommended:** {cards.option_name(rec.approach, rec.technique)} on `{rec.base_model}` "
+                 f"(confidence {rec.confidence_label}, {rec.confidence:.0%}).", "", "**Because:**"]
+        lines += [f"- {r.text}" for r in rec.reasons]
+        if rec.alternatives:
+            lines += ["", "**What would change it:**"]
+            lines += [f"- {cards.option_name(a.approach, a.technique)}: {a.when_it_wins}" for a in rec.alternatives]
+        search = self.advisor.index.search if self.advisor.index is not None else None
+        guidance = results.answer_question(question, None, search)
+        lines += ["", guidance.text, "",
+                  "(Your question changed no fact. To correct one, state it — “we have 50,000 examples” — or use "
+                  "`set field=value`.)"]
+        return [Reply("\n".join(lines), attachments=citation_attachments(guidance.citations))]
 
     # ------------------------------------------------------------------ data
     def upload(self, name: str, path: str | Path) -> list[Reply]:
