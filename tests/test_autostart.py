@@ -87,8 +87,10 @@ def test_racing_chat_processes_start_exactly_one_worker(store, cleanup):
     started = [int(a) for a in answers if a != "None"]
     cleanup.extend(started)
     assert len(started) == 1 and answers.count("None") == 2, answers
-    # The callers have exited; the worker they started lives on and still holds the lock.
-    assert alive(started[0]) and worker_pid(store) == started[0]
+    # The callers have exited: the worker one of them started holds the lock until it sees its chat gone, and
+    # then, with nothing running, exits (test_the_chats_worker_exits_once_the_chat_has_gone).
+    wait_until(lambda: not alive(started[0]), timeout=60, what="the callers' worker to exit after them")
+    assert worker_pid(store) is None
 
 
 def test_a_worker_started_by_hand_holds_the_lock_too(store, cleanup):
@@ -157,3 +159,27 @@ def test_the_started_worker_runs_a_queued_plan(store, cleanup, tmp_path, smol_to
     assert run["worker"].endswith(f":{pid}")  # claimed by the worker ensure_worker started
     assert "adapter" in runs.artifacts(run_id)
     assert alive(pid) and worker_pid(store) == pid  # it keeps serving the queue
+
+
+def test_the_chats_worker_exits_once_the_chat_has_gone(store, cleanup):
+    """#18: stopping `make chat` left its worker running, idle, with ~280 MB. A worker the chat started finishes the
+    runs it is running and then exits when the chat process has ended; one started by hand keeps serving."""
+    chat = python("import sys; from executor.runs.autostart import ensure_worker; "
+                  "print(ensure_worker(sys.argv[1], extra_args=['--heartbeat', '0.2']), flush=True); "
+                  "import time; time.sleep(float(sys.argv[2]))", str(store), "3")
+    pid = int(chat.stdout.readline())
+    cleanup.append(pid)
+    assert alive(pid)
+    chat.wait(timeout=30)  # the chat stops
+    wait_until(lambda: not alive(pid), timeout=60, what="the chat's worker to exit after the chat")
+    assert worker_pid(store) is None
+
+
+def test_a_winding_down_worker_takes_no_new_run(tmp_path):
+    from executor.runs.store import RunStore
+    from executor.runs.worker import Worker
+
+    runs = RunStore(tmp_path / "runs.sqlite")
+    queued = runs.submit("approach: prompting\n", runs_root=tmp_path / "runs")
+    Worker(runs, heartbeat_seconds=0.01).run(until=lambda: True, timeout=5)  # returns at once: nothing running
+    assert runs.get(queued)["status"] == "queued"  # left for the next worker

@@ -87,9 +87,12 @@ def ensure_worker(store_path: str | os.PathLike | None = None, *, extra_args: li
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "executor.runs.worker", "--store", str(store), *(extra_args or [])],
+                [sys.executable, "-m", "executor.runs.worker", "--store", str(store), "--with-parent",
+                 str(os.getpid()), *(extra_args or [])],
                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(fd,), start_new_session=True)  # own session: it outlives the chat and its Ctrl-C
+                # Its own session, so the chat's Ctrl-C does not kill a training run mid-step; with --with-parent
+                # it finishes the runs it has started once the chat is gone, then exits (no idle worker left).
+                pass_fds=(fd,), start_new_session=True)
         finally:
             log.close()
         _write_pid(fd, process.pid)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,11 +153,11 @@ class Worker:
             if handle is not None and self.store.adopt(run["id"], self.name, self.orphan_after):
                 self.active[run["id"]] = Active(run, handle, [])
 
-    def tick(self) -> None:
+    def tick(self, claim: bool = True) -> None:
         for run_id, active in list(self.active.items()):
             self._check(run_id, active)
         self._adopt_orphans()
-        while len(self.active) < self.slots:
+        while claim and len(self.active) < self.slots:
             free = len(self._free_gpus()) if self.gpus else None
             run = self.store.claim(self.name, self.orphan_after, free_gpus=free,
                                    total_gpus=len(self.gpus) if self.gpus else None, backend=self.launcher.name)
@@ -164,15 +165,29 @@ class Worker:
                 break
             self._spawn(run)
 
-    def run(self, once: bool = False, timeout: float | None = None) -> None:
+    def run(self, once: bool = False, timeout: float | None = None,
+            until: Callable[[], bool] | None = None) -> None:
+        """Serve the queue. `once`: return when nothing is running or queued. `until`: once it says so, take no
+        new run and return when the running ones have ended (the chat's worker after the chat has gone)."""
         started = time.monotonic()
         while True:
-            self.tick()
+            winding_down = until is not None and until()
+            self.tick(claim=not winding_down)
+            if winding_down and not self.active:
+                return
             if once and not self.active and not self.store.list(status="queued"):
                 return
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker still busy after {timeout} s")
             time.sleep(self.heartbeat_seconds)
+
+
+def parent_gone(pid: int | None) -> Callable[[], bool] | None:
+    """Whether the process that started this worker has ended: this worker was handed to init (or a subreaper),
+    so its parent pid changed (a check on the pid alone could be fooled by a reused pid)."""
+    if pid is None:
+        return None
+    return lambda: os.getppid() != pid
 
 
 def make_launcher(store: RunStore):
@@ -192,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orphan-after", type=float, default=30.0)
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--store", default=None)
+    parser.add_argument("--with-parent", type=int, default=None, metavar="PID",
+                        help="Started by the chat (process PID): when it has gone, finish the running runs and exit.")
     args = parser.parse_args(argv)
     from executor.runs.autostart import hold_worker_lock
 
@@ -203,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         # On Ray the cluster schedules GPUs: the worker only bounds how many runs it keeps in flight.
         gpus = [] if launcher.name == "ray" else None
         Worker(store, slots=args.slots or (4 if launcher.name == "ray" else None), heartbeat_seconds=args.heartbeat,
-               orphan_after=args.orphan_after, gpus=gpus, launcher=launcher).run(once=args.once)
+               orphan_after=args.orphan_after, gpus=gpus, launcher=launcher).run(once=args.once, until=parent_gone(
+                   args.with_parent))
     except StoreError as exc:
         print(f"tunewise worker: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
