@@ -228,6 +228,11 @@ def test_interview_asks_decision_changing_questions_then_recommends(run_chat, ad
         profile = await b_profile(b)
         assert getattr(profile, first.field).value == option["value"]
         assert getattr(profile, first.field).source == "user"
+        # The answered question shows its answer, and none of its buttons stays clickable (#18).
+        removed = [a["label"] for e, a in b.events if e == "remove_action" and a["payload"].get("field") == first.field]
+        assert sorted(removed) == sorted(o["label"] for o in first.options)
+        updated = [d["output"] for e, d in b.events if e == "update_message"]
+        assert f"**{first.text}**\n\n→ {option['label']}" in updated
         await b.click("recommend_now")
         card = b.last("**Why**")
         final = advisor.recommend(SUPPORT_BOT, profile=profile)  # the text steers retrieval

@@ -42,6 +42,7 @@ BACKEND_KEY = "backend"
 FOLLOW_INTERVAL_S = 0.5
 PLAYGROUND_COMMAND = "Playground"
 PLAY_STEP = "Tuned and base model answering"
+ASKED_KEY = "_asked"  # interview questions on screen with their buttons, by message id
 
 _advisor: Future = Future()
 
@@ -178,6 +179,10 @@ async def send(reply: Reply) -> cl.Message:
     actions = [cl.Action(name=b.name, label=b.label, payload=dict(b.payload)) for b in reply.buttons]
     message = cl.Message(content=reply.content, actions=actions, elements=elements)
     await message.send()
+    if any(b.name == conversation.ANSWER_ACTION for b in reply.buttons):
+        asked = cl.user_session.get(ASKED_KEY) or {}
+        asked[message.id] = message  # an interview question: once answered, all its buttons go (on_answer)
+        cl.user_session.set(ASKED_KEY, asked)
     if reply.refresh_settings:
         await push_settings(await _conversation())
     return message
@@ -291,7 +296,15 @@ async def message(msg: cl.Message) -> None:
 async def on_answer(action: cl.Action) -> None:
     conv = await _conversation()
     p = action.payload
-    await action.remove()
+    question = (cl.user_session.get(ASKED_KEY) or {}).pop(action.forId, None)
+    if question is None:
+        await action.remove()
+    else:  # the question shows its answer, and none of its buttons stays clickable
+        for button in question.actions:
+            await button.remove()
+        question.actions = []
+        question.content += f"\n\n→ {p['label']}"
+        await question.update()
     await cl.Message(content=f"{p['label']}", type="user_message").send()
     await send_all(await asyncio.to_thread(conv.answer, p["field"], p["value"], p.get("label")))
     _save(conv)
