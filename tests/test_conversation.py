@@ -288,3 +288,23 @@ def test_a_question_about_the_recommendation_is_answered_and_changes_no_fact(tal
     # A statement after the card is still a new fact.
     conv.handle_text("The labels change every month.")
     assert conv.interview.profile.model_dump_json() != facts
+
+
+def test_every_fact_can_be_changed_and_new_marks_what_the_last_message_changed(talk, knowledge):
+    """#18: only facts with a question had Change, and every fact of a first reading was "(new)" with no legend."""
+    from assistant.chat import interview
+
+    conv = talk()
+    facts = conv.describe("We classify support emails into 5 categories. We have 3,000 labeled examples.")[0]
+    assert "(new)" not in facts.content
+    lines = interview.understood(conv.interview.profile, knowledge)
+    assert [b.payload["field"] for b in facts.buttons] == [line.field for line in lines]
+    asked = {q.field for q in knowledge.questions}
+    plain = next(line for line in lines if line.field not in asked)  # a fact with no question to pick from
+    [how] = conv.edit_fact(plain.field)
+    assert how.content.startswith(f"**{plain.name}** is now ") and f"`set {plain.field}=VALUE`" in how.content
+    again = conv.describe("We have one 24 GB GPU.")[0]
+    assert "*(new)*: read from your last message; the other facts were known before it." in again.content
+    marked = [row for row in again.content.splitlines() if "(new) |" in row]
+    assert marked and all("gpu" in row for row in marked)
+    assert "| Task" in again.content and all("Task" not in row for row in marked)

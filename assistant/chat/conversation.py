@@ -146,23 +146,27 @@ class Conversation:
     # ------------------------------------------------------------------ turns
     def describe(self, text: str) -> list[Reply]:
         extracted = self.backend.extract(text)
+        first = not self.interview.texts
         changed = self.interview.describe(text, extracted)
         knowledge = self.advisor.knowledge
-        facts = interview.understood_markdown(self.interview.profile, knowledge, changed)
+        # "(new)" marks what this message changed in facts known before; in the first reading everything is new.
+        facts = interview.understood_markdown(self.interview.profile, knowledge, None if first else changed)
         notes = "".join(f"\n\n> {note}" for note in self.backend.notes)
         lines = interview.understood(self.interview.profile, knowledge)
         if not lines:
             return [Reply(facts + notes)]
-        asked = {q.field for q in knowledge.questions}  # facts with a question have options to pick from
-        edits = [Button(EDIT_ACTION, f"Change: {line.name}", {"field": line.field}) for line in lines
-                 if line.field in asked]
+        # Every fact can be changed: one with a question offers its options, any other says how to `set` it.
+        edits = [Button(EDIT_ACTION, f"Change: {line.name}", {"field": line.field}) for line in lines]
         return [Reply(facts + notes, edits), *self._questions_or_card()]
 
     def edit_fact(self, field_name: str) -> list[Reply]:
         """A known fact's question again, with its options as buttons (the answer replaces the fact)."""
         question = next((q for q in self.advisor.knowledge.questions if q.field == field_name), None)
         if question is None:
-            return [Reply(f"Type `set {field_name}=VALUE` to change it.")]
+            current = getattr(self.interview.profile, field_name).value
+            shown = "unknown" if current is None else interview.show_value(self.advisor.knowledge, field_name, current)
+            return [Reply(f"**{interview.FIELD_NAMES.get(field_name, field_name)}** is now {shown}. To change it, type "
+                          f"`set {field_name}=VALUE`, or say it in a sentence.")]
         current = getattr(self.interview.profile, field_name).value
         shown = "unknown" if current is None else interview.show_value(self.advisor.knowledge, field_name, current)
         buttons = [Button(ANSWER_ACTION, o.label, {"field": field_name, "value": o.value, "label": o.label})

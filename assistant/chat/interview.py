@@ -250,6 +250,8 @@ def understood_markdown(profile: UseCaseProfile, knowledge: Knowledge, changed: 
                 "data you have (and how much), and what hardware you can train on.")
     rows = ["**What I understood** (wrong? type `set FIELD=VALUE`, e.g. `set gpu_memory_gb=24`)", "",
             "| fact | value | from |", "|---|---|---|"]
+    if changed and any(line.field in changed for line in lines):
+        rows.insert(1, "*(new)*: read from your last message; the other facts were known before it.")
     for line in lines:
         mark = " (new)" if changed and line.field in changed else ""
         source = {"user": "your answer", "llm": "LLM reading"}.get(line.source, "")
