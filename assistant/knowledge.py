@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assistant.profile import DERIVED_FIELDS, UseCaseProfile  # the fields rules and questions may name
 from executor.knowledge_files import (
@@ -255,6 +255,7 @@ class Knowledge:
     playbook: dict[str, Any]
     sizing: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
+    measurements: list[Measurement] = field(default_factory=list)
     derived_fields: tuple[str, ...] = field(default=())
 
     @cached_property
@@ -371,8 +372,41 @@ def load_knowledge(root: str | Path | None = None) -> Knowledge:
         root=root, docs=docs, sections=sections, rules=rules, models=models, gpus=gpus,
         hardware=hardware, cues=cues, lexicon=lexicon, questions=questions,
         hyperparameters=hyperparameters, playbook=playbook, sizing=sizing, calibration=Calibration.load(root),
-        derived_fields=tuple(DERIVED_FIELDS),
+        derived_fields=tuple(DERIVED_FIELDS), measurements=load_measurements(root / "measurements.yaml"),
     )
+
+
+class SystemScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accuracy: float = Field(ge=0, le=1)
+    rows: int = Field(gt=0)
+    ci: tuple[float, float] | None = None
+
+
+class Measurement(BaseModel):
+    """One of Tunewise's own measurements (knowledge/measurements.yaml): systems compared on one task."""
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    task_type: str
+    task: str
+    model: str
+    where: str
+    systems: dict[str, SystemScore]
+
+
+def load_measurements(path: Path) -> list[Measurement]:
+    if not path.exists():
+        return []
+    found = []
+    for i, raw in enumerate(entries(path, read_yaml(path), "measurements")):
+        try:
+            found.append(Measurement.model_validate(raw))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise KnowledgeError(f"{path}: measurement {entry_name(raw, i)!r}: field {where!r}: {problem['msg']}") \
+                from None
+    return found
 
 
 def _entries_map(path: Path, raw: Any, key: str) -> dict:

@@ -308,3 +308,24 @@ def test_every_fact_can_be_changed_and_new_marks_what_the_last_message_changed(t
     marked = [row for row in again.content.splitlines() if "(new) |" in row]
     assert marked and all("gpu" in row for row in marked)
     assert "| Task" in again.content and all("Task" not in row for row in marked)
+
+
+def test_why_not_few_shot_is_answered_with_tunewises_own_measurement(talk, knowledge):
+    """#18: "why not just use few-shot prompting?" got a passage about having fewer than ~100 examples; the answer
+    for a labeled classification case quotes Tunewise's own Banking77 measurements (knowledge/measurements.yaml)."""
+    conv = talk()
+    conv.describe("We route customer messages to one of 77 intents. We have 12,000 labeled messages and one "
+                  "24 GB GPU.")
+    conv.recommend_now()
+    [reply] = conv.handle_text("Why not just use few-shot prompting?")
+    assert "**Measured by Tunewise on a comparable task:**" in reply.content
+    assert "few-shot prompting 7.7% (1,000 test rows)" in reply.content
+    assert "the advised LoRA plan (r16, 2 epochs, 291 s of training) 86.3% [85.1%, 87.6%] (3,076 test rows)" \
+        in reply.content
+    assert [m.id for m in knowledge.measurements] == ["banking77-smollm2-h200", "banking77-smollm2-cpu"]
+    # A generation case has no comparable measurement: none is quoted.
+    other = talk()
+    other.describe("We want a model that writes replies to customers' order emails in our house style. We have "
+                   "3,000 past replies.")
+    other.recommend_now()
+    assert "Measured by Tunewise" not in other.handle_text("why not just prompt a bigger model?")[0].content

@@ -124,3 +124,17 @@ def test_the_executor_resolves_models_from_the_catalog_the_advisor_checked():
     assert resolve("smollm2-360m-instruct").location == knowledge.models["smollm2-360m-instruct"].hf_id
     ref = model_ref(knowledge.models["smollm2-360m-instruct"])
     assert (ref.id, ref.source, ref.hf_id) == ("smollm2-360m-instruct", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct")
+
+
+def test_a_measurement_with_a_bad_field_is_refused_naming_it(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from assistant.knowledge import KnowledgeError, load_knowledge
+
+    root = shutil.copytree(Path(__file__).resolve().parents[1] / "knowledge", tmp_path / "knowledge")
+    text = (root / "measurements.yaml").read_text().replace("accuracy: 0.077", "accuracy: 7.7", 1)
+    (root / "measurements.yaml").write_text(text)
+    with pytest.raises(KnowledgeError, match=r"measurement 'banking77-smollm2-h200': field 'systems\.few-shot "
+                                             r"prompting\.accuracy'"):
+        load_knowledge(root)

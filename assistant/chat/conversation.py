@@ -76,6 +76,19 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text.strip()))
 
 
+def measured_markdown(knowledge, task_type: str | None) -> list[str]:
+    """Tunewise's own measurements on the same kind of task (knowledge/measurements.yaml), as evidence."""
+    found = [m for m in knowledge.measurements if task_type and m.task_type == task_type]
+    if not found:
+        return []
+    lines = ["", "**Measured by Tunewise on a comparable task:**"]
+    for m in found:
+        scores = "; ".join(f"{name} {s.accuracy:.1%}" + (f" [{s.ci[0]:.1%}, {s.ci[1]:.1%}]" if s.ci else "")
+                           + f" ({s.rows:,} test rows)" for name, s in m.systems.items())
+        lines.append(f"- {m.task}, {m.model}, {m.where}: {scores}.")
+    return lines
+
+
 def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachment]:
     return [Attachment("text", c.name, c.content) for c in citations]
 
@@ -277,10 +290,8 @@ class Conversation:
             return self.ask_what_if(clause)
         if self.run_id and results.is_results_question(text):
             return self.results_answer(text, self.run_dir())
-        if self.interview.done and results.is_results_question(text) and self.interview.texts:
-            return self.results_answer(text, None)
-        if self.interview.done and self.interview.texts and is_question(text):
-            return self.explain(text)
+        if self.interview.done and self.interview.texts and (is_question(text) or results.is_results_question(text)):
+            return self.explain(text)  # no run yet: the question is about the recommendation
         return self.describe(text)
 
     def explain(self, question: str) -> list[Reply]:
@@ -294,6 +305,7 @@ class Conversation:
         if rec.alternatives:
             lines += ["", "**What would change it:**"]
             lines += [f"- {cards.option_name(a.approach, a.technique)}: {a.when_it_wins}" for a in rec.alternatives]
+        lines += measured_markdown(self.advisor.knowledge, rec.profile.get("task_type", {}).get("value"))
         search = self.advisor.index.search if self.advisor.index is not None else None
         guidance = results.answer_question(question, None, search)
         lines += ["", guidance.text, "",
