@@ -129,7 +129,14 @@ class Browser:
 
     # ---------------------------------------------------------------- what was shown
     def messages(self) -> list[str]:
-        return [d["output"] for e, d in self.events if e == "new_message" and d["type"] == "assistant_message"]
+        """The assistant's messages in the order they appeared, each as it reads now (updates applied)."""
+        now: dict[str, str] = {}
+        for e, d in self.events:
+            if not isinstance(d, dict) or d.get("type") != "assistant_message":
+                continue
+            if e == "new_message" or (e == "update_message" and d["id"] in now):
+                now[d["id"]] = d["output"]
+        return list(now.values())
 
     def last(self, containing: str) -> str:
         return next(m for m in reversed(self.messages()) if containing in m)
@@ -283,9 +290,13 @@ def test_what_if_redecides_and_can_be_kept(run_chat, advisor):
         # A fact is corrected with its own buttons: the question again, then the answer replaces the fact.
         await b.click("edit_fact", "Change: Knowledge changes")
         assert b.messages()[-1] == "**Does the knowledge the model needs change often?** (now: Monthly or quarterly)"
+        cards_before = [d for e, d in b.events if e == "update_message" and d["output"].startswith("### ")]
         await b.click("answer", "Daily or faster")
         assert (await b_profile(b)).knowledge_freshness.value == "changing"
-        assert b.messages()[-1].startswith("### ")  # the interview was over: the updated card
+        # The interview was over: the one card is updated in place (#18), never posted again.
+        assert sum(m.startswith("### ") for m in b.messages()) == 1
+        cards_after = [d for e, d in b.events if e == "update_message" and d["output"].startswith("### ")]
+        assert len(cards_after) > len(cards_before)
 
     run_chat(scenario)
 

@@ -43,6 +43,7 @@ FOLLOW_INTERVAL_S = 0.5
 PLAYGROUND_COMMAND = "Playground"
 PLAY_STEP = "Tuned and base model answering"
 ASKED_KEY = "_asked"  # interview questions on screen with their buttons, by message id
+CARD_KEY = "_card"  # the recommendation card on screen (this session's), updated in place
 
 _advisor: Future = Future()
 
@@ -177,8 +178,19 @@ async def send(reply: Reply) -> cl.Message:
             passage.props = {}
             elements.append(passage)
     actions = [cl.Action(name=b.name, label=b.label, payload=dict(b.payload)) for b in reply.buttons]
-    message = cl.Message(content=reply.content, actions=actions, elements=elements)
-    await message.send()
+    card = cl.user_session.get(CARD_KEY) if reply.card else None
+    if card is not None:  # one live recommendation: the card changes in place, its old buttons and sources go
+        await card.remove_actions()
+        for element in card.elements:
+            await element.remove()
+        card.content, card.actions, card.elements = reply.content, actions, elements
+        await card.update()
+        message = card
+    else:
+        message = cl.Message(content=reply.content, actions=actions, elements=elements)
+        await message.send()
+        if reply.card:
+            cl.user_session.set(CARD_KEY, message)
     if any(b.name == conversation.ANSWER_ACTION for b in reply.buttons):
         asked = cl.user_session.get(ASKED_KEY) or {}
         asked[message.id] = message  # an interview question: once answered, all its buttons go (on_answer)

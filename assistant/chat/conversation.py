@@ -65,6 +65,7 @@ class Reply:
     attachments: list[Attachment] = field(default_factory=list)
     refresh_settings: bool = False  # the launch settings changed: push them to the settings panel
     step: str | None = None  # one line on the work behind this reply, for the progress step that showed it
+    card: bool = False  # the recommendation card: one per conversation, updated in place as the advice changes
 
 
 _QUESTION = re.compile(r"\?\s*$|^(why|what|which|how|should|shouldn't|could|would|is|isn't|are|aren't|do|does|"
@@ -138,7 +139,7 @@ class Conversation:
         if rec.plan.training is not None:
             buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(LAUNCH_ACTION, "Approve & launch"), *buttons]
         content = card.content + "".join(f"\n\n> {note}" for note in self.backend.notes)
-        return Reply(content, buttons, citation_attachments(card.citations), refresh_settings=True)
+        return Reply(content, buttons, citation_attachments(card.citations), refresh_settings=True, card=True)
 
     def _questions_or_card(self) -> list[Reply]:
         rec = self.recommendation()
