@@ -283,23 +283,20 @@ class RunStore:
                     for r in rows]
 
     def follow(self, run_id: str, after: int = 0, interval: float = 0.5, timeout: float | None = None):
-        """Yield the run's events as they are appended, until it ends: one indexed query per interval (the
-        database wakes nobody, but a sleeping reader costs nothing and sees every event exactly once)."""
+        """Yield the run's events as they are appended, until it ends: two indexed queries per interval, its
+        status then its new events (the database wakes nobody, but a sleeping reader costs nothing and sees every
+        event exactly once)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            # The status is read before the events: the final status and its event are one transaction, so a run
+            # seen ended here has all its events committed, and the read below gets the last of them.
+            ended = self.get(run_id)["status"] in FINAL
             fresh = self.events(run_id, after)
             for event in fresh:
                 after = event["id"]
                 yield event
-            if not fresh:
-                ended = self.get(run_id)["status"] in FINAL
-                # The final status and its event are one transaction: a run that ended between the read above
-                # and this check has its last events committed now, so read them before stopping.
-                for event in self.events(run_id, after):
-                    after = event["id"]
-                    yield event
-                if ended:
-                    return
+            if ended:
+                return
             if deadline is not None and time.monotonic() > deadline:
                 return
             if not fresh:
