@@ -176,13 +176,11 @@ class Conversation:
     def edit_fact(self, field_name: str) -> list[Reply]:
         """A known fact's question again, with its options as buttons (the answer replaces the fact)."""
         question = next((q for q in self.advisor.knowledge.questions if q.field == field_name), None)
-        if question is None:
-            current = getattr(self.interview.profile, field_name).value
-            shown = "unknown" if current is None else interview.show_value(self.advisor.knowledge, field_name, current)
-            return [Reply(f"**{interview.FIELD_NAMES.get(field_name, field_name)}** is now {shown}. To change it, type "
-                          f"`set {field_name}=VALUE`, or say it in a sentence.")]
         current = getattr(self.interview.profile, field_name).value
         shown = "unknown" if current is None else interview.show_value(self.advisor.knowledge, field_name, current)
+        if question is None:
+            return [Reply(f"**{interview.FIELD_NAMES.get(field_name, field_name)}** is now {shown}. To change it, type "
+                          f"`set {field_name}=VALUE`, or say it in a sentence.")]
         buttons = [Button(ANSWER_ACTION, o.label, {"field": field_name, "value": o.value, "label": o.label})
                    for o in question.options]
         return [Reply(f"**{question.text}** (now: {shown})", buttons)]
@@ -205,6 +203,8 @@ class Conversation:
             problems.append("describe your use case first: the settings belong to the recommended plan")
         elif edits:
             plan = self.recommendation().plan
+            # Where a local base model may be: listed once, and only when the base model is being set.
+            roots = self.model_roots() if "base_model" in edits else []
             for key, raw in edits.items():
                 try:
                     value = launch.parse_setting(key, raw)
@@ -213,8 +213,7 @@ class Conversation:
                     continue
                 try:  # checked against the plan now, so a bad value is refused with the plan's own message
                     if plan.training is not None:
-                        launch.plan_with_settings(plan, {key: value}, self.advisor.knowledge, None,
-                                                  self.model_roots())
+                        launch.plan_with_settings(plan, {key: value}, self.advisor.knowledge, None, roots)
                 except launch.LaunchError as exc:  # names the plan field (training.lora.r: ...)
                     problems.append(str(exc))
                     continue
