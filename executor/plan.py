@@ -4,7 +4,7 @@ The assistant writes a plan; the executor reads it and runs it. Nothing else cro
 every field here is something the executor acts on. Plans are versioned: `schema_version` is bumped on
 any incompatible change and `load_plan` refuses versions it does not know, naming the file and field.
 
-Lazy imports: pydantic_core is imported inside the functions that use them, so importing this module (from the CLI,
+Lazy imports: pydantic_core is imported inside the functions that use it, so importing this module (from the CLI,
 the chat or a run process) stays cheap.
 """
 

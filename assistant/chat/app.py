@@ -8,8 +8,8 @@ objects in and out, the background task that follows a run, and nothing that nee
 Heavy libraries (torch, transformers, chromadb) load lazily: the advisor is built in a background thread at
 start-up, so the page is served at once and the first turn waits only if the advisor is not ready yet.
 
-Lazy imports: chainlit and the project modules that pull them in are imported where they are used, so the chat
-serves its first page before they load.
+Lazy imports: the advisor (assistant.recommend, with torch and chromadb) is imported in the thread that builds it,
+so the page is served at once; chainlit.data and chainlit.socket where a thread's metadata is written.
 """
 
 from __future__ import annotations

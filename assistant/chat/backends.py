@@ -9,8 +9,8 @@ The rules engine decides in every case; an LLM only fills the profile (the regex
 it leaves unknown) and rewrites the one-paragraph summary above the card. A failing LLM call falls back to
 the offline path for that turn, and says so, rather than breaking the conversation.
 
-Lazy imports: the modules that do the work (llm_extract) are imported where they are used, so the chat serves its
-first page before they load.
+Lazy imports: the LLM extractor (llm_extract, with LangChain's models) is imported only when a key selects an LLM
+backend, so the offline backend never loads it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 The state is plain JSON (`Interview.to_state`) so Chainlit can persist it in the thread's metadata and a
 resumed chat continues where it stopped. Nothing here knows about Chainlit.
 
-Lazy imports: the modules that do the work (cards) are imported where they are used, so the chat serves its first
-page before they load.
+Lazy imports: cards (which imports the advisor, assistant.recommend) is imported by the functions that show a
+what-if and estimates, so the interview's parsing and state load without the advisor.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 Only the plan crosses into the executor; nothing here touches trainer internals.
 
-Lazy imports: plotly is imported where they are used, so the chat serves its first page before they load.
+Lazy imports: plotly is imported where the loss curve is drawn, so the chat serves its first page before it loads.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 and KaTeX's stylesheet on a public CDN, which a machine without internet waits on and which tells those hosts who
 opens the chat. The page keeps the system font stack; LaTeX is off in .chainlit/config.toml, so KaTeX is unused.
 
-Lazy imports: chainlit is imported where they are used, so the chat serves its first page before they load.
+Lazy imports: chainlit.server is imported by install(), so the page filter can be used (and tested) without
+Chainlit's server module.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ returns only threads whose `userId` matches; reading, resuming, renaming or dele
 `get_thread_author` (the thread's `userIdentifier`) against the logged-in user. tests/test_chat_persistence.py
 checks both on this layer. Which runs a user may see is user_runs.py.
 
-Lazy imports: chainlit, fastapi and the project modules that pull them in are imported where they are used, so the
-chat serves its first page before they load.
+Lazy imports: chainlit.server, fastapi and accounts are imported by the functions that add routes to a running
+Chainlit server (or read its signing secret), so the data layer alone loads without them.
 """
 
 from __future__ import annotations

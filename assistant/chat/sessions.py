@@ -8,7 +8,8 @@ revoked (logout), a token issued before its account's last revocation (remove, p
 an account that no longer exists. The record is a small SQLite file in the data directory (0600), shared by every
 process that manages accounts, so `tunewise users remove` in a terminal ends the account's open chats.
 
-Lazy imports: chainlit is imported where they are used, so the chat serves its first page before they load.
+Lazy imports: chainlit (seconds to import) is imported where a token is checked or Chainlit is patched:
+`tunewise users`, which revokes sessions, needs only the record.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The preparation report: statistics, the human review sample, JSON + Markdown + a PNG of distributions.
 
-Lazy imports: matplotlib is imported inside the functions that use them, so importing this module (from the CLI,
+Lazy imports: matplotlib is imported inside the functions that use it, so importing this module (from the CLI,
 the chat or a run process) stays cheap.
 """
 

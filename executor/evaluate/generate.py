@@ -1,6 +1,6 @@
 """Batched greedy generation and assistant-token perplexity, the two model calls evaluation needs.
 
-Lazy imports: torch is imported inside the functions that use them, so importing this module (from the CLI, the
+Lazy imports: torch is imported inside the functions that use it, so importing this module (from the CLI, the
 chat or a run process) stays cheap.
 """
 

@@ -6,7 +6,7 @@ Classification is scored by scikit-learn (accuracy, macro-F1, per-label precisio
 come from a bootstrap stratified by reference label (`classification_estimates`). Every interval is the
 bias-corrected percentile interval (`_interval`). No model code here.
 
-Lazy imports: sklearn is imported inside the functions that use them, so importing this module (from the CLI, the
+Lazy imports: sklearn is imported inside the functions that use it, so importing this module (from the CLI, the
 chat or a run process) stays cheap.
 """
 

@@ -3,7 +3,7 @@
 Each compared system's metrics are {"value", "ci_low", "ci_high", "n"} (bootstrap 95% CI). The Markdown
 shows the comparison table and example outputs (input, reference, base, tuned), the worst regressions first.
 
-Lazy imports: matplotlib is imported inside the functions that use them, so importing this module (from the CLI,
+Lazy imports: matplotlib is imported inside the functions that use it, so importing this module (from the CLI,
 the chat or a run process) stays cheap.
 """
 

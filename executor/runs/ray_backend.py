@@ -10,7 +10,7 @@ TUNEWISE_RAY_ADDRESS is the cluster's job-submission address (the dashboard, e.g
 every node needs this project installed (TUNEWISE_RAY_PYTHON names its interpreter; default: this one).
 TUNEWISE_RAY_NUM_GPUS overrides the GPUs each job asks for (0 for a CPU-only cluster).
 
-Lazy imports: ray is imported inside the functions that use them, so importing this module (from the CLI, the chat
+Lazy imports: ray is imported inside the functions that use it, so importing this module (from the CLI, the chat
 or a run process) stays cheap.
 """
 

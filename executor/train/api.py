@@ -10,7 +10,7 @@ Refused up front, before any upload: a plan whose technique is not `api`, a frac
 breaks OpenAI's rules. `training.learning_rate` is not sent: OpenAI takes a multiplier of its own default
 rate, so an absolute rate chosen for a local run would mean something else there.
 
-Lazy imports: openai is imported inside the functions that use them, so importing this module (from the CLI, the
+Lazy imports: openai is imported inside the functions that use it, so importing this module (from the CLI, the
 chat or a run process) stays cheap.
 """
 

@@ -6,7 +6,7 @@ conversation up to a turn with the generation prompt and rendering it through th
 assistant's. This works with any prefix-preserving template, SmolLM2's included, which has no
 `{% generation %}` markers (trl's `assistant_only_loss=True` refuses it).
 
-Lazy imports: torch is imported inside the functions that use them, so importing this module (from the CLI, the
+Lazy imports: torch is imported inside the functions that use it, so importing this module (from the CLI, the
 chat or a run process) stays cheap.
 """
 
