@@ -39,8 +39,10 @@ def derive(values: dict[str, Any], knowledge: Knowledge) -> dict[str, Any]:
         facts["has_gpu"] = facts["total_gpu_memory_gb"] = None
     kind = values.get("data_kind")
     if kind is None:
-        # "60,000 examples" with no word on their kind: counted examples are training examples.
-        facts["has_training_data"] = True if (values.get("example_count") or 0) > 0 else None
+        # "60,000 examples" with no word on their kind: counted examples are training examples; a team that
+        # has already fine-tuned a model had examples to train it on.
+        trained = (values.get("example_count") or 0) > 0 or values.get("tuning_fell_short") is True
+        facts["has_training_data"] = True if trained else None
     else:
         facts["has_training_data"] = kind in TRAINING_DATA_KINDS
     behaviour = [values.get(k) for k in ("custom_tone", "domain_vocabulary", "specialized_reasoning")]

@@ -809,3 +809,45 @@ def test_would_it_help_is_a_question(extractor):
 )
 def test_fourth_set_of_prose_facts(extractor, text, field, value):
     assert facts(extractor, text).get(field) == value
+
+
+# ---------------------------------------------------------------- a tuned model that makes up facts; RAG in place
+
+
+def test_a_tuned_model_that_makes_up_facts_gets_retrieval_beside_its_tuning(advisor):
+    rec = advisor.recommend("The model we fine-tuned on our helpdesk chats often invents product prices. It does "
+                            "sound like our agents, though.")
+    # They trained, so they have data: the interview must not fall back on "we do not know your data".
+    rules = [r.rule for r in rec.reasons]
+    assert rec.approach == "rag_fine_tuning", rules
+    assert "tuned-model-makes-up-facts" in rules and "data-unknown" not in rules
+
+
+def test_a_tune_that_fell_short_without_made_up_facts_still_steps_back(advisor):
+    rec = advisor.recommend("We fine-tuned a small model on 300 product descriptions and the outputs got worse.")
+    assert "tuned-model-makes-up-facts" not in [r.rule for r in rec.reasons]
+    assert rec.approach != "fine_tuning"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our RAG pipeline over the maintenance manuals still gives wrong answers about half the time.",
+        "We measured the first RAG prototype on 200 questions and it still hallucinates torque values.",
+    ],
+)
+def test_an_existing_retrieval_system_that_still_errs_gets_retrieval_robust_tuning(advisor, text):
+    rec = advisor.recommend(text)
+    assert rec.profile["existing_retrieval"]["value"] is True
+    assert rec.approach == "rag_fine_tuning", [r.rule for r in rec.reasons]
+
+
+def test_an_existing_retrieval_system_is_past_prompting_alone(advisor):
+    rec = advisor.recommend("The retrieval step of our assistant finds the right tariff sheets for each question.")
+    assert rec.profile["existing_retrieval"]["value"] is True
+    assert rec.approach in {"rag", "rag_fine_tuning"}, [r.rule for r in rec.reasons]
+
+
+def test_irrelevant_content_in_the_prompt_is_retrieval_noise(extractor):
+    found = facts(extractor, "Sometimes irrelevant content from the search index ends up in the prompt.")
+    assert found.get("retrieval_noise") is True
