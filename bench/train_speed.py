@@ -11,6 +11,7 @@ the last 3 logged), and the largest gap between the two loss curves.
 
     python bench/train_speed.py --configs smol-lora,1b-lora,1b-full --steps 40 --tokenizer .gpu/tok --out DIR
     python bench/train_speed.py --configs tiny-lora --steps 4 --device cpu      # smoke test on a CPU
+    python bench/train_speed.py --configs 8b-lora,8b-qlora --steps 20 --tokenizer TOK   # QLoRA / LoRA ratios
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SHAPES = {  # vocabulary: the SmolLM2 tokenizer's 49,152 everywhere
 CONFIGS = {
     "tiny-lora": ("tiny", "lora", 4, 2e-4, True, {}),
     "tiny-full": ("tiny", "full", 4, 2e-5, True, {}),
+    "tiny-qlora": ("tiny", "qlora", 4, 2e-4, False, {}),
     "smol-lora": ("smol", "lora", 16, 2e-4, True, {}),
     "smol-lora-bs64": ("smol", "lora", 64, 2e-4, True, {}),
     "1b-lora": ("1b", "lora", 8, 2e-4, True, {}),
@@ -232,9 +234,11 @@ def run_tunewise(cfg: dict, rows, tokenizer, device: str, steps: int, work: Path
 def measure(side: str, trainer, clock: StepClock, params: int, cfg: dict, device: str, steps: int, context) -> dict:
     import torch
 
+    resident = None
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        resident = round(torch.cuda.memory_allocated() / 2**30, 2)  # the model as built, before the first step
     start = time.perf_counter()
     with context:
         trainer.train()
@@ -246,14 +250,27 @@ def measure(side: str, trainer, clock: StepClock, params: int, cfg: dict, device
     out = {"side": side, "tokens_per_second": round(rate, 1), "timed_seconds": round(timed, 2),
            "mfu": round(rate * flops_per_token / PEAK_FLOPS, 4) if device == "cuda" else None,
            "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+           "resident_gb": resident,
            "final_loss": round(sum(losses[-3:]) / len(losses[-3:]), 4) if losses else None,
            "losses": {k: round(v, 4) for k, v in sorted(clock.losses.items())}, "wall_seconds": round(wall, 1),
            "params": params}
-    del trainer
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
     return out
+
+
+def release(device: str) -> float | None:
+    """Free what the last run left: the Trainer, model and optimizer sit in reference cycles that only the
+    collector breaks, and compiled layers are held by dynamo's cache. Without this the next config's peak counted the
+    previous model too (the 8B QLoRA run of 2026-12-03 started with the bf16 LoRA model's 14 GiB still allocated).
+    Returns the GiB still allocated afterwards."""
+    import torch
+
+    gc.collect()
+    torch._dynamo.reset()
+    gc.collect()
+    if device != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    return round(torch.cuda.memory_allocated() / 2**30, 2)
 
 
 def save_model_folder(shape: str, device: str, folder: Path) -> None:
@@ -297,15 +314,21 @@ def main() -> None:
                 save_model_folder(shape, device, model_dir)
         entry = {"config": name, "shape": shape, "technique": technique, "rows_per_step": per_step,
                  "steps": args.steps, "real_tokens": sum(len(r) for r in rows)}
+        if device == "cuda":  # what earlier configs left before and after releasing it (after: must be ~0)
+            entry["left_unreleased_gb"] = round(torch.cuda.memory_allocated() / 2**30, 2)
+        entry["left_allocated_gb"] = release(device)
         if with_trl and not args.skip_trl:
             entry["trl"] = run_trl(cfg, rows, tokenizer, device, args.steps, logging_steps, work)
+            release(device)
         profile = args.out if args.profile and args.out and device == "cuda" else None
         if profile:
             profile.mkdir(parents=True, exist_ok=True)
         entry["tunewise"] = run_tunewise(cfg, rows, tokenizer, device, args.steps, work, model_dir, profile=profile)
+        release(device)
         for variant in filter(None, args.variants.split(",")):
             entry[f"tunewise[{variant}]"] = run_tunewise(cfg, rows, tokenizer, device, args.steps, work, model_dir,
                                                          variant)
+            release(device)
             if "trl" in entry:
                 entry[f"ratio[{variant}]"] = round(entry[f"tunewise[{variant}]"]["tokens_per_second"]
                                                    / entry["trl"]["tokens_per_second"], 2)
@@ -324,6 +347,24 @@ def main() -> None:
           "final loss  max loss gap")
     for entry in results:
         print_row(entry)
+    print_quantized_ratios(results)
+
+
+def print_quantized_ratios(results: list[dict]) -> None:
+    """QLoRA against bf16 LoRA of the same shape and settings, both measured in this process."""
+    by_name = {e["config"]: e for e in results}
+    for name, entry in by_name.items():
+        lora = by_name.get(name.replace("qlora", "lora"))
+        if "qlora" not in name or lora is None:
+            continue
+        q, b = entry["tunewise"], lora["tunewise"]
+        if q["peak_gb"] is None or b["peak_gb"] is None:
+            continue
+        print(f"{name} / {lora['config']}: peak memory {q['peak_gb']:.2f} / {b['peak_gb']:.2f} GiB = "
+              f"{q['peak_gb'] / b['peak_gb']:.3f}x (resident {q['resident_gb']:.2f} / {b['resident_gb']:.2f} GiB), "
+              f"tokens/s {q['tokens_per_second']:,.0f} / {b['tokens_per_second']:,.0f} = "
+              f"{q['tokens_per_second'] / b['tokens_per_second']:.3f}x; GiB left allocated before each: "
+              f"{entry.get('left_allocated_gb')} / {lora.get('left_allocated_gb')}")
 
 
 def print_row(entry: dict, flush: bool = False) -> None:

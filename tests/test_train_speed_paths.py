@@ -166,6 +166,84 @@ def test_fused_lora_layers_match_peft_values_and_gradients(smol_tokenizer, dtype
         assert torch.allclose(g_fused[name], grad, rtol=tol, atol=tol * grad.abs().max().item()), name
 
 
+def qlora_tiny(smol_tokenizer):
+    """The tiny Llama quantized to NF4 by bitsandbytes (as from_pretrained does for QLoRA), frozen as build_model
+    leaves it, with LoRA on every linear and non-zero B."""
+    from peft import LoraConfig, get_peft_model
+
+    from executor.plan import QuantizationSpec
+    from executor.train.sft import _quantize_tiny
+
+    base = _quantize_tiny(tiny_llama(smol_tokenizer, hidden=128), QuantizationSpec())
+    for p in base.parameters():
+        p.requires_grad_(False)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(hash(name) % 1000))
+    return model
+
+
+def test_fused_qlora_layers_match_peft_and_keep_the_base_4bit(smol_tokenizer):
+    """QLoRA's one-node 4-bit LoRA linear: the loss and adapter gradients of PEFT's 4-bit layer, and nothing the size
+    of a dequantized base weight is saved for backward (the weights stay 4-bit through the step)."""
+    pytest.importorskip("bitsandbytes")
+    from executor.train.fused import fuse_lora_layers
+
+    batch = PackedStepCollator()(rows([30, 12]))["micro_batches"][0]
+    results = []
+    for fused in (False, True):
+        model = qlora_tiny(smol_tokenizer)
+        weight_shapes = {tuple(m.base_layer.weight.quant_state.shape) for m in model.modules()
+                         if hasattr(m, "base_layer") and hasattr(m.base_layer.weight, "quant_state")}
+        assert len(weight_shapes) >= 3  # q/o, k/v, gate/up, down: quantized
+        if fused:
+            assert len(fuse_lora_layers(model)) == 2 * 2 * 7  # every 4-bit linear fused
+        saved = []
+
+        def keep(t, saved=saved):
+            saved.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            loss = causal_lm_loss_sum(model, batch, "full")
+        loss.backward()
+        if fused:
+            assert not weight_shapes & set(saved), "a dequantized base weight was kept for backward"
+        grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
+        assert grads and all(g.abs().sum() > 0 for g in grads.values())
+        results.append((loss.item(), grads))
+    (loss_peft, g_peft), (loss_fused, g_fused) = results
+    assert loss_fused == pytest.approx(loss_peft, rel=1e-4)
+    for name, grad in g_peft.items():
+        assert torch.allclose(g_fused[name], grad, rtol=1e-3, atol=1e-3 * grad.abs().max().item()), name
+
+
+def test_packed_qlora_with_checkpointing_matches_peft_layers(tmp_path):
+    """QLoRA through the product's packed path with gradient checkpointing: the one-node 4-bit layers give PEFT's
+    loss curve, and the adapters learn (non-reentrant checkpointing needs no requires_grad hook on the input)."""
+    pytest.importorskip("bitsandbytes")
+    import json
+
+    from test_train_sft import chat_rows, plan_for
+
+    from executor.train.common import read_metrics
+    from executor.train.runner import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat_rows(16)))
+    curves = {}
+    for fused in ("on", "off"):
+        plan = plan_for("qlora", data, packing="on", gradient_checkpointing="on", learning_rate=3e-3,
+                        speed={"fused_lora": fused}, max_steps=5)
+        result = train(plan, tmp_path / fused, model_factory=tiny_llama)
+        assert result["speed"]["fused_lora"] == (fused == "on")
+        curves[fused] = [m["loss"] for m in read_metrics(tmp_path / fused / "metrics.jsonl") if m.get("loss")]
+    assert curves["on"] == pytest.approx(curves["off"], rel=1e-3)
+    assert curves["on"][-1] < curves["on"][0]
+
+
 def test_micro_batch_sizing():
     class Config:  # Llama-3.2-1B's shape
         hidden_size, intermediate_size, num_attention_heads, num_key_value_heads = 2048, 8192, 32, 8

@@ -225,6 +225,9 @@ def trainer_arguments(ctx: RunContext, train_rows: int, has_validation: bool, **
         "fp16": ctx.placement.dtype_name == "float16",
         "use_cpu": not on_gpu,
         "gradient_checkpointing": checkpointing,
+        # Non-reentrant: the frozen embeddings' output needs no requires_grad hook for the adapters inside a
+        # checkpointed layer to get gradients (reentrant checkpointing, older transformers' default, needs one).
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
         "report_to": report_to(),
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_pin_memory": on_gpu,

@@ -8,6 +8,8 @@ Every function here has a plain-PyTorch twin that the CPU tests compare it with:
                        cross-entropy, or the logits computed and dropped chunk by chunk (recomputed in backward)
     liger_patches      liger's RMSNorm and SwiGLU bound to one model instance, its RoPE for the duration of a run
     LoraLinearFunction a LoRA linear as one autograd node (PEFT's layer is a chain of small ops)
+    Lora4bitLinearFunction  the same over a bitsandbytes 4-bit base: the base weight is dequantized inside the
+                       matmul kernels only, in forward and again in backward, never kept (QLoRA stays 4-bit)
 
 Lazy imports: torch, transformers, liger_kernel, peft are imported inside the functions that use them, so importing
 this module (from the CLI, the chat or a run process) stays cheap.
@@ -258,28 +260,84 @@ class LoraLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
 
 
+class Lora4bitLinearFunction(torch.autograd.Function):
+    """y = base(x) + s (x A^T) B^T over a frozen bitsandbytes 4-bit base layer, one autograd node.
+
+    What it keeps for backward is x and x A^T, never the weight: backward dequantizes the 4-bit weight again for
+    grad_x = g W (one layer's bf16 weight alive for the duration of one matmul), so the base weights stay 4-bit
+    for the whole step. PEFT's 4-bit LoRA layer is a chain of a clone, casts, two linears, a scale and an add."""
+
+    @staticmethod
+    def forward(ctx, x, lora_a, lora_b, base, scaling):
+        a, b = lora_a.to(x.dtype), lora_b.to(x.dtype)
+        x2 = x.reshape(-1, x.shape[-1])
+        t = x2 @ a.t()
+        out = base(x2)  # bitsandbytes' own 4-bit matmul (and bias); grad mode is off inside forward
+        out = out.to(x.dtype) if out.dtype != x.dtype else out
+        out.addmm_(t, b.t(), alpha=scaling)
+        ctx.save_for_backward(x2, a, b, t)
+        ctx.base, ctx.scaling, ctx.dtypes = base, scaling, (lora_a.dtype, lora_b.dtype)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, a, b, t = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gb = g @ b  # (N, r)
+        grad_x = grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            weight = dequantize_4bit_weight(ctx.base).to(g.dtype)  # (out, in), freed when this returns
+            grad_x = (g @ weight).addmm_(gb, a, alpha=ctx.scaling).view(*grad.shape[:-1], x2.shape[-1])
+            del weight
+        if ctx.needs_input_grad[1]:
+            grad_a = (gb.t() @ x2).mul_(ctx.scaling).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[2]:
+            grad_b = (g.t() @ t).mul_(ctx.scaling).to(ctx.dtypes[1])
+        return grad_x, grad_a, grad_b, None, None
+
+
+def dequantize_4bit_weight(base):
+    """A bitsandbytes Linear4bit's weight as a float (out_features, in_features) tensor."""
+    import bitsandbytes.functional as bnbf  # only 4-bit layers get here, and they exist only with bitsandbytes
+
+    weight = base.weight
+    return bnbf.dequantize_4bit(weight.data, weight.quant_state).reshape(base.out_features, base.in_features)
+
+
+def _is_4bit_linear(layer) -> bool:
+    return type(layer).__name__ == "Linear4bit" and type(layer).__module__.startswith("bitsandbytes")
+
+
 def _fused_lora_forward(self, x, *args, **kwargs):
     if args or kwargs or self.disable_adapters or self.merged or len(self.active_adapters) != 1:
         return type(self).forward(self, x, *args, **kwargs)
     name = self.active_adapters[0]
     base = self.base_layer
+    if self.fused_4bit:
+        return Lora4bitLinearFunction.apply(x, self.lora_A[name].weight, self.lora_B[name].weight, base,
+                                            self.scaling[name])
     return LoraLinearFunction.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
                                     self.scaling[name])
 
 
 def fuse_lora_layers(model) -> list:
-    """Give every plain LoRA linear (nn.Linear base, no dropout, no DoRA, one adapter) the one-node forward.
-    Returns the parameters those layers own (their adapters' A and B), the rest keep PEFT's forward."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
+    """Give every plain LoRA linear (an nn.Linear or a bitsandbytes 4-bit base, no dropout, no DoRA, one adapter)
+    the one-node forward. Returns the parameters those layers own (their adapters' A and B); the rest keep PEFT's
+    forward."""
+    from peft.tuners.lora.layer import LoraLayer
 
     owned = []
     for module in model.modules():
-        if not isinstance(module, LoraLinear) or len(module.lora_A) != 1 or getattr(module, "lora_variant", None):
+        if not isinstance(module, LoraLayer) or not hasattr(module, "base_layer") or len(module.lora_A) != 1 \
+                or getattr(module, "lora_variant", None):
             continue
         name = next(iter(module.lora_A))
-        if not isinstance(module.base_layer, torch.nn.Linear) or type(module.base_layer) is not torch.nn.Linear \
-                or not isinstance(module.lora_dropout[name], torch.nn.Identity) or module.fan_in_fan_out:
+        base = module.base_layer
+        four_bit = _is_4bit_linear(base)
+        if not (four_bit or type(base) is torch.nn.Linear) or getattr(module, "fan_in_fan_out", False) \
+                or not isinstance(module.lora_dropout[name], torch.nn.Identity):
             continue
+        module.fused_4bit = four_bit
         module.forward = _fused_lora_forward.__get__(module, type(module))
         owned += [module.lora_A[name].weight, module.lora_B[name].weight]
     return owned

@@ -6,8 +6,8 @@ variable TUNEWISE_SPEED_OFF=name[,name...] (`all` turns the whole path off). Nam
 
     varlen_attention  flash-attention over the packed sequences (CUDA); off: sdpa with a block-diagonal mask
     fused_kernels     liger-kernel RMSNorm, SwiGLU, RoPE, fused linear cross-entropy (when installed, CUDA)
-    fused_lora        each LoRA linear as one autograd node (3 matmuls forward, 4 backward) instead of PEFT's chain
-                      (layers over a plain nn.Linear; QLoRA's 4-bit layers keep PEFT's forward)
+    fused_lora        each LoRA linear as one autograd node (3 matmuls forward, 4 backward) instead of PEFT's chain,
+                      over a plain nn.Linear or QLoRA's 4-bit layer (dequantized inside the matmuls, never kept)
     chunked_loss      the logits computed 4,096 tokens at a time, never all at once (when fused_kernels is off)
     auto_micro_batch  micro-batches sized from free GPU memory; off: `speed.micro_batch_tokens` or one per step
     compile           torch.compile of each decoder layer, dynamic shapes (auto: on with CUDA for full and LoRA,
