@@ -59,7 +59,9 @@ _CONTRAST_AFTER = re.compile(
     r"(?:too|very|prohibitively|far too|way too)\s+(?:slow|expensive|costly|pricey|big|large)|"
     # ("answers"/"responses" only after a possessive: "Gemini answers our questions" names the model in use).
     r"[\w.-]*\s+(?:outputs|generations|completions|annotations|pipeline)\b|"
-    r"[\w.-]*'s\s+(?:outputs|answers|responses|labels|generations|completions)\b",
+    r"[\w.-]*'s\s+(?:outputs|answers|responses|labels|generations|completions)\b|"
+    # "Using GPT-3 175B as an example": a model used to illustrate a point is not the one wanted.
+    r"[\w.-]*(?:\s+\d+(?:\.\d+)?[bm])?\s+(?:as an? (?:example|illustration)|for (?:example|instance))\b",
     re.I,
 )
 
@@ -123,6 +125,7 @@ class RegexExtractor:
         self.knowledge = knowledge
         self.negation = re.compile(knowledge.lexicon.get("negation", r"\bno\b|\bnot\b"), re.I)
         self.question_forms = re.compile(knowledge.lexicon.get("question_forms", r"(?!x)x"), re.I)
+        self.dismissal = re.compile(knowledge.lexicon.get("dismissal", r"(?!x)x"), re.I)
         self.cues = [
             (i, cue, _words("|".join(f"(?:{p})" for p in cue.patterns))) for i, cue in enumerate(knowledge.cues)
         ]
@@ -208,9 +211,18 @@ class RegexExtractor:
         sentence = text[start:end]
         return sentence.rstrip().endswith("?") and bool(self.question_forms.search(text[start:pos + 40]))
 
+    def _dismissed(self, text: str, sentences: Sentences, end: int) -> bool:
+        """Does the rest of the match's clause argue against it ("... becomes less feasible")?"""
+        _, stop = sentences.around(end)
+        rest = re.sub(r",\s*(?:which|that|who)\b[^,]*,", " ", text[end:stop])  # skip ", which ...,"
+        clause = re.split(r"[,;]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b", rest)[0]
+        return bool(self.dismissal.search(clause))
+
     def _cue_candidates(self, text: str, sentences: Sentences) -> Iterable[Candidate]:
         for priority, cue, regex in self.cues:
             for match in regex.finditer(text):
+                if cue.not_if_dismissed and self._dismissed(text, sentences, match.end()):
+                    continue
                 value = cue.value
                 if cue.negatable and self._negated(text, sentences, match.start()):
                     if cue.negated_value is None:
@@ -307,7 +319,11 @@ class RegexExtractor:
         if not pool:
             return None
         # Without a family, prefer the most widely used one (Llama) when sizes tie.
-        return min(pool, key=lambda m: (abs(m.params_b - size_b), m.family != "llama")).id
+        nearest = min(pool, key=lambda m: (abs(m.params_b - size_b), m.family != "llama"))
+        # "175B parameters" is no 72B model: a size far from every catalog model names none of them.
+        if not 0.5 <= nearest.params_b / size_b <= 2.0:
+            return None
+        return nearest.id
 
     # ------------------------------------------------------------------ resolution
     @staticmethod

@@ -180,6 +180,9 @@ class Cue(BaseModel):
     # Skip a match inside a question about it ("is fine-tuning necessary?", "should we train from scratch?"):
     # a question is not a fact (lexicon.yaml `question_forms`).
     not_in_question: bool = False
+    # Skip a match that the rest of its clause dismisses ("full fine-tuning becomes less feasible",
+    # "QLoRA is overkill here"): a method argued against is not the one asked for (lexicon.yaml `dismissal`).
+    not_if_dismissed: bool = False
 
 
 class QuestionOption(BaseModel):
@@ -413,3 +416,90 @@ def _entries_map(path: Path, raw: Any, key: str) -> dict:
     if not isinstance(raw, dict) or not isinstance(raw.get(key), dict):
         raise KnowledgeError(f"{path}: expected a top-level {key!r} mapping")
     return raw[key]
+
+
+# --------------------------------------------------------------------------- chat follow-ups
+
+
+class FollowupCue(BaseModel):
+    """One entry of knowledge/followups.yaml: an id (a command, a question topic) and its patterns."""
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    patterns: list[str] = Field(min_length=1)
+
+
+class OptionCue(BaseModel):
+    """Words that name an option ("few-shot" -> prompting) in a question such as "why not few-shot?"."""
+    model_config = ConfigDict(extra="forbid")
+    approach: str
+    technique: str
+    patterns: list[str] = Field(min_length=1)
+
+
+class GlossaryEntry(BaseModel):
+    """A term and the guidance passage that defines it ("what does LoRA mean?")."""
+    model_config = ConfigDict(extra="forbid")
+    term: str
+    cite: str
+    patterns: list[str] = Field(min_length=1)
+
+
+class FactCue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str
+    value: Any
+    patterns: list[str] = Field(min_length=1)
+
+
+class Followups(BaseModel):
+    """What a chat message after the description is (knowledge/followups.yaml, read by assistant/chat/followups.py)."""
+    model_config = ConfigDict(extra="forbid")
+    command_prefix: str
+    commands: list[FollowupCue]
+    what_if: list[str]
+    question_openers: list[str] = Field(default_factory=list)
+    correction: list[str]
+    question_topics: list[FollowupCue]
+    options: list[OptionCue]
+    glossary: list[GlossaryEntry]
+    extra_facts: list[FactCue] = Field(default_factory=list)
+
+
+def load_followups(root: str | Path | None = None, sections: dict[str, Section] | None = None) -> Followups:
+    """Read and check knowledge/followups.yaml: every pattern compiles, every option is a known approach and
+    technique, every glossary citation exists (when `sections` is given), every fact names a profile field."""
+    root = Path(root) if root else default_knowledge_dir()
+    path = root / "followups.yaml"
+    found = validated(Followups, read_yaml(path), str(path))
+
+    def check(pattern: str, where: str) -> None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise KnowledgeError(f"{path}: {where}: pattern {pattern!r} does not compile: {exc}") from None
+
+    check(found.command_prefix, "command_prefix")
+    for kind, cues in (("commands", found.commands), ("question_topics", found.question_topics)):
+        for cue in cues:
+            for p in cue.patterns:
+                check(p, f"{kind} {cue.id!r}")
+    for kind, patterns in (("what_if", found.what_if), ("question_openers", found.question_openers),
+                           ("correction", found.correction)):
+        for p in patterns:
+            check(p, kind)
+    for option in found.options:
+        if option.approach not in APPROACHES or option.technique not in TECHNIQUES:
+            raise KnowledgeError(f"{path}: options: unknown option {option.approach}/{option.technique}")
+        for p in option.patterns:
+            check(p, f"options {option.approach}/{option.technique}")
+    for entry in found.glossary:
+        if sections is not None and entry.cite not in sections:
+            raise KnowledgeError(f"{path}: glossary {entry.term!r}: field 'cite': unknown citation id {entry.cite!r}")
+        for p in entry.patterns:
+            check(p, f"glossary {entry.term!r}")
+    for cue in found.extra_facts:
+        if cue.field not in UseCaseProfile.model_fields:
+            raise KnowledgeError(f"{path}: extra_facts: unknown profile field {cue.field!r}")
+        for p in cue.patterns:
+            check(p, f"extra_facts {cue.field!r}")
+    return found

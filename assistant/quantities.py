@@ -63,6 +63,13 @@ _PER_ITEM_AFTER = re.compile(r"\s*(?:per|for each|for every|each|in each|/)\s+\w
 _VERSION_BEFORE = re.compile(
     r"(?:llama|gpt|phi|qwen|gemma|claude|mistral|mixtral|gemini|falcon|bert|t5|yi|deepseek|version|v)[\s-]?$", re.I
 )
+# A size right after a model's name is its parameter count: "GPT-3 175B", "Llama-2 70B", "Qwen2.5 7B".
+_MODEL_BEFORE = re.compile(
+    r"(?:llama|gpt|phi|qwen|gemma|claude|mistral|mixtral|gemini|falcon|bloom|opt|t5|yi|deepseek|mpt|pythia)"
+    r"[\w.-]*\s+$", re.I
+)
+# "as an example", "for example": the idiom, not a unit of data ("GPT-3 175B as an example").
+_IDIOM_UNIT = re.compile(r"\b(?:as an?|for) (?:example|instance)$", re.I)
 
 
 def to_number(digits: str, multiplier: str | None) -> float:
@@ -185,6 +192,11 @@ def _largest(pattern: re.Pattern[str], field: str, text: str, skip: list[tuple[i
         if _PER_ITEM_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
             continue
         if _VERSION_BEFORE.search(text[max(0, match.start() - 10):match.start()]):
+            continue
+        if _IDIOM_UNIT.search(match[0]):
+            continue
+        if re.match(r"\d+(?:\.\d+)?[bm]\b", match[0], re.I) and _MODEL_BEFORE.search(
+                text[max(0, match.start() - 24):match.start()]):
             continue
         value = int(_range_low(match))
         if best is None or value > best.value:

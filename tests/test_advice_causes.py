@@ -851,3 +851,48 @@ def test_an_existing_retrieval_system_is_past_prompting_alone(advisor):
 def test_irrelevant_content_in_the_prompt_is_retrieval_noise(extractor):
     found = facts(extractor, "Sometimes irrelevant content from the search index ends up in the prompt.")
     assert found.get("retrieval_noise") is True
+
+
+# ---------------------------------------------------------------- what is argued against, or only an illustration
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Full fine-tuning, which updates every weight, is prohibitively expensive for us.",
+        "QLoRA seems overkill for a model this small.",
+        "Continued pre-training on our logs is out of our budget this year.",
+    ],
+)
+def test_a_technique_argued_against_is_not_requested(extractor, text):
+    assert "requested_technique" not in facts(extractor, text)
+
+
+def test_a_technique_asked_for_is_still_requested(extractor):
+    assert facts(extractor, "We want full fine-tuning of a 1B model on our contracts.")["requested_technique"] == "full"
+
+
+def test_pretraining_on_general_data_is_not_a_request_to_continue_pretraining(extractor):
+    found = facts(extractor, "Base models come from pre-training on general web data at a huge scale.")
+    assert found.get("requested_technique") != "full"
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("Take Llama-2 70B as an example: serving it for 40 tenants costs a fortune.", None),
+        ("Qwen2.5 7B examples of good answers are what we want to collect.", None),
+        ("We have 7,000 examples of good answers.", 7000),
+    ],
+)
+def test_a_model_size_is_not_an_example_count(extractor, text, count):
+    assert facts(extractor, text).get("example_count") == count
+
+
+def test_a_model_used_as_an_illustration_is_not_the_one_wanted(extractor):
+    found = facts(extractor, "Take GPT-4 as an example: it answers well but costs too much per call for us.")
+    assert "preferred_model" not in found
+
+
+def test_a_size_far_from_every_catalog_model_names_none(extractor):
+    assert "preferred_model" not in facts(extractor, "Models with 540B parameters are out of reach for us.")
