@@ -896,3 +896,23 @@ def test_a_model_used_as_an_illustration_is_not_the_one_wanted(extractor):
 
 def test_a_size_far_from_every_catalog_model_names_none(extractor):
     assert "preferred_model" not in facts(extractor, "Models with 540B parameters are out of reach for us.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our agents answer questions from 3,000 insurance policy documents, and the hosted model costs too much "
+        "per request at our volume.",
+        "Engineers ask about our internal wiki pages, and we kept 2,000 of their questions with good answers. "
+        "Every answer must come back in under 300 ms.",
+    ],
+)
+def test_documents_plus_cost_or_latency_tune_a_small_model_to_read_passages(advisor, text):
+    rec = advisor.recommend(text)
+    assert rec.approach == "rag_fine_tuning", [r.rule for r in rec.reasons]
+    assert "knowledge-plus-cost" in [r.rule for r in rec.reasons]
+
+
+def test_documents_alone_stay_with_retrieval(advisor):
+    rec = advisor.recommend("Our agents answer questions from 3,000 insurance policy documents.")
+    assert rec.approach == "rag", [r.rule for r in rec.reasons]
