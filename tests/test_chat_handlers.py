@@ -457,7 +457,7 @@ def test_launch_follows_the_run_then_answers_from_its_report_and_records_a_prefe
         # A follow-up question is answered from that report.
         await b.say("Is it better than few-shot prompting?")
         expected = results.compare_systems(results.RunResults.load(run["run_dir"]), "few-shot prompting")
-        assert b.messages()[-1] == expected.text
+        assert "**Measured in your run:**\n" + expected.text in b.messages()[-1]
         assert any(e["name"] == "report.json" for e in b.elements("text"))
         # A/B on an evaluated example; the vote lands in the run's human preferences.
         await b.click("play_example")

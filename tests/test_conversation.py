@@ -9,7 +9,7 @@ import random
 import pytest
 import yaml
 
-from assistant.chat import backends, conversation, results
+from assistant.chat import backends, conversation, followups, results
 from assistant.chat.conversation import Conversation
 from assistant.chat.launch import view_from_store
 from executor.runs.store import RunStore
@@ -262,12 +262,12 @@ STATEMENTS = ["We have 12,000 labeled messages.", "The data cannot leave our ser
 
 @pytest.mark.parametrize("text", QUESTIONS)
 def test_questions_are_told_apart(text):
-    assert conversation.is_question(text)
+    assert followups.is_question(text)
 
 
 @pytest.mark.parametrize("text", STATEMENTS)
 def test_statements_are_not_questions(text):
-    assert not conversation.is_question(text)
+    assert not followups.is_question(text)
 
 
 def test_a_question_about_the_recommendation_is_answered_and_changes_no_fact(talk):
@@ -282,9 +282,16 @@ def test_a_question_about_the_recommendation_is_answered_and_changes_no_fact(tal
     assert conv.interview.profile.model_dump_json() == facts  # nothing taken as a fact
     assert reply.content.startswith(f"**Recommended:** {conversation.cards.option_name(rec.approach, rec.technique)}"
                                     f" on `{rec.base_model}`")
-    assert all(f"- {r.text}" in reply.content for r in rec.reasons)
-    assert all(a.when_it_wins in reply.content for a in rec.alternatives)
+    # The question is about the model: the answer says which one, why, and which catalog models fit the GPU.
+    assert f"**Base model:** {rec.base_model_info['name']}" in reply.content and rec.base_model_info["why"] in \
+        reply.content
+    assert "on your 24 GB GPU:** SmolLM2-135M-Instruct (0.135B): fits" in reply.content
     assert reply.content.endswith("or use `set field=value`.)")
+    # "why?" gets the decision's trace: every reason, every alternative and what would make it win.
+    [why] = conv.handle_text("why?")
+    assert all(r.text in why.content for r in rec.reasons)
+    assert all(a.when_it_wins in why.content for a in rec.alternatives)
+    assert conv.interview.profile.model_dump_json() == facts
     # A statement after the card is still a new fact.
     conv.handle_text("The labels change every month.")
     assert conv.interview.profile.model_dump_json() != facts

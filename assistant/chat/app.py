@@ -178,6 +178,11 @@ async def send(reply: Reply) -> cl.Message:
             passage.props = {}
             elements.append(passage)
     actions = [cl.Action(name=b.name, label=b.label, payload=dict(b.payload)) for b in reply.buttons]
+    if reply.reset:  # started over: the old card stays in the history, without buttons; the next card is new
+        old = cl.user_session.get(CARD_KEY)
+        if old is not None:
+            await old.remove_actions()
+        cl.user_session.set(CARD_KEY, None)
     card = cl.user_session.get(CARD_KEY) if reply.card else None
     if card is not None:  # one live recommendation: the card changes in place, its old buttons and sources go
         await card.remove_actions()
@@ -197,6 +202,8 @@ async def send(reply: Reply) -> cl.Message:
         cl.user_session.set(ASKED_KEY, asked)
     if reply.refresh_settings:
         await push_settings(await _conversation())
+    if reply.ask_upload:  # "upload data" was typed: the same dialog as the Upload button
+        await ask_for_upload(await _conversation())
     return message
 
 
@@ -352,15 +359,19 @@ async def on_show_plan(action: cl.Action) -> None:
 @cl.action_callback(conversation.UPLOAD_ACTION)
 @live
 async def on_upload(action: cl.Action) -> None:
-    conv = await _conversation()
+    await ask_for_upload(await _conversation())
+    # An ask marks the chat busy again when answered (task_start); an action callback has no task of its own
+    # to end that, so the buttons would stay disabled.
+    await cl.context.emitter.task_end()
+
+
+async def ask_for_upload(conv: Conversation) -> None:
+    """Ask for a dataset file and prepare it (the Upload button, or "upload data" typed)."""
     files = await cl.AskFileMessage(
         content="Upload your dataset (JSONL, JSON, CSV, TSV or Parquet; up to 100 MB). You can also attach it to "
                 "any message.", accept=data_upload.ACCEPT_MIME, max_size_mb=100, timeout=600).send()
     if files:
         await reply_to(conv.upload, files[0].name, Path(files[0].path), step=f"Preparing {files[0].name}")
-    # An ask marks the chat busy again when answered (task_start); an action callback has no task of its own
-    # to end that, so the buttons would stay disabled.
-    await cl.context.emitter.task_end()
 
 
 # ------------------------------------------------------------------ launch and progress

@@ -4,10 +4,12 @@ The Chainlit handlers (app.py) turn events into calls here and `Reply` objects i
 everything a user can say and every answer can be tested without a UI. The state is JSON (`to_state`),
 kept in Chainlit's user session and thread metadata, so a resumed thread continues where it stopped.
 
-    free text            -> describe the use case (extract, merge, show what was understood, ask or recommend)
-    "set key=value ..."  -> correct facts (profile fields) or edit hyperparameters (launch settings)
-    "what if ..."        -> the decision with the changed facts, next to the current one
-    questions on a run   -> answered from the run's own files (results.py) and the guidance
+    every typed message is first classified (followups.classify, cues in knowledge/followups.yaml):
+    a new fact           -> describe the use case (extract, merge, show what was understood, ask or recommend)
+    a correction         -> the stated facts replace the known ones ("actually it's 2,000 examples", `set k=v`)
+    "what if ..."        -> the decision with the changed facts, next to the current one (kept only on request)
+    a question           -> answered from the decision's trace, the recorded measurements and the run's files
+    a command            -> done ("start the training", "show the plan", "upload data", "reset", "cancel the run")
     an uploaded file     -> prepared with the plan's tokenizer, its report shown (`upload`)
     Approve & launch     -> the plan queued as a run (`launch`); its end shown by `outcome`
     "try: ..." / A/B     -> the playground: tuned and base answer, the person's vote recorded
@@ -18,12 +20,12 @@ Methods that read files, train, or ask a model block: the app calls them off its
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.chat import backends, cards, data_upload, interview, launch, playground, results, user_runs
+from assistant.chat import backends, cards, data_upload, followups, interview, launch, playground, results, user_runs
+from assistant.chat.followups import Understood
 from assistant.chat.interview import Interview
 from assistant.chat.uploads import UploadError, store_upload, user_identifier, user_upload_dir
 from executor.runs import autostart
@@ -66,32 +68,27 @@ class Reply:
     refresh_settings: bool = False  # the launch settings changed: push them to the settings panel
     step: str | None = None  # one line on the work behind this reply, for the progress step that showed it
     card: bool = False  # the recommendation card: one per conversation, updated in place as the advice changes
-
-
-_QUESTION = re.compile(r"\?\s*$|^(why|what|which|how|should|shouldn't|could|would|is|isn't|are|aren't|do|does|"
-                       r"did|can|will|when|where|who)\b", re.IGNORECASE)
-
-
-def is_question(text: str) -> bool:
-    """A message that asks rather than tells: it ends with a question mark or opens like a question."""
-    return bool(_QUESTION.search(text.strip()))
-
-
-def measured_markdown(knowledge, task_type: str | None) -> list[str]:
-    """Tunewise's own measurements on the same kind of task (knowledge/measurements.yaml), as evidence."""
-    found = [m for m in knowledge.measurements if task_type and m.task_type == task_type]
-    if not found:
-        return []
-    lines = ["", "**Measured by Tunewise on a comparable task:**"]
-    for m in found:
-        scores = "; ".join(f"{name} {s.accuracy:.1%}" + (f" [{s.ci[0]:.1%}, {s.ci[1]:.1%}]" if s.ci else "")
-                           + f" ({s.rows:,} test rows)" for name, s in m.systems.items())
-        lines.append(f"- {m.task}, {m.model}, {m.where}: {scores}.")
-    return lines
+    ask_upload: bool = False  # "upload data" was typed: the chat opens its file dialog
+    reset: bool = False  # the conversation started over: the card on screen is no longer live
 
 
 def citation_attachments(citations: list[cards.CitationElement]) -> list[Attachment]:
     return [Attachment("text", c.name, c.content) for c in citations]
+
+
+def per_class_follows(profile, changes: dict[str, tuple[Any, Any]], stated: dict[str, Any]) -> dict[str, tuple]:
+    """A corrected example or class count carries the examples per class with it, when that was their quotient
+    (as the extractor derives it) and the correction does not state it itself."""
+    per_class, classes, count = profile.examples_per_class, profile.class_count, profile.example_count
+    if "examples_per_class" in stated or not (per_class.known and classes.known and count.known and classes.value):
+        return {}
+    if not {"example_count", "class_count"} & set(changes) or per_class.value != count.value // classes.value:
+        return {}
+    new_count = changes.get("example_count", (None, count.value))[1]
+    new_classes = changes.get("class_count", (None, classes.value))[1]
+    if not new_classes or new_count // new_classes == per_class.value:
+        return {}
+    return {"examples_per_class": (per_class.value, new_count // new_classes)}
 
 
 class Conversation:
@@ -159,7 +156,7 @@ class Conversation:
 
     # ------------------------------------------------------------------ turns
     def describe(self, text: str) -> list[Reply]:
-        extracted = self.backend.extract(text)
+        extracted, _ = self.stated(text)
         first = not self.interview.texts
         changed = self.interview.describe(text, extracted)
         knowledge = self.advisor.knowledge
@@ -249,7 +246,7 @@ class Conversation:
     def ask_what_if(self, clause: str) -> list[Reply]:
         if not self.interview.texts:
             return [Reply("Describe your use case first; then ask “what if …” to see how the advice would change.")]
-        hypothetical = self.interview.what_if(clause, self.backend.extract(clause))
+        hypothetical = self.interview.what_if(clause, self.stated(clause)[0])
         before = self.recommendation()
         after = self.recommendation(hypothetical.profile) if hypothetical.profile is not None else before
         text = interview.what_if_markdown(hypothetical, self.advisor.knowledge, before, after)
@@ -272,46 +269,117 @@ class Conversation:
         plan = self.recommendation().plan
         return [Reply(f"The plan (the one contract between advisor and executor):\n\n```yaml\n{plan.to_yaml()}```")]
 
-    def results_answer(self, question: str, run_dir: str | None) -> list[Reply]:
-        run = results.RunResults.load(run_dir) if run_dir else None
-        search = self.advisor.index.search if self.advisor.index is not None else None
-        answer = results.answer_question(question, run, search)
-        return [Reply(answer.text, attachments=citation_attachments(answer.citations))]
+    def understand(self, text: str) -> Understood:
+        """What the message is (followups.classify); the facts it states are read only when they decide that."""
+        described = bool(self.interview.texts) or bool(self.run_id)  # (a run's results can be asked about too)
+        known = {f: getattr(self.interview.profile, f).value for f in self.interview.profile.known_fields()}
+        return followups.classify(text, followups.cues(self.advisor.knowledge), described=described, known=known,
+                                  read=lambda: self.stated(text)[1],
+                                  question_forms=self.advisor.knowledge.lexicon.get("question_forms"))
+
+    def stated(self, text: str):
+        """The facts a message states: the backend's extraction, plus followups.yaml's `extra_facts` for fields it
+        left unknown. Returns (the extracted profile with those added, {field: value} of what it states)."""
+        extracted = self.backend.extract(text)
+        cues = followups.cues(self.advisor.knowledge)
+        for name, value in followups.extra_facts(text, cues, set(extracted.known_fields())).items():
+            extracted = extracted.with_fact(name, value, "text", text.strip()[:200])
+        facts = {f: getattr(extracted, f).value for f in extracted.known_fields() if f not in interview.HIDDEN_FIELDS}
+        return extracted, facts
 
     def handle_text(self, text: str) -> list[Reply]:
-        """Route a typed message."""
-        if text.lower().startswith(PLAY_PREFIX):
-            return self.play(text[len(PLAY_PREFIX):].strip())
-        pairs = interview.parse_set_command(text)
-        if pairs is not None:
-            return self.set_command(pairs)
-        clause = interview.what_if_clause(text)
-        if clause is not None:
-            return self.ask_what_if(clause)
-        if self.run_id and results.is_results_question(text):
-            return self.results_answer(text, self.run_dir())
-        if self.interview.done and self.interview.texts and (is_question(text) or results.is_results_question(text)):
-            return self.explain(text)  # no run yet: the question is about the recommendation
+        """Route a typed message by what it is."""
+        understood = self.understand(text)
+        if understood.kind == "command":
+            return self.command(understood.about, text)
+        if understood.kind == "what_if":
+            return self.ask_what_if(understood.clause or text)
+        if understood.kind == "question":
+            return self.explain(text, understood)
+        if understood.kind == "correction":
+            if understood.about == "set":
+                return self.set_command(interview.parse_set_command(text) or {})
+            return self.correct(text)
         return self.describe(text)
 
-    def explain(self, question: str) -> list[Reply]:
-        """A question about the recommendation ("why Llama 8B and not a smaller model?"): answered from the
-        decision's own reasons and what would make each alternative win, then the guidance. Nothing in a question is
-        taken as a fact: the facts change only when the user states one or uses `set`."""
-        rec = self.recommendation()
-        lines = [f"**Recommended:** {cards.option_name(rec.approach, rec.technique)} on `{rec.base_model}` "
-                 f"(confidence {rec.confidence_label}, {rec.confidence:.0%}).", "", "**Because:**"]
-        lines += [f"- {r.text}" for r in rec.reasons]
-        if rec.alternatives:
-            lines += ["", "**What would change it:**"]
-            lines += [f"- {cards.option_name(a.approach, a.technique)}: {a.when_it_wins}" for a in rec.alternatives]
-        lines += measured_markdown(self.advisor.knowledge, rec.profile.get("task_type", {}).get("value"))
+    def command(self, name: str | None, text: str) -> list[Reply]:
+        """A typed command: the same as its button."""
+        if name == "try":
+            return self.play(text.strip()[len(PLAY_PREFIX):].strip())
+        if name == "launch":
+            return self.launch()
+        if name == "show_plan":
+            if not self.interview.texts:
+                return [Reply("Describe your use case first; the plan follows from the recommendation.")]
+            return self.show_plan()
+        if name == "upload":
+            return [Reply("Choose the dataset file (JSONL, JSON, CSV, TSV or Parquet), or attach it to any message.",
+                          [Button(UPLOAD_ACTION, "Upload a dataset")], ask_upload=True)]
+        if name == "reset":
+            return self.reset()
+        if name == "cancel":
+            if not self.run_id:
+                return [Reply("There is no run of this chat to cancel.")]
+            return self.cancel(self.run_id)
+        if name == "recommend":
+            if not self.interview.texts:
+                return [Reply("Describe your use case first, and I will recommend how to tune a model for it.")]
+            return self.recommend_now()
+        if name == "compare":
+            return self.play_example()
+        return [Reply(f"I do not know the command “{text}”.")]
+
+    def reset(self) -> list[Reply]:
+        """Start over: the facts, answers, settings, uploaded data and any what-if are forgotten; a run that was
+        launched keeps running (it is in the run store) and stays this chat's."""
+        self.interview = Interview()
+        self.edits, self.data, self.what_if, self.pair = {}, None, None, None
+        self._rec = self._rec_key = None
+        run = f" Run `{self.run_id}` keeps running; its results stay available here." if self.run_id else ""
+        return [Reply("Started over: the facts, answers, launch settings and uploaded data of this chat are "
+                      f"forgotten.{run} Describe your use case.", refresh_settings=True, reset=True)]
+
+    def correct(self, text: str) -> list[Reply]:
+        """A correction ("no, the data can leave the building"): the facts it states replace the known ones, as the
+        user's own word, and the live card shows the new advice."""
+        if not self.interview.texts:
+            return self.describe(text)
+        _, facts = self.stated(text)
+        profile = self.interview.profile
+        changes = {f: (getattr(profile, f).value, v) for f, v in facts.items() if getattr(profile, f).value != v}
+        if not changes:
+            lines = interview.understood(profile, self.advisor.knowledge)
+            said = "it repeats what I already have" if facts else "I could not tell which fact it corrects"
+            return [Reply(f"Nothing changed: {said}. Pick the fact to change, or type `set FIELD=VALUE`.",
+                          [Button(EDIT_ACTION, f"Change: {line.name}", {"field": line.field}) for line in lines])]
+        changes.update(per_class_follows(profile, changes, facts))
+        before = self.recommendation()
+        for name, (_, value) in changes.items():
+            self.interview.answer(name, value, f"your correction: {' '.join(text.split())[:150]}")
+        after = self.recommendation()
+        replies = [Reply(followups.change_markdown(self.advisor.knowledge, changes, before, after))]
+        return replies + (self._questions_or_card() if not self.interview.done else [self.card()])
+
+    def explain(self, question: str, understood: Understood | None = None) -> list[Reply]:
+        """A question about the recommendation ("why Llama 8B and not a smaller model?", "how long will it take?"):
+        answered from the decision's own trace, what would make each alternative win, the recorded measurements and,
+        after a run, its metrics. Nothing in a question is taken as a fact: the facts change only when the user states
+        one or uses `set`."""
+        understood = understood or self.understand(question)
+        run_dir = self.run_dir()
+        run = results.RunResults.load(run_dir) if run_dir else None
         search = self.advisor.index.search if self.advisor.index is not None else None
-        guidance = results.answer_question(question, None, search)
-        lines += ["", guidance.text, "",
-                  "(Your question changed no fact. To correct one, state it — “we have 50,000 examples” — or use "
-                  "`set field=value`.)"]
-        return [Reply("\n".join(lines), attachments=citation_attachments(guidance.citations))]
+        if not self.interview.texts and understood.about != "meaning" or (
+                run is not None and understood.about == "why" and results.is_results_question(question)):
+            # Nothing described yet: no recommendation to explain, the guidance answers. About the run: its files do.
+            answer = results.answer_question(question, run, search)
+            return [Reply(answer.text, attachments=citation_attachments(answer.citations))]
+        profile = self.interview.profile
+        engine = self.advisor.engine
+        trace = followups.Trace(self.recommendation(), engine.decide(profile), self.advisor.knowledge, profile,
+                                engine.counterfactuals(profile), run, search)
+        answer = followups.answer(trace, understood, question)
+        return [Reply(answer.text, attachments=citation_attachments(answer.citations))]
 
     # ------------------------------------------------------------------ data
     def upload(self, name: str, path: str | Path) -> list[Reply]:
