@@ -47,7 +47,8 @@ class Exemplars:
     @classmethod
     def load(cls, root: Path) -> Exemplars:
         path = root / "exemplars.yaml"
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # libyaml's loader where PyYAML has it: the same data, read ~10x faster than the pure-Python one.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         groups = []
         fields = set(UseCaseProfile.field_names())
         for i, entry in enumerate(raw.get("exemplars") or []):

@@ -101,3 +101,27 @@ def test_chroma_embedding_function_is_registered_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "384"]
+
+
+def test_safetensors_are_read_as_float32_views(tmp_path):
+    import json
+    import struct
+
+    from executor.embeddings import read_safetensors
+
+    weight = np.arange(6, dtype="<f4").reshape(2, 3)
+    ids = np.arange(4, dtype="<i8")
+    header = json.dumps({
+        "__metadata__": {"format": "pt"},
+        "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "ids": {"dtype": "I64", "shape": [4], "data_offsets": [24, 56]},
+    }).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + weight.tobytes() + ids.tobytes())
+    tensors = read_safetensors(path)
+    assert set(tensors) == {"w"}  # int64 tensors (BERT's position_ids) are not needed and left out
+    assert np.array_equal(tensors["w"], weight)
+
+    path.write_bytes(struct.pack("<Q", 50) + b"{not json")
+    with pytest.raises(RuntimeError, match="model.safetensors: not a safetensors file"):
+        read_safetensors(path)
