@@ -198,59 +198,74 @@ class MiniLMEmbedder:
         if not texts:
             return out
         with self._blas.limit(limits=1, user_api="blas"):
-            return self._embed_sorted(texts, batch_size, out)
-
-    def _embed_sorted(self, texts: list[str], batch_size: int, out):
-        np = self.np
-        encodings = self.tokenizer.encode_batch([str(t) for t in texts])
-        # Batches of similar length waste little on padding; each row's result does not depend on its batch.
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for rows in _batches(order, [len(e.ids) for e in encodings], batch_size):
-            length = max(len(encodings[i].ids) for i in rows)
-            ids = np.zeros((len(rows), length), dtype=np.int64)
-            mask = np.zeros((len(rows), length), dtype=np.float32)
-            for r, i in enumerate(rows):
-                n = len(encodings[i].ids)
-                ids[r, :n] = encodings[i].ids
-                mask[r, :n] = 1.0
-            out[rows] = self._encode(ids, mask)
+            encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+            for rows in _batches([len(e.ids) for e in encodings], batch_size):
+                out[rows] = self._encode([encodings[i].ids for i in rows])
         return out
 
     def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
         return self.embed_array(texts, batch_size).tolist()
 
-    def _encode(self, ids, mask):
+    def _encode(self, token_ids: list[list[int]]):
+        """The texts' tokens packed end to end, no padding: every per-token step (embeddings, linear layers,
+        layer norms) runs on one (tokens, 384) matrix, attention runs within each text's own slice. The result
+        is what BERT gives a padded batch with its attention mask (padded keys get zero weight there)."""
         np = self.np
-        batch, length = ids.shape
-        heads, dim = self.heads, self.dimension // self.heads
-        x = self.word[ids] + self.position[:length] + self.token_type0
+        heads, hidden = self.heads, self.dimension
+        dim = hidden // heads
+        lengths = [len(t) for t in token_ids]
+        starts = np.cumsum([0, *lengths[:-1]])
+        ids = np.fromiter((i for t in token_ids for i in t), dtype=np.int64, count=sum(lengths))
+        positions = np.concatenate([np.arange(n) for n in lengths])
+        x = self.word[ids]
+        x += self.position[positions]
+        x += self.token_type0
         x = _layer_norm(x, *self.emb_norm, self.eps)
-        # Padded keys get no attention weight (as transformers' additive mask gives them).
-        key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         scale = np.float32(1.0 / math.sqrt(dim))
         for qkv_w, qkv_b, ao_w, ao_b, ao_norm, in_w, in_b, out_w, out_b, out_norm in self.layers:
-            qkv = (x @ qkv_w + qkv_b).reshape(batch, length, 3, heads, dim).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # (batch, heads, length, dim)
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
-            scores -= scores.max(-1, keepdims=True)
-            probs = np.exp(scores)
-            probs /= probs.sum(-1, keepdims=True)
-            context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, heads * dim)
-            x = _layer_norm(context @ ao_w + ao_b + x, *ao_norm, self.eps)
-            x = _layer_norm(_gelu(x @ in_w + in_b) @ out_w + out_b + x, *out_norm, self.eps)
-        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+            qkv = x @ qkv_w
+            qkv += qkv_b
+            context = np.empty_like(x)
+            for start, n in zip(starts.tolist(), lengths, strict=True):
+                part = qkv[start:start + n].reshape(n, 3, heads, dim)
+                scores = part[:, 0].transpose(1, 0, 2) @ part[:, 1].transpose(1, 2, 0)  # (heads, n, n)
+                scores *= scale
+                scores -= scores.max(-1, keepdims=True)
+                np.exp(scores, out=scores)
+                scores /= scores.sum(-1, keepdims=True)
+                values = part[:, 2].transpose(1, 0, 2)  # (heads, n, dim)
+                context[start:start + n] = (scores @ values).transpose(1, 0, 2).reshape(n, hidden)
+            attended = context @ ao_w
+            attended += ao_b
+            attended += x
+            x = _layer_norm(attended, *ao_norm, self.eps)
+            # The feed-forward in blocks of rows, so the 1536-wide activations stay in cache (2x faster here).
+            ffn = np.empty_like(x)
+            for block in range(0, len(x), _FFN_ROWS):
+                inner = x[block:block + _FFN_ROWS] @ in_w
+                inner += in_b
+                ffn[block:block + _FFN_ROWS] = _gelu(inner) @ out_w
+            ffn += out_b
+            ffn += x
+            x = _layer_norm(ffn, *out_norm, self.eps)
+        pooled = np.add.reduceat(x, starts, axis=0) / np.asarray(lengths, dtype=np.float32)[:, None]  # mean
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
 
 
-def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int = 4096):
-    """Consecutive runs of `order` (sorted by length) of at most batch_size rows and max_tokens padded tokens."""
+_FFN_ROWS = 128
+
+
+def _batches(lengths: list[int], batch_size: int, max_tokens: int = 8192):
+    """Consecutive runs of row indices of at most batch_size texts and max_tokens tokens (bounds the memory)."""
     batch: list[int] = []
-    for i in order:
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+    tokens = 0
+    for i, n in enumerate(lengths):
+        if batch and (len(batch) >= batch_size or tokens + n > max_tokens):
             yield batch
-            batch = []
+            batch, tokens = [], 0
         batch.append(i)
+        tokens += n
     if batch:
         yield batch
 
