@@ -79,3 +79,20 @@ def test_the_chat_page_links_nothing_outside_the_server():
     assert "https://fonts" not in served and "cdn.jsdelivr" not in served and "//fonts" not in served
     assert '<script type="module" crossorigin src="/assets/' in served and '<div id="root"></div>' in served
     assert page.without_external_resources('<script src="//cdn.example/x.js"></script><p>kept</p>') == "<p>kept</p>"
+
+
+def test_the_chat_page_carries_the_side_panel_script_inline_once():
+    """Cited passages open beside the chat only on a click (#18): side_sources.js travels inside the page, after
+    Chainlit's own scripts, and loads nothing from anywhere."""
+    import chainlit.server
+
+    from assistant.chat import page
+
+    page.install()
+    served = chainlit.server.get_html_template("")
+    script = page.SIDE_SOURCES_JS.read_text(encoding="utf-8")
+    assert served.count(script) == 1 and served.index(script) < served.rindex("</body>")
+    assert served.index('<script type="module" crossorigin src="/assets/') < served.index(script)
+    assert "fetch(" not in script and "XMLHttpRequest" not in script and "src=" not in script
+    page.install()  # installing twice does not add it twice
+    assert chainlit.server.get_html_template("").count(script) == 1

@@ -252,7 +252,7 @@ def test_interview_asks_decision_changing_questions_then_recommends(run_chat, ad
         # Citations travel as page elements named by their ids, and the ids are in the card's text.
         cited = {e["name"]: e for e in b.elements("text")}
         assert {c.id for c in final.citations} <= set(cited)
-        assert all(cid in card and cited[cid]["display"] == "page" for cid in (c.id for c in final.citations))
+        assert all(cid in card and cited[cid]["display"] == "side" for cid in (c.id for c in final.citations))
         first_cited = final.citations[0]
         assert first_cited.passage.strip()[:60] in b.element_text(cited[first_cited.id])
         assert {"Upload a dataset", "Approve & launch"} <= {a["label"] for a in b.actions()}

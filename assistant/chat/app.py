@@ -170,9 +170,10 @@ async def send(reply: Reply) -> cl.Message:
         if a.kind == "image":
             elements.append(cl.Image(name=a.name, path=a.path, display="inline", size=a.size))
         else:
-            # "page": the id in the text becomes a link to the passage; "side" would force the sidebar open on
-            # every message (Chainlit 2.11+) and stack passages in it.
-            passage = cl.Text(name=a.name, content=a.content, display="page")
+            # "side": the id in the text becomes a link that opens the passage beside the chat. Chainlit 2.11+
+            # would also open the panel by itself on every message with passages; side_sources.js (page.py)
+            # lets it open only on a click.
+            passage = cl.Text(name=a.name, content=a.content, display="side")
             # Chainlit's SQL data layer reads `props` back with json.loads and fails on the NULL it stores for
             # elements without props, so the passage's page would not open; an empty mapping is stored as "{}".
             passage.props = {}

@@ -1,7 +1,9 @@
 """The whole loop in a real browser: Debian's chromium driven by Playwright against `chainlit run`.
 
 Log in -> describe a use case -> recommendation -> upload a small dataset -> launch a tiny-model run (the worker
-the chat autostarts runs it) -> see it finish with its evaluation -> ask a follow-up question -> A/B vote.
+the chat autostarts runs it) -> see it finish with its evaluation -> ask a follow-up question -> A/B vote -> open a
+cited passage beside the chat. A shorter test checks the side panel on its own: closed until a citation is clicked,
+the chat visible next to it, and not reopened or replaced by the passages later messages bring.
 Screenshots of the main screens go to the test's temporary folder, or to docs/ (linked from the README) with
 `TUNEWISE_E2E_SHOTS=docs`, so an ordinary test run leaves the tracked files alone. Needs /usr/bin/chromium
 (`make test` installs it).
@@ -108,15 +110,82 @@ def shot(page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / name))
 
 
+def launch_browser(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"])
+
+
+def log_in(page, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.fill("#email", USER)
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page.get_by_text("Describe your use case and I will recommend")).to_be_visible()
+
+
+def test_a_cited_passage_opens_beside_the_chat_only_when_clicked(server):
+    """#18: a cited source replaced the chat page (Back needed two presses); with Chainlit's side display the panel
+    opened by itself on every message and stacked every passage. Now: closed until a citation is clicked, then that
+    passage beside the conversation; passages that later messages bring neither open it nor replace what is read."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _ = server
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=90_000)
+        panel, side = page.locator("#side-view-title"), page.locator("#side-view-content")
+        try:
+            log_in(page, url)
+            page.fill("#chat-input", USE_CASE)
+            page.click("#chat-submit")
+            expect(page.get_by_text("Sources (click to read)")).to_be_visible()
+            page.wait_for_timeout(1_500)
+            expect(panel).to_have_count(0)  # the card's passages did not open the panel
+
+            page.locator("a.element-link", has_text="lora#when-to-use-it").first.click()
+            expect(side.get_by_text("LoRA — When to use it")).to_be_visible()
+            expect(side.get_by_text("cited by a rule")).to_be_visible()
+            expect(side.locator(":scope > *")).to_have_count(1)  # that passage alone, not every one stacked
+            expect(page.get_by_text("What I understood")).to_be_visible()  # the chat, beside it
+            expect(page.get_by_text("Sources (click to read)")).to_be_visible()
+            assert "/element/" not in page.url
+
+            # A question whose answer cites a passage: the panel keeps the passage being read.
+            page.fill("#chat-input", "what does QLoRA mean?")
+            page.click("#chat-submit")
+            expect(page.get_by_text("In your plan:")).to_be_visible()
+            page.wait_for_timeout(1_500)
+            expect(side.get_by_text("LoRA — When to use it")).to_be_visible()
+            expect(panel).to_contain_text("lora#when-to-use-it")
+
+            # Closed by its button, it stays closed when the next passage arrives; that passage opens on a click.
+            panel.locator("button").first.click()
+            expect(panel).to_have_count(0)
+            page.fill("#chat-input", "explain RAG to me")
+            page.click("#chat-submit")
+            expect(page.get_by_text("spectrum#retrieval-augmented-generation").first).to_be_visible()
+            page.wait_for_timeout(1_500)
+            expect(panel).to_have_count(0)
+            page.locator("a.element-link", has_text="qlora#what-it-is").last.click()
+            expect(panel).to_contain_text("qlora#what-it-is")
+            expect(side).to_contain_text("QLoRA")
+            expect(page.get_by_text("explain RAG to me")).to_be_visible()
+        finally:
+            browser.close()
+
+
 def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, home = server
     shots = ROOT / os.environ["TUNEWISE_E2E_SHOTS"] if os.environ.get("TUNEWISE_E2E_SHOTS") else tmp_path / "shots"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
+        browser = launch_browser(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         # Everything the page loads comes from the chat server (#17: no fonts or stylesheets from public CDNs).
         outside: list[str] = []
@@ -185,12 +254,15 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             expect(page.get_by_text("Recorded:")).to_be_visible()
             shot(page, shots, "chat-playground.png")
 
-            # Last (it leaves the chat page): a cited source of the recommendation opens as its own page.
-            link = page.get_by_text("lora#when-to-use-it").first
+            # A cited source of the recommendation opens beside the chat; the conversation stays on screen.
+            link = page.locator("a.element-link", has_text="lora#when-to-use-it").first
             scroll_to(link, "center")
             link.click()
-            expect(page.get_by_text("LoRA — When to use it")).to_be_visible()
-            expect(page.get_by_text("cited by a rule")).to_be_visible()
+            side = page.locator("#side-view-content")
+            expect(side.get_by_text("LoRA — When to use it")).to_be_visible()
+            expect(side.get_by_text("cited by a rule")).to_be_visible()
+            expect(page.get_by_text("Recorded:")).to_be_visible()  # the last message, still on the chat page
+            assert "/element/" not in page.url
             shot(page, shots, "chat-citation.png")
         finally:
             browser.close()
