@@ -4,6 +4,7 @@
     tunewise recommend "TEXT" --json           one JSON object
     tunewise recommend --jsonl - < in.jsonl    one JSON line per {"id": ..., "text": ...} input line
     tunewise recommend "TEXT" --plan-out plan.yaml
+    tunewise pilot plan.yaml --data DIR        measure the candidates on a sample, revise the advice
 
 This module only mounts commands, so it is the one module above the advisor, the chat and the executor
 (tests/test_imports.py): it may import all three and none imports it. Heavy imports (torch, chroma) happen
@@ -15,6 +16,7 @@ from __future__ import annotations
 import typer
 
 from assistant.chat.users_cli import users_app
+from assistant.pilot_cli import pilot_command
 from assistant.recommend_cli import recommend
 from executor.cli import data_app, eval_command, runs_app, train_command, worker_command
 from executor.export.cli import export_command, plan_app, serve_command
@@ -38,6 +40,7 @@ app.add_typer(runs_app, name="runs")
 app.command("worker")(worker_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("pilot")(pilot_command)
 app.add_typer(users_app, name="users")
 app.command("export")(export_command)
 app.command("serve")(serve_command)

@@ -45,6 +45,8 @@ Vendor = Literal["openai_api", "anthropic_api", "open_weights", "any"]
 Coverage = Literal["covered", "poor", "none"]  # none: no pretrained model reads it at all (a new modality)
 TechniqueName = Literal["full", "lora", "qlora", "prompt_tuning", "dpo", "rlhf", "api"]
 TeamSkills = Literal["none", "some", "strong"]
+# What a pilot on the team's own data measured (executor/pilot/evidence.py): the approach its numbers favour.
+PilotVerdict = Literal["prompting", "rag", "fine_tuning", "inconclusive"]
 
 
 class Fact(BaseModel, Generic[T]):
@@ -113,6 +115,7 @@ class UseCaseProfile(BaseModel):
     tuning_fell_short: Fact[bool] = Fact()
     prompting_works: Fact[bool] = Fact()
     continued_pretraining: Fact[bool] = Fact()
+    pilot_verdict: Fact[PilotVerdict] = Fact()
 
     @classmethod
     def field_names(cls) -> list[str]:

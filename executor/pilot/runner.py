@@ -1,0 +1,377 @@
+"""`pilot`: the candidate approaches measured on a stratified sample of the team's own data, within a budget.
+
+    plan + prepared data -> the model (planned, or the largest available proxy) -> test sample sized from the
+      measured generation speed -> prompting baselines (base, zero-shot, few-shot; RAG when there are documents)
+      -> short runs of the planned technique on nested train samples of growing size (sized from the measured
+      speed of the first) -> learning curve to the full train split -> verdict -> pilot.json, pilot.md, pilot.png
+
+Every system is scored like `tunewise eval` scores it (same prompts, greedy decoding, metrics, bootstrap
+intervals), on the same test rows. Each finished stage is saved in pilot_state.json, so a pilot that is
+cancelled or crashes resumes where it stopped, with the budget it had left. When the budget runs out the pilot
+stops with what it has and says what it skipped.
+
+Lazy imports: torch, transformers and the training and evaluation modules (which import them) are imported inside
+`pilot`, so the CLI and the run queue import this module for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from executor.pilot.budget import DEFAULT_MINUTES, Budget
+from executor.pilot.curve import fit_curve
+from executor.pilot.evidence import verdict
+from executor.plan import TrainingPlan, trains
+
+STATE = "pilot_state.json"
+# Largest proxy model (billions of parameters) a pilot trains when the planned one is not here.
+PROXY_MAX_B = {"cpu": 0.5, "cuda": 8.0}
+EVAL_SHARE = 0.4         # of the budget for generation (baselines and every curve point); the rest trains
+MIN_TEST, MAX_TEST = 20, 500
+PROBE_ROWS = 8
+FIRST_SIZE = {"cpu": 64, "cuda": 512}  # train rows of the first (smallest) curve point, before speed is known
+MAX_PILOT_EPOCHS = 3
+RESERVE = 0.05           # of the budget kept for the curve fit and the report
+
+
+class PilotError(ValueError):
+    """A pilot that cannot run; the message says what is missing."""
+
+
+Progress = Callable[[str], None]
+
+
+def default_budget_seconds(device: str) -> float:
+    return DEFAULT_MINUTES.get(device, DEFAULT_MINUTES["cpu"]) * 60
+
+
+def choose_model(plan: TrainingPlan, device: str, have_factory: bool = False) -> tuple[str, str | None]:
+    """The model the pilot runs: the planned one when it is here, else the largest catalog model that is here
+    and small enough for a pilot on this device. Returns (name for the loaders, a note when it is a proxy)."""
+    from executor.models.registry import catalog
+    from executor.train.runner import _hub_copy_exists
+
+    ref = plan.base_model
+    if have_factory:  # tests build the model from a factory: the planned name only gives the tokenizer
+        return (ref.path if ref.source == "local" else ref.id), None
+    if ref.source == "local" and ref.path and Path(ref.path).exists():
+        return ref.path, None
+    entry = catalog().get(ref.id)
+    if entry is not None and entry["source"] == "bundled":
+        return ref.id, None
+    if entry is not None and entry["source"] == "hub" and _hub_copy_exists(entry["hf_id"]):
+        return ref.id, None
+    if entry is None and ref.source == "hub" and _hub_copy_exists(ref.hf_id or ref.id):
+        return ref.id, None
+    limit = PROXY_MAX_B.get(device, PROXY_MAX_B["cpu"])
+    here = [(mid, e) for mid, e in catalog().items()
+            if e["source"] == "bundled" or (e["source"] == "hub" and _hub_copy_exists(e["hf_id"]))]
+    fitting = [(mid, e) for mid, e in here if (e.get("params_b") or 0) <= limit] or here
+    if not fitting:
+        raise PilotError(f"no model to run the pilot on: {ref.id} is not on this machine and no catalog model is")
+    proxy, info = max(fitting, key=lambda m: m[1].get("params_b") or 0)
+    why = "a hosted model cannot be trained here" if ref.source == "api" or (entry or {}).get("source") == "api" \
+        else "its weights are not on this machine"
+    return proxy, (f"measured on a proxy: {proxy} ({info.get('params_b')}B) instead of the planned {ref.id}, "
+                   f"because {why}; a larger model usually scores higher, so read the tuned figures as a floor")
+
+
+def _tuning_plan(plan: TrainingPlan, model: str, proxy: bool) -> tuple[TrainingPlan, str | None]:
+    """The plan of the pilot's short runs: the planned technique where it trains here, else LoRA."""
+    from executor.models.registry import catalog
+
+    note = None
+    raw = plan.model_dump(mode="json")
+    if proxy:
+        entry = catalog().get(model)
+        raw["base_model"] = ({"id": model, "source": entry["source"], "hf_id": entry.get("hf_id")} if entry
+                             else {"id": model, "source": "local", "path": model})
+    technique = plan.technique
+    if not trains(technique) or technique == "api" or (proxy and technique == "qlora"):
+        note = (f"the short runs use LoRA: the plan's technique {technique!r} " +
+                ("trains nothing, so the pilot measures what tuning would add" if not trains(technique)
+                 else "is not run locally in a pilot"))
+        technique = "lora"
+    if technique == "lora" and (raw.get("training") or {}).get("method") != "lora":
+        raw["training"] = {"method": "lora", "lora": {"r": 16, "alpha": 32}}
+    raw["technique"] = technique
+    raw["approach"] = "rag_fine_tuning" if plan.approach in ("rag", "rag_fine_tuning") else "fine_tuning"
+    if raw["approach"] == "rag_fine_tuning" and not raw.get("retrieval"):
+        raw["retrieval"] = {}
+    training = raw["training"]
+    training["epochs"] = min(float(training.get("epochs") or 1), MAX_PILOT_EPOCHS)
+    training["early_stopping_patience"] = None  # a pilot's runs are short: every step counts
+    raw["evaluation"] = {**raw.get("evaluation", {}), "after_training": False}
+    return TrainingPlan.model_validate(raw), note
+
+
+def _load_state(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / STATE
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"systems": {}, "points": [], "skipped": [], "spent": 0.0}
+
+
+def _save_state(out_dir: Path, state: dict[str, Any], budget: Budget, spent_before: float) -> None:
+    state["spent"] = round(spent_before + budget.spent(), 2)
+    tmp = out_dir / (STATE + ".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    tmp.replace(out_dir / STATE)
+
+
+def _nested_subsets(n_total: int, seed: int) -> list[int]:
+    """One shuffled order of the train rows: every curve size takes a prefix, so each smaller sample is inside
+    the larger (the curve then measures more data, not other data)."""
+    order = list(range(n_total))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _write_subset(lines: list[str], order: list[int], size: int, data_dir: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(lines[i] for i in sorted(order[:size])), encoding="utf-8")
+    validation = data_dir / "validation.jsonl"
+    if validation.exists():  # the trainer's eval loss; a few rows are enough for a pilot
+        with validation.open(encoding="utf-8") as handle:
+            head = [line for _, line in zip(range(64), handle, strict=False)]
+        (folder / "validation.jsonl").write_text("".join(head), encoding="utf-8")
+    return folder
+
+
+def pilot(
+    plan: TrainingPlan,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    budget_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    model_factory: Callable | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    from executor.evaluate import prompts as P
+    from executor.evaluate.generate import generate
+    from executor.evaluate.runner import (
+        TASKS,
+        _headline,
+        _load_rows,
+        _score,
+        _tuned_model,
+        corpus_passages,
+        detect_task,
+        sample_rows,
+    )
+    from executor.models.loader import choose_placement, load_causal_lm
+    from executor.models.registry import load_tokenizer
+    from executor.pilot.report import write_pilot_reports
+    from executor.train.data import find_splits
+    from executor.train.runner import train
+
+    say = progress or (lambda text: None)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    placement = choose_placement(plan.hardware.device, "auto")
+    state = _load_state(out_dir)
+    total = float(budget_seconds or default_budget_seconds(placement.device))
+    spent_before = float(state.get("spent") or 0.0)
+    if total - spent_before <= 0:
+        raise PilotError(f"the pilot in {out_dir} already used its {total:.0f} s budget; give it a larger budget "
+                         "or a new folder")
+    budget = Budget(total - spent_before, clock)
+
+    splits = find_splits(data_dir)
+    test_path = splits.get("test") or splits.get("validation")
+    if test_path is None:
+        raise PilotError(f"{data_dir}: no test.jsonl or validation.jsonl to measure on; run `tunewise data prepare`")
+    rows, labels = _load_rows(test_path, None)
+    if not rows:
+        raise PilotError(f"{test_path}: no chat rows with a reference reply to measure on")
+    train_lines = [line for line in splits["train"].read_text(encoding="utf-8").splitlines(keepends=True)
+                   if line.strip()]
+    train_rows = _load_rows(splits["train"], None)[0]
+    references_all = [P.split_prompt(r)[1] for r in rows]
+    task = plan.evaluation.task if plan.evaluation.task != "auto" else detect_task(references_all, labels)
+    if task not in TASKS:
+        raise PilotError(f"evaluation.task {task!r}: use one of {', '.join(TASKS)}")
+    label_set = sorted({lab for lab in labels if lab} | {r[-1]["content"] for r in train_rows}) if any(labels) else []
+    headline = _headline(task)
+
+    model_name, proxy_note = choose_model(plan, placement.device, model_factory is not None)
+    tokenizer = load_tokenizer(model_name)
+    notes = [proxy_note] if proxy_note else []
+    tuning_plan, technique_note = _tuning_plan(plan, model_name, proxy_note is not None)
+    if technique_note:
+        notes.append(technique_note)
+
+    def base_loader():
+        if model_factory is not None:
+            return model_factory(tokenizer).to(placement.device).eval()
+        return load_causal_lm(model_name, placement).eval()
+
+    k = plan.evaluation.few_shot_k
+    shots = P.pick_shots(train_rows, k) if train_rows else []
+    passages = corpus_passages(plan)
+    use_rag = bool(passages) or plan.approach in ("rag", "rag_fine_tuning")
+    systems_wanted = ["base", "zero_shot"] + (["few_shot"] if shots else []) + (["rag"] if use_rag else [])
+    max_new = max(8, min({"classification": 16, "exact_match": 320, "json": 256}.get(
+        task, plan.evaluation.max_new_tokens), max((len(tokenizer(r, add_special_tokens=False)["input_ids"])
+                                                    for r in references_all[:200]), default=16) + 16))
+
+    say(f"pilot on {model_name} ({placement.device}), {budget.left():.0f} s budget")
+    model = None
+    if "test_size" not in state:
+        model = base_loader()
+        probe = [P.few_shot(P.split_prompt(r)[0], task, label_set, shots) if shots else P.split_prompt(r)[0]
+                 for r in rows[:PROBE_ROWS]]
+        started = clock()
+        generate(model, tokenizer, probe, max_new)
+        per_row = max(1e-3, (clock() - started) / len(probe))
+        passes = len(systems_wanted) + 3  # the baselines, then each curve point's tuned model
+        size = int(EVAL_SHARE * budget.left() / (passes * per_row))
+        state["test_size"] = max(min(MIN_TEST, len(rows)), min(size, MAX_TEST, len(rows)))
+        state["seconds_per_row"] = per_row
+        _save_state(out_dir, state, budget, spent_before)
+    per_row = float(state["seconds_per_row"])
+    sample, sample_labels, sample_note = sample_rows(rows, labels, state["test_size"])
+    if sample_note:
+        notes.append(sample_note.replace("Evaluated", "Measured"))
+    prompts = [P.split_prompt(r)[0] for r in sample]
+    references = [P.split_prompt(r)[1] for r in sample]
+
+    skipped: list[str] = list(state.get("skipped") or [])
+
+    def skip(what: str, why: str) -> None:
+        line = f"{what}: {why}"
+        if line not in skipped:
+            skipped.append(line)
+            state["skipped"] = skipped
+        say(f"skipped {line}")
+
+    # ------------------------------------------------------------------ prompting baselines (and RAG)
+    for name in systems_wanted:
+        if name in state["systems"]:
+            continue
+        # Few-shot prompts are the longest: about twice the probe's per-row time is assumed for them.
+        needed = per_row * len(sample) * (2 if name == "few_shot" else 1)
+        if not budget.affords(needed):
+            skip(name, f"~{needed:.0f} s of generation, {budget.left():.0f} s left")
+            continue
+        if name == "base":
+            inputs = prompts
+        elif name == "zero_shot":
+            inputs = [P.zero_shot(p, task, label_set) for p in prompts]
+        elif name == "few_shot":
+            inputs = [P.few_shot(p, task, label_set, shots) for p in prompts]
+        else:
+            retriever = P.Retriever(passages or [P.as_passage(r) for r in train_rows])
+            inputs = [P.rag(p, task, label_set,
+                            retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k))
+                      for p in prompts]
+        say(f"measuring {name} on {len(sample)} test rows")
+        model = model or base_loader()
+        started = clock()
+        outputs = generate(model, tokenizer, inputs, max_new)
+        metrics, per_example = _score(task, outputs, references, label_set)
+        state["systems"][name] = {"metrics": metrics, "per_example": per_example,
+                                  "seconds": round(clock() - started, 2)}
+        _save_state(out_dir, state, budget, spent_before)
+    del model
+
+    # ------------------------------------------------------------------ short tuned runs: the learning curve
+    n_train = len(train_lines)
+    order = _nested_subsets(n_train, tuning_plan.training.seed)
+    rows_per_step = tuning_plan.training.per_device_batch_size * tuning_plan.training.gradient_accumulation_steps
+    epochs = tuning_plan.training.epochs
+    eval_cost = per_row * len(sample)
+
+    def steps_for(size: int) -> int:
+        return max(1, math.ceil(size * epochs / rows_per_step))
+
+    done_sizes = [p["size"] for p in state["points"]]
+    first = min(n_train, max(8, min(FIRST_SIZE.get(placement.device, 64), n_train // 4 or n_train)))
+    planned: list[int] = [first] if first not in done_sizes else []
+    seconds_per_step = state.get("seconds_per_step")
+    for _ in range(6):  # three points at most; a skipped size is retried smaller once the speed is known
+        if len(state["points"]) >= 3:
+            break
+        if not planned:
+            if seconds_per_step is None:
+                break
+            # Sizes for the remaining points, from the measured speed: the largest m (at most the whole train
+            # split) whose runs at m/2 and m fit in what is left, each followed by its evaluation.
+            left_points = 3 - len(state["points"])
+            room = budget.left() - RESERVE * budget.seconds - left_points * eval_cost
+            largest = max(done_sizes)
+            best = None
+            m = n_train
+            while m > largest:
+                sizes = [s for s in ([m // 2, m] if left_points >= 2 else [m]) if s > largest]
+                if sum(steps_for(s) for s in sizes) * seconds_per_step <= room:
+                    best = sizes
+                    break
+                m = int(m / 1.5)
+            if not best:
+                skip("larger curve points", f"the next size would need more than the {max(0.0, room):.0f} s left")
+                break
+            planned = best
+        size = planned.pop(0)
+        steps = steps_for(size)
+        estimate = steps * (seconds_per_step or 0.0) + eval_cost
+        if seconds_per_step is not None and not budget.affords(estimate):
+            skip(f"tuned run on {size:,} rows", f"~{estimate:.0f} s needed, {budget.left():.0f} s left")
+            continue
+        if seconds_per_step is None and budget.left() < eval_cost:
+            skip("tuned runs", f"{budget.left():.0f} s left after the baselines")
+            break
+        folder = out_dir / "curve" / f"n{size}"
+        subset = _write_subset(train_lines, order, size, data_dir, folder / "data")
+        say(f"tuning {tuning_plan.technique} on {size:,} train rows ({steps} steps)")
+        point_plan = tuning_plan.with_overrides({"data.path": str(subset), "training.max_steps": steps})
+        started = clock()
+        train(point_plan, folder / "run", model_factory=model_factory)
+        trained_seconds = clock() - started
+        seconds_per_step = max(trained_seconds / steps, 1e-4)  # load and save included: conservative
+        state["seconds_per_step"] = seconds_per_step
+        tuned = _tuned_model(folder / "run", base_loader, placement.device)
+        outputs = generate(tuned, tokenizer, prompts, max_new)
+        del tuned
+        metrics, per_example = _score(task, outputs, references, label_set)
+        state["points"].append({"size": size, "steps": steps, "train_seconds": round(trained_seconds, 2),
+                                "metrics": metrics, "per_example": per_example})
+        done_sizes.append(size)
+        # Keep the adapter (small) of each point, not the merged weights and checkpoints (the model's size each).
+        for heavy in ("merged", "model", "checkpoints"):
+            shutil.rmtree(folder / "run" / heavy, ignore_errors=True)
+        _save_state(out_dir, state, budget, spent_before)
+
+    # ------------------------------------------------------------------ the curve, the verdict, the reports
+    points = sorted(state["points"], key=lambda p: p["size"])
+    curve = fit_curve([p["size"] for p in points], [p["per_example"] for p in points], n_train)
+    if len(points) < 2:
+        notes.append("No learning curve: fewer than two tuned sizes finished within the budget.")
+    systems = {name: s["metrics"] for name, s in state["systems"].items()}
+    if points:
+        systems["tuned"] = points[-1]["metrics"]
+    headline_of = {name: m[headline] for name, m in systems.items() if isinstance(m.get(headline), dict)}
+    decided = verdict(headline_of, curve.to_dict() if curve else None)
+    _save_state(out_dir, state, budget, spent_before)
+    report = {
+        "kind": "pilot", "task": task, "headline_metric": headline, "n": len(sample), "test_rows": len(rows),
+        "train_rows": n_train, "model": model_name, "planned_model": plan.base_model.id,
+        "proxy": proxy_note is not None, "technique": tuning_plan.technique, "planned_approach": plan.approach,
+        "planned_technique": plan.technique, "device": placement.device,
+        "budget_seconds": round(total, 1), "spent_seconds": state["spent"],
+        "systems": systems,
+        "curve": {"points": [{"size": p["size"], "steps": p["steps"], "train_seconds": p["train_seconds"],
+                              headline: p["metrics"][headline]} for p in points],
+                  "fit": curve.to_dict() if curve else None},
+        "verdict": decided["verdict"], "reason": decided["reason"],
+        "skipped": skipped, "notes": notes,
+    }
+    return write_pilot_reports(out_dir, report)

@@ -1,0 +1,298 @@
+"""Issue #20: the pilot measures the candidate approaches on the team's data within a budget, fits a learning
+curve, reaches a verdict, and the advice is revised from it. Tiny models; injected clocks instead of sleeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from executor.models.loader import tiny_llama
+from executor.pilot import runner as pilot_runner
+from executor.pilot.budget import Budget
+from executor.pilot.curve import fit_curve
+from executor.pilot.evidence import verdict
+from executor.plan import TrainingPlan
+
+CITIES = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Peru", "Lima"), ("Japan", "Tokyo")]
+
+
+def est(value: float, half: float = 0.05) -> dict:
+    return {"value": value, "ci_low": max(0.0, value - half), "ci_high": min(1.0, value + half)}
+
+
+# ---------------------------------------------------------------- the learning curve
+
+
+def synthetic(sizes, c=2.0, alpha=0.5, rows=400, seed=0):
+    """Per-row 0/1 scores whose mean follows accuracy = 1 - c * n^-alpha."""
+    rng = np.random.default_rng(seed)
+    return [list((rng.random(rows) < 1 - c * n ** -alpha).astype(float)) for n in sizes]
+
+
+def test_the_curve_recovers_a_power_law_and_predicts_the_full_run():
+    sizes = [100, 400, 1600]
+    fit = fit_curve(sizes, synthetic(sizes, rows=2000), target=6400)
+    truth = 1 - 2.0 * 6400 ** -0.5  # 0.975
+    assert fit.alpha == pytest.approx(0.5, abs=0.1)
+    assert fit.ci_low <= truth <= fit.ci_high
+    assert abs(fit.predicted - truth) < 0.01
+    assert fit.gain_per_doubling > 0 and fit.extrapolation == 4.0
+    assert fit.scores[0] < fit.scores[-1]
+
+
+def test_a_flat_curve_predicts_no_gain():
+    sizes = [50, 100, 200]
+    rng = np.random.default_rng(1)
+    flat = [list((rng.random(300) < 0.6).astype(float)) for _ in sizes]
+    fit = fit_curve(sizes, flat, target=5000)
+    assert abs(fit.predicted - 0.6) < 0.08 and fit.gain_per_doubling < 0.03
+
+
+def test_one_size_is_no_curve():
+    assert fit_curve([100], synthetic([100]), target=1000) is None
+    assert fit_curve([100, 100], synthetic([100, 100]), target=1000) is None
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def test_tuning_above_prompting_beyond_both_intervals_is_confirmed():
+    v = verdict({"zero_shot": est(0.02), "few_shot": est(0.08), "tuned": est(0.55)}, None)
+    assert v["verdict"] == "fine_tuning" and "8.0%" in v["reason"] and "55.0%" in v["reason"]
+
+
+def test_a_short_run_not_yet_ahead_is_confirmed_by_its_curve():
+    curve = {"predicted": 0.8, "ci_low": 0.7, "ci_high": 0.88, "target": 10000}
+    v = verdict({"few_shot": est(0.30), "tuned": est(0.34)}, curve)
+    assert v["verdict"] == "fine_tuning" and "10,000" in v["reason"] and "80.0%" in v["reason"]
+
+
+def test_few_shot_within_the_tuned_interval_and_no_predicted_gain_is_prompting():
+    curve = {"predicted": 0.71, "ci_low": 0.66, "ci_high": 0.74, "target": 2000}
+    v = verdict({"zero_shot": est(0.5), "few_shot": est(0.72), "tuned": est(0.70)}, curve)
+    assert v["verdict"] == "prompting" and "few-shot prompting 72.0%" in v["reason"].lower()
+
+
+def test_retrieval_above_both_wins():
+    v = verdict({"few_shot": est(0.2), "rag": est(0.6), "tuned": est(0.3)}, None)
+    assert v["verdict"] == "rag" and "60.0%" in v["reason"]
+
+
+def test_overlapping_systems_are_inconclusive():
+    curve = {"predicted": 0.5, "ci_low": 0.3, "ci_high": 0.7, "target": 900}
+    assert verdict({"few_shot": est(0.45), "tuned": est(0.42)}, curve)["verdict"] == "inconclusive"
+    assert verdict({"few_shot": est(0.45)}, None)["verdict"] == "inconclusive"  # no tuned run finished
+
+
+def test_nothing_above_zero_is_inconclusive_not_prompting():
+    zero = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert verdict({"few_shot": zero, "tuned": zero}, None)["verdict"] == "inconclusive"
+
+
+def test_budget_runs_on_the_injected_clock():
+    now = [100.0]
+    budget = Budget(60, clock=lambda: now[0])
+    now[0] += 45
+    assert budget.spent() == 45 and budget.left() == 15
+    assert budget.affords(15) and not budget.affords(16)
+    now[0] += 30
+    assert budget.left() == 0
+    with pytest.raises(ValueError, match="positive"):
+        Budget(0)
+
+
+# ---------------------------------------------------------------- the pilot, end to end with a tiny model
+
+
+def rows(n: int) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Answer with the capital only."},
+                          {"role": "user", "content": f"Capital of {CITIES[i % 5][0]}?"},
+                          {"role": "assistant", "content": CITIES[i % 5][1]}], "label": CITIES[i % 5][1]}
+            for i in range(n)]
+
+
+def capitals_plan(**overrides) -> TrainingPlan:
+    return TrainingPlan.model_validate({
+        "approach": "fine_tuning", "technique": "lora", "base_model": {"id": "smollm2-135m-instruct"},
+        "training": {"method": "lora", "epochs": 1, "learning_rate": 2e-2, "per_device_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "max_seq_length": 64,
+                     "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "evaluation": {"few_shot_k": 2}, "hardware": {"device": "cpu"},
+        "use_case": "Route customer banking messages to one of 77 intents; 12,000 labeled messages.",
+    }).with_overrides(overrides)
+
+
+@pytest.fixture(scope="module")
+def capitals(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("pilot") / "data"
+    data.mkdir()
+    for split, n in (("train", 32), ("validation", 4), ("test", 20)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(n)))
+    return data
+
+
+@pytest.fixture(scope="module")
+def finished(capitals, tunewise_home) -> tuple[Path, dict]:
+    out = capitals.parent / "pilot"
+    report = pilot_runner.pilot(capitals_plan(), capitals, out, budget_seconds=900, model_factory=tiny_llama)
+    return out, report
+
+
+def test_the_pilot_measures_baselines_and_a_nested_learning_curve(finished):
+    out, report = finished
+    assert {"base", "zero_shot", "few_shot", "tuned"} <= set(report["systems"])
+    for metrics in report["systems"].values():
+        acc = metrics["accuracy"]
+        assert acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["n"] == report["n"] == 20
+    sizes = [p["size"] for p in report["curve"]["points"]]
+    assert sizes == sorted(sizes) and len(sizes) == 3 and sizes[-1] == 32  # the last point trains on all 32 rows
+    assert report["curve"]["fit"]["target"] == 32
+    # Each smaller sample is inside the larger one: the curve measures more data, not other data.
+    trains = [set((out / "curve" / f"n{s}" / "data" / "train.jsonl").read_text().splitlines()) for s in sizes]
+    lines = [(out / "curve" / f"n{s}" / "data" / "train.jsonl").read_text().splitlines() for s in sizes]
+    assert [len(x) for x in lines] == sizes
+    assert all(len(trains[i]) <= len(trains[i + 1]) for i in range(2))
+    assert report["verdict"] in {"prompting", "rag", "fine_tuning", "inconclusive"} and report["reason"]
+    assert not report["proxy"] and report["technique"] == "lora"
+
+
+def test_the_pilot_writes_its_report_files(finished):
+    out, report = finished
+    saved = json.loads((out / "pilot.json").read_text())
+    assert saved["verdict"] == report["verdict"] and saved["chart"] == "pilot.png"
+    assert (out / "pilot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "pilot.md").read_text()
+    assert f"**Verdict: {report['verdict']}.**" in md and "## Learning curve" in md and "| 32 |" in md
+    for size in (p["size"] for p in report["curve"]["points"]):  # the heavy weights go, the adapter stays
+        assert not (out / "curve" / f"n{size}" / "run" / "merged").exists()
+        assert (out / "curve" / f"n{size}" / "run" / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_resumed_pilot_does_not_measure_again(finished, capitals, monkeypatch):
+    out, report = finished
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was run again")
+
+    monkeypatch.setattr("executor.train.runner.train", no_training)
+    monkeypatch.setattr("executor.evaluate.generate.generate", no_training)
+    again = pilot_runner.pilot(capitals_plan(), capitals, out, budget_seconds=900, model_factory=tiny_llama)
+    assert again["systems"] == report["systems"] and again["curve"] == report["curve"]
+
+
+def test_a_pilot_out_of_budget_stops_with_what_it_has_and_says_what_it_skipped(capitals, tmp_path, tunewise_home):
+    ticks = [0.0]
+
+    def clock():  # every reading of the clock costs 10 s of budget: the pilot runs out after the first systems
+        ticks[0] += 10.0
+        return ticks[0]
+
+    report = pilot_runner.pilot(capitals_plan(), capitals, tmp_path / "cut", budget_seconds=120, clock=clock,
+                                model_factory=tiny_llama)
+    assert report["skipped"] and any("s left" in s for s in report["skipped"])
+    assert "base" in report["systems"] and not report["curve"]["points"]
+    assert report["verdict"] == "inconclusive"
+    assert (tmp_path / "cut" / "pilot.md").exists()
+
+
+def test_a_model_that_is_not_here_is_measured_on_a_proxy(monkeypatch):
+    monkeypatch.setattr("executor.train.runner._hub_copy_exists", lambda repo: False)
+    plan = capitals_plan(**{"base_model": {"id": "llama-3.1-8b-instruct", "source": "hub"}})
+    model, note = pilot_runner.choose_model(plan, "cpu")
+    assert model == "smollm2-135m-instruct"
+    assert note.startswith("measured on a proxy") and "llama-3.1-8b-instruct" in note
+    tuning, why = pilot_runner._tuning_plan(plan, model, proxy=True)
+    assert tuning.base_model.id == "smollm2-135m-instruct" and tuning.base_model.source == "bundled"
+    assert why is None and tuning.technique == "lora"
+
+
+def test_a_prompting_plan_is_piloted_with_lora_to_measure_what_tuning_would_add():
+    plan = TrainingPlan.model_validate({"approach": "prompting", "technique": "none",
+                                        "base_model": {"id": "smollm2-135m-instruct"}})
+    tuning, why = pilot_runner._tuning_plan(plan, "smollm2-135m-instruct", proxy=False)
+    assert tuning.technique == "lora" and tuning.approach == "fine_tuning" and "trains nothing" in why
+
+
+def test_the_cli_reports_and_revises_the_advice(finished, capitals, tmp_path):
+    from assistant.cli import app
+
+    out, report = finished
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(capitals_plan().to_yaml())
+    # The finished pilot's folder: the command resumes it (nothing left to measure) and revises the advice.
+    result = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(capitals), "--out", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["pilot"]["verdict"] == report["verdict"]
+    assert payload["advice"]["before"]["approach"] == "fine_tuning"
+    assert payload["advice"]["verdict"] == report["verdict"]
+
+
+def test_the_cli_names_a_missing_data_folder(tmp_path):
+    from assistant.cli import app
+
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(capitals_plan().to_yaml())
+    result = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(tmp_path / "nope")])
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 2 and "/nope: no such data folder" in said
+
+
+# ---------------------------------------------------------------- the advice revised by the evidence
+
+
+@pytest.fixture(scope="module")
+def advisor():
+    from assistant.recommend import Advisor
+
+    return Advisor(index=None)
+
+
+ROUTING = "Route customer banking messages to one of 77 intents; we have 12,000 labeled messages."
+
+
+def pilot_report(verdict_name: str, reason: str) -> dict:
+    return {"verdict": verdict_name, "reason": reason, "n": 300}
+
+
+def test_a_pilot_where_few_shot_matches_tuning_revises_the_advice_to_prompting(advisor):
+    from assistant.pilot_advice import revise
+
+    profile, _ = advisor.profile_from_text(ROUTING)
+    revision = revise(advisor, profile, pilot_report("prompting", "Few-shot prompting 81.0% [77%, 85%] is within "
+                                                                  "the interval of the short tuned run."), ROUTING)
+    assert revision.before.approach == "fine_tuning" and revision.after.approach == "prompting"
+    assert revision.changed and "pilot-prompting-enough" in revision.to_dict()["rules"]
+    assert revision.summary().startswith("Advice changed: fine_tuning / lora -> prompting / none.")
+    assert "81.0%" in revision.summary()
+
+
+def test_a_pilot_that_confirms_tuning_keeps_the_advice_and_says_so(advisor):
+    from assistant.pilot_advice import revise
+
+    profile, _ = advisor.profile_from_text(ROUTING)
+    revision = revise(advisor, profile, pilot_report("fine_tuning", "The short tuned run scored 62.0%."), ROUTING)
+    assert not revision.changed and revision.after.approach == "fine_tuning"
+    assert revision.summary().startswith("Advice stands") and revision.after.confidence >= revision.before.confidence
+
+
+def test_a_pilot_where_retrieval_wins_moves_a_thin_description_to_rag(advisor):
+    from assistant.pilot_advice import revise
+
+    text = "An assistant for our support team."
+    profile, _ = advisor.profile_from_text(text)
+    revision = revise(advisor, profile, pilot_report("rag", "Retrieval scored 70.0%."), text)
+    assert revision.after.approach == "rag" and "pilot-retrieval-wins" in revision.to_dict()["rules"]
+
+
+def test_an_inconclusive_pilot_changes_nothing(advisor):
+    from assistant.pilot_advice import revise
+
+    profile, _ = advisor.profile_from_text(ROUTING)
+    revision = revise(advisor, profile, pilot_report("inconclusive", "They overlap."), ROUTING)
+    assert not revision.changed and not revision.to_dict()["rules"]
