@@ -57,12 +57,10 @@ def smol_tokenizer(tunewise_home):
 
 @pytest.fixture(scope="session")
 def shared_datasets():
-    from pathlib import Path
+    """../shared/datasets, or the slice of it the repository ships when it is absent (tests/real_data.py)."""
+    import real_data
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    if not root.is_dir():
-        pytest.skip("../shared/datasets is not available")
-    return root
+    return real_data.ROOT
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+from real_data import full_or_slice
 from typer.testing import CliRunner
 
 from assistant.cli import app
@@ -25,7 +26,7 @@ def test_prepare_writes_the_contracted_files(tunewise_home, smol_tokenizer, shar
     assert report["splits"]["validation"] == round(report["kept"] * 0.2)
     first = json.loads((out / "train.jsonl").read_text().splitlines()[0])
     assert [t["from"] for t in first["conversations"]] == ["human", "gpt"]
-    assert "1,319 rows read as prompt_completion" in result.stderr
+    assert f"{full_or_slice(1_319, 40):,} rows read as prompt_completion" in result.stderr
 
     # The reviewer fills in verdicts; `data review` tallies them into the report.
     rows = list(csv.DictReader((out / "review.csv").open(encoding="utf-8")))

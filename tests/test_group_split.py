@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_data import full_or_slice
 
 from executor.data.groups import group_key, group_noun, suggest_group_column
 from executor.data.load import iter_rows
@@ -111,9 +112,10 @@ def test_group_values_and_names():
 def test_suggestion_on_the_real_covid_qa_file(shared_datasets):
     rows = list(iter_rows(shared_datasets / "rag" / "covidqa_200423.json"))
     suggestion = suggest_group_column(rows, context_column="context")
-    assert suggestion["text"] == ("rows share `document_id` (98 values over 1,380 rows, 14.1 per value): consider "
-                                  "--group-by document_id so the test split measures unseen documents (also "
-                                  "possible: context, 98 values)")
+    papers, questions, per = full_or_slice((98, "1,380", 14.1), (3, "6", 2.0))  # (the shipped slice: 3 papers)
+    assert suggestion["text"] == (f"rows share `document_id` ({papers} values over {questions} rows, {per} per value): "
+                                  "consider --group-by document_id so the test split measures unseen documents (also "
+                                  f"possible: context, {papers} values)")
     for name in ("banking77/test.csv", "customer_support/bitext_customer_support_train.csv", "gsm8k/test.jsonl"):
         assert suggest_group_column(list(iter_rows(shared_datasets / name))) is None, name
 

@@ -10,18 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
+import real_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_data import full_or_slice
 
 from executor.data.load import DataError, detect_encoding, estimate_rows, iter_rows
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 def shared(relative: str) -> Path:
-    path = DATASETS / relative
-    if not path.is_file():
-        pytest.skip(f"shared dataset {relative} is not here")
+    path = real_data.path(relative)  # ../shared/datasets, or the slice the repository ships
     return path
 
 
@@ -41,17 +39,18 @@ def write(path: Path, content: str | bytes) -> Path:
 def test_banking77_csv():
     path = shared("banking77/train.csv")
     rows = rows_of(path)
-    assert len(rows) == 10_003
+    n = full_or_slice(10_003, 154)
+    assert len(rows) == n
     assert not [r for r in rows if r.error]
     assert rows[0].data == {"text": "I am still waiting on my card?", "category": "card_arrival"}
     assert rows[0].source.line == 2 and rows[0].source.file == str(path)
-    assert estimate_rows(path) == 10_003
+    assert estimate_rows(path) == n
 
 
 def test_customer_support_csv_embedded_newlines():
     path = shared("customer_support/bitext_customer_support_train.csv")
     rows = rows_of(path)
-    assert len(rows) == 4_514  # 31,221 physical lines: responses hold newlines inside quotes
+    assert len(rows) == full_or_slice(4_514, 54)  # 31,221 physical lines in full: newlines inside quoted responses
     assert not [r for r in rows if r.error]
     assert list(rows[0].data)[:4] == ["context", "role", "instruction", "intent"]
     assert rows[0].data["instruction"] == "how can I cancel purchase 113542617735902?"
@@ -61,33 +60,33 @@ def test_customer_support_csv_embedded_newlines():
     for row in rows:
         assert lines[row.source.line - 1].startswith(f"{row.data['context']},{row.data['role']},"), row.source
     assert rows[1].source.line == 2 + rows[0].data["response"].count("\n") + 1
-    assert estimate_rows(path) == 4_514
+    assert estimate_rows(path) == len(rows)
 
 
 def test_orca_dpo_jsonl():
     path = shared("preference/orca_dpo_pairs_validation.jsonl")
     rows = rows_of(path)
-    assert len(rows) == 284
-    assert [r.source.line for r in rows] == list(range(1, 285))
+    assert len(rows) == full_or_slice(284, 6)
+    assert [r.source.line for r in rows] == list(range(1, len(rows) + 1))
     assert set(rows[0].data) == {"input", "preferred_output", "non_preferred_output"}
-    assert estimate_rows(path) == 284
+    assert estimate_rows(path) == len(rows)
 
 
 def test_gsm8k_jsonl():
     path = shared("gsm8k/test.jsonl")
     rows = rows_of(path)
-    assert len(rows) == 1_319
-    assert rows[-1].source.line == 1_319
+    assert len(rows) == full_or_slice(1_319, 40)
+    assert rows[-1].source.line == len(rows)
     assert rows[0].data["question"].startswith("Janet\u2019s ducks lay 16 eggs per day.")
     assert rows[0].data["answer"].endswith("#### 18")
-    assert estimate_rows(path) == 1_319
+    assert estimate_rows(path) == len(rows)
 
 
 def test_restaurant8k_json_array_streams_with_lines():
     path = shared("extraction/restaurant8k_train_0.json")
     rows = rows_of(path)
     expected = json.loads(path.read_text(encoding="utf-8"))
-    assert len(rows) == len(expected) == 8_198
+    assert len(rows) == len(expected) == full_or_slice(8_198, 60)
     assert [r.data for r in rows] == expected
     assert [r.source.item for r in rows[:3]] == [0, 1, 2]
     assert [r.source.line for r in rows[:3]] == [2, 21, 42]  # the line of each item's '{'
@@ -99,16 +98,26 @@ def test_restaurant8k_json_array_streams_with_lines():
 def test_covid_qa_squad_flattens_to_questions():
     path = shared("rag/covidqa_200423.json")
     rows = rows_of(path)
-    assert len(rows) == 1_380
+    assert len(rows) == full_or_slice(1_380, 6)
     first = rows[0].data
-    assert first["question"] == "What is the main cause of HIV-1 infection in children?"
-    assert first["answer"] == ("Mother-to-child transmission (MTCT) is the main cause of HIV-1 infection in "
-                               "children worldwide. ")
-    assert first["context"].startswith("Functional Genetic Variants in DC-SIGNR")
-    assert first["id"] == 262 and first["title"] is None and first["is_impossible"] is False
+    question, answer, opening, id_ = COVID_FIRST[real_data.FULL]
+    assert (first["question"], first["answer"], first["id"]) == (question, answer, id_)
+    assert first["context"].startswith(opening)
+    assert first["title"] is None and first["is_impossible"] is False
     assert "document_id" in first
     assert [r.source.item for r in rows[:2]] == [0, 1] and rows[0].source.line is None
-    assert len({r.data["context"] for r in rows}) == 98
+    assert len({r.data["context"] for r in rows}) == full_or_slice(98, 3)
+
+
+# The first question of the full file, and of the slice (its first paper is the full file's 94th).
+COVID_FIRST = {
+    True: ("What is the main cause of HIV-1 infection in children?",
+           "Mother-to-child transmission (MTCT) is the main cause of HIV-1 infection in children worldwide. ",
+           "Functional Genetic Variants in DC-SIGNR", 262),
+    False: ("Where can published genomic sequences be found for the 2019-nCoV virus?",
+            "Global Initiative on Sharing All Influenza Data (GISAID) (https://www.gisaid.org/)",
+            "Note from the editors: novel coronavirus (2019-nCoV)", 529),
+}
 
 
 # ---------------------------------------------------------------------------------------------- JSON Lines

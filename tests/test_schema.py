@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
+import real_data
+from real_data import full_or_slice
 
 from executor.data.load import iter_rows
 from executor.data.records import Example, RawRow, Reject, SourceRef
 from executor.data.schema import FORMATS, DetectedFormat, SchemaError, detect_format, parse_mapping, to_example
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SRC = SourceRef("d.jsonl", line=7)
 
 
 def shared(relative: str) -> list[RawRow]:
-    path = DATASETS / relative
-    if not path.is_file():
-        pytest.skip(f"shared dataset {relative} is not here")
+    path = real_data.path(relative)  # ../shared/datasets, or the slice the repository ships
     return list(iter_rows(path))
 
 
@@ -49,7 +47,7 @@ def test_banking77_is_classification():
                                                         "category")
     assert "'category'" in fmt.explanation
     examples, rejects = convert(rows, fmt)
-    assert (len(examples), len(rejects)) == (10_003, 0)
+    assert (len(examples), len(rejects)) == (full_or_slice(10_003, 154), 0)
     first = examples[0]
     assert first.messages == msgs(("user", "I am still waiting on my card?"), ("assistant", "card_arrival"))
     assert first.label == "card_arrival" and first.metadata == {}
@@ -63,7 +61,7 @@ def test_customer_support_is_prompt_completion_with_category_label():
         "prompt_completion", {"prompt": "instruction", "completion": "response"}, "category")
     assert "'category' holds short repeating values" in fmt.explanation and "intent" in fmt.explanation
     examples, rejects = convert(rows, fmt)
-    assert (len(examples), len(rejects)) == (4_514, 0)
+    assert (len(examples), len(rejects)) == (full_or_slice(4_514, 54), 0)
     first = examples[0]
     assert [m["role"] for m in first.messages] == ["user", "assistant"]
     assert first.messages[0]["content"] == "how can I cancel purchase 113542617735902?"
@@ -79,7 +77,7 @@ def test_orca_dpo_is_openai_preference():
     assert fmt.name == "openai_preference"
     assert fmt.fields == {"prompt": "input.messages", "chosen": "preferred_output", "rejected": "non_preferred_output"}
     examples, rejects = convert(rows, fmt)
-    assert (len(examples), len(rejects)) == (284, 0)
+    assert (len(examples), len(rejects)) == (full_or_slice(284, 6), 0)
     first = examples[0]
     assert [m["role"] for m in first.messages] == ["system", "user"]
     assert first.chosen.startswith("Step 1: Identify the names and phrases in the given text.")
@@ -93,9 +91,9 @@ def test_gsm8k_is_prompt_completion():
     assert (fmt.name, fmt.fields, fmt.label_column) == (
         "prompt_completion", {"prompt": "question", "completion": "answer"}, None)
     examples, rejects = convert(rows, fmt)
-    assert (len(examples), len(rejects)) == (1_319, 0)
+    assert (len(examples), len(rejects)) == (full_or_slice(1_319, 40), 0)
     assert examples[0].messages[1]["content"].endswith("#### 18")
-    assert examples[-1].source.line == 1_319
+    assert examples[-1].source.line == len(rows)
 
 
 def test_restaurant8k_needs_a_mapping():
@@ -110,7 +108,8 @@ def test_restaurant8k_needs_a_mapping():
     assert (fmt.name, fmt.fields) == ("prompt_completion", {"prompt": "userInput.text", "completion": "labels"})
     examples, rejects = convert(rows, fmt)
     with_slots = sum(1 for r in rows if "labels" in r.data)  # ~36% of rows have no slot and no 'labels' key
-    assert (len(examples), len(rejects)) == (with_slots, len(rows) - with_slots) == (5_223, 2_975)
+    assert (len(examples), len(rejects)) == (with_slots, len(rows) - with_slots) == full_or_slice((5_223, 2_975),
+                                                                                                   (39, 21))
     assert {r.detail for r in rejects} == {"missing field 'labels'"}
     assert examples[0].messages == msgs(
         ("user", "There will be 5 adults and 1 child."),
@@ -124,13 +123,16 @@ def test_covid_qa_is_squad():
     fmt = detect(rows)
     assert (fmt.name, fmt.fields) == ("squad", {"context": "context", "prompt": "question", "completion": "answer"})
     examples, rejects = convert(rows, fmt)
-    assert (len(examples), len(rejects)) == (1_380, 0)
+    assert (len(examples), len(rejects)) == (full_or_slice(1_380, 6), 0)
     system, user, assistant = examples[0].messages
-    assert system["content"].startswith("Answer the question from this document.\n\nFunctional Genetic Variants in "
-                                        "DC-SIGNR")
-    assert user["content"] == "What is the main cause of HIV-1 infection in children?"
+    opening, question, id_ = full_or_slice(
+        ("Functional Genetic Variants in DC-SIGNR", "What is the main cause of HIV-1 infection in children?", 262),
+        ("Note from the editors: novel coronavirus (2019-nCoV)",  # (the slice's first paper is the full file's 94th)
+         "Where can published genomic sequences be found for the 2019-nCoV virus?", 529))
+    assert system["content"].startswith(f"Answer the question from this document.\n\n{opening}")
+    assert user["content"] == question
     assert assistant["content"] == rows[0].data["answer"]
-    assert examples[0].metadata == {"id": 262, "document_id": rows[0].data["document_id"], "is_impossible": False}
+    assert examples[0].metadata == {"id": id_, "document_id": rows[0].data["document_id"], "is_impossible": False}
 
 
 # ---------------------------------------------------------------------------------------------- detection
