@@ -283,6 +283,11 @@ def runs_submit(
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate on the test split after training.")] = False,
     eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="Evaluate on at most N test rows.")] = None,
+    pilot: Annotated[bool, typer.Option("--pilot", help="Queue a pilot of the plan instead of its training: the "
+                                        "candidates measured on a sample of the data (see `tunewise pilot`).")]
+    = False,
+    budget_minutes: Annotated[float | None, typer.Option("--budget-minutes", min=0.1, help="A pilot's time budget "
+                                                         "(default: 5 minutes on a GPU, 15 on a CPU).")] = None,
 ) -> None:
     """Queue a plan; prints the run id alone on its last line."""
     from executor.plan import PlanError, load_plan
@@ -295,7 +300,15 @@ def runs_submit(
     except PlanError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
-    run_id = _store().submit(plan.to_yaml(), priority=priority, plan_path=str(plan_path))
+    if budget_minutes is not None and not pilot:
+        typer.secho("error: --budget-minutes is a pilot's budget; add --pilot", err=True, fg="red")
+        raise typer.Exit(2)
+    if pilot and not plan.data.path:
+        typer.secho("error: a pilot needs the prepared data folder: --data DIR", err=True, fg="red")
+        raise typer.Exit(2)
+    run_id = _store().submit(plan.to_yaml(), priority=priority, plan_path=str(plan_path),
+                             kind="pilot" if pilot else "train",
+                             budget_seconds=budget_minutes * 60 if budget_minutes else None)
     typer.echo(run_id)
 
 
@@ -323,10 +336,12 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     latest = {}  # each kind's last payload, read through the events contract (executor/runs/events.py)
     for event in map(read_event, store.events(run_id)):
         latest[event.kind] = event.data
-    info = {k: run[k] for k in ("id", "status", "attempt", "max_attempts", "run_dir", "error", "created_at",
+    info = {k: run[k] for k in ("id", "kind", "status", "attempt", "max_attempts", "run_dir", "error", "created_at",
                                 "started_at", "finished_at", "gpus", "backend", "external_id")}
     info["stage"] = latest.get("stage")
     info["evaluation"] = latest.get("evaluation")
+    if run["kind"] == "pilot":
+        info["pilot"] = latest.get("pilot")
     progress = latest.get("progress")
     info["progress"] = {"step": progress["step"], "total": progress["total"]} if progress else None
     info["latest_metrics"] = progress

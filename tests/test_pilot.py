@@ -296,3 +296,72 @@ def test_an_inconclusive_pilot_changes_nothing(advisor):
     profile, _ = advisor.profile_from_text(ROUTING)
     revision = revise(advisor, profile, pilot_report("inconclusive", "They overlap."), ROUTING)
     assert not revision.changed and not revision.to_dict()["rules"]
+
+
+# ---------------------------------------------------------------- pilots are runs
+
+
+def test_a_queued_pilot_run_resumes_reports_and_registers_its_files(finished, capitals, tmp_path, monkeypatch):
+    import shutil
+
+    from executor.runs import child
+    from executor.runs.store import RunStore
+
+    monkeypatch.setenv("TUNEWISE_HOME", str(tmp_path))
+    out, report = finished
+    store = RunStore()
+    plan = capitals_plan(**{"data.path": str(capitals)})
+    run_id = store.submit(plan.to_yaml(), kind="pilot", budget_seconds=900)
+    run = store.get(run_id)
+    assert (run["kind"], run["budget_seconds"], run["gpus"]) == ("pilot", 900, 1)
+    run_dir = Path(run["run_dir"])
+    # A retry after a crash: the stages measured so far are in the run directory; nothing is measured again.
+    shutil.copytree(out, run_dir, dirs_exist_ok=True)
+    for name in ("pilot.json", "pilot.md", "pilot.png"):
+        (run_dir / name).unlink()
+    monkeypatch.setattr(child, "die_with_parent", lambda *a: None)  # pytest is no run process
+    monkeypatch.setattr("executor.train.runner.train", lambda *a, **k: pytest.fail("trained again"))
+    assert child.main(run_id, str(store.path)) == 0
+    events = store.events(run_id)
+    assert any(e["kind"] == "stage" and e["data"]["stage"] == "pilot" for e in events)
+    outcome = [e["data"] for e in events if e["kind"] == "pilot"][-1]
+    assert outcome["verdict"] == report["verdict"] and outcome["n"] == 20
+    assert outcome["systems"]["tuned"] == report["systems"]["tuned"]["accuracy"]["value"]
+    assert set(store.artifacts(run_id)) == {"pilot.json", "pilot.md", "pilot.png"}
+
+
+def test_runs_submit_queues_a_pilot_with_its_budget(capitals, tmp_path, monkeypatch):
+    from assistant.cli import app
+    from executor.runs.store import RunStore
+
+    monkeypatch.setenv("TUNEWISE_HOME", str(tmp_path))
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(capitals_plan().to_yaml())
+    result = CliRunner().invoke(app, ["runs", "submit", str(plan_file), "--data", str(capitals), "--pilot",
+                                      "--budget-minutes", "2"])
+    assert result.exit_code == 0, result.output
+    run = RunStore().get(result.stdout.strip().splitlines()[-1])
+    assert (run["kind"], run["budget_seconds"]) == ("pilot", 120)
+    shown = json.loads(CliRunner().invoke(app, ["runs", "show", run["id"], "--json"]).stdout)
+    assert shown["kind"] == "pilot" and shown["pilot"] is None  # queued: no outcome yet
+    refused = CliRunner().invoke(app, ["runs", "submit", str(plan_file), "--budget-minutes", "2"])
+    assert refused.exit_code == 2 and "--pilot" in refused.output
+
+
+def test_recover_rebuilds_a_finished_pilot_run(finished, tmp_path, monkeypatch):
+    import shutil
+
+    from executor.runs.recover import recover
+    from executor.runs.store import RunStore
+
+    monkeypatch.setenv("TUNEWISE_HOME", str(tmp_path))
+    out, report = finished
+    store = RunStore()
+    run_id = store.submit(capitals_plan().to_yaml(), kind="pilot", budget_seconds=600)
+    shutil.copytree(out, Path(store.get(run_id)["run_dir"]), dirs_exist_ok=True)
+    store.path.write_bytes(b"not a database" * 100)
+    assert recover().runs == {run_id: "succeeded"}
+    fresh = RunStore()
+    assert (fresh.get(run_id)["kind"], fresh.get(run_id)["budget_seconds"]) == ("pilot", 600)
+    assert [e["data"]["verdict"] for e in fresh.events(run_id) if e["kind"] == "pilot"] == [report["verdict"]]
+    assert set(fresh.artifacts(run_id)) == {"pilot.json", "pilot.md", "pilot.png"}

@@ -26,15 +26,22 @@ def test_reported_events_round_trip_through_the_store(tmp_path):
     except OSError as exc:
         report_to.failure(exc)
         report_to.evaluation_failed(exc)
+    report_to.pilot({"verdict": "fine_tuning", "reason": "tuned above few-shot", "headline_metric": "accuracy", "n": 50,
+                     "systems": {"few_shot": {"accuracy": {"value": 0.1}}, "tuned": {"accuracy": {"value": 0.6}}},
+                     "curve": {"fit": {"predicted": 0.8, "ci_low": 0.7, "ci_high": 0.85, "target": 900,
+                                       "alpha": 0.4}}})
     events = [read_event(row) for row in store.events(run_id)]
     assert all(isinstance(e, RunEvent) and e.id and e.time for e in events)
     assert [e.kind for e in events] == ["status", "stage", "message", "progress", "result", "eval_progress",
-                                        "evaluation", "error", "evaluation_error"]
+                                        "evaluation", "error", "evaluation_error", "pilot"]
     assert set(e.kind for e in events) == set(KINDS)  # every declared kind has a writer
     by_kind = {e.kind: e.data for e in events}
     assert by_kind["progress"] == {"step": 3, "total": 10, "loss": 1.5, "epoch": 0.3}  # absent numbers left out
     assert by_kind["evaluation"]["systems"] == {"tuned": 0.75, "base": None}
     assert "disk full" in by_kind["error"]["error"] and "OSError" in by_kind["error"]["traceback"]
+    assert by_kind["pilot"] == {"verdict": "fine_tuning", "reason": "tuned above few-shot", "headline_metric":
+                                "accuracy", "n": 50, "systems": {"few_shot": 0.1, "tuned": 0.6},
+                                "predicted": {"predicted": 0.8, "ci_low": 0.7, "ci_high": 0.85, "target": 900}}
 
 
 def test_unknown_kinds_and_incomplete_payloads_are_refused(tmp_path):

@@ -1,7 +1,8 @@
 """One run, in its own process (isolation, clean GPU memory, cancellable): `python -m executor.runs.child ID`.
 
 Reads the run's plan from the store (the plan is the whole run), trains (resuming from the last checkpoint on a
-retry), evaluates when the plan asks for it (evaluation.after_training), and writes progress, metrics and the
+retry), evaluates when the plan asks for it (evaluation.after_training), or for a `pilot` run measures the plan's
+candidates on a sample of its data (executor/pilot), and writes progress, metrics and the
 outcome to the store's event log. Several GPUs given to the run (CUDA_VISIBLE_DEVICES, set by the worker) mean a
 multi-process launch through accelerate (DDP or FSDP, see executor.train.distributed). Dies with its worker
 (PR_SET_PDEATHSIG), so a worker killed with -9 leaves an
@@ -23,6 +24,7 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 ARTIFACTS = ("adapter", "model", "merged", "loss_curve.png", "metrics.jsonl", "result.json")
 REPORT_ARTIFACTS = ("report.json", "report.md", "eval_comparison.png", "eval_examples.jsonl")
+PILOT_ARTIFACTS = ("pilot.json", "pilot.md", "pilot.png")
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -76,6 +78,21 @@ def _evaluate(store, report_to, run: dict, plan, run_dir: Path) -> None:
             store.add_artifact(run["id"], name, str(run_dir / name))
 
 
+def _pilot(store, report_to, run: dict, plan, run_dir: Path) -> None:
+    """A pilot run: the measurements land in the run directory; a retry resumes from its pilot_state.json."""
+    from executor.pilot.runner import PilotError, pilot
+
+    report_to.stage("pilot")
+    if not plan.data.path:
+        raise PilotError("data.path: a pilot needs the prepared data folder (submit with --data DIR)")
+    report = pilot(plan, Path(plan.data.path), run_dir, budget_seconds=run.get("budget_seconds"),
+                   progress=report_to.message)
+    report_to.pilot(report)
+    for name in PILOT_ARTIFACTS:
+        if (run_dir / name).exists():
+            store.add_artifact(run["id"], name, str(run_dir / name))
+
+
 def main(run_id: str, store_path: str | None = None) -> int:
     die_with_parent()
     os.umask(0o077)  # logs, checkpoints, merged models, evaluation examples: readable by their owner alone
@@ -98,6 +115,9 @@ def main(run_id: str, store_path: str | None = None) -> int:
         report_to.message(f"resuming from the last checkpoint (attempt {run['attempt']})")
     try:
         plan = TrainingPlan.model_validate(yaml.safe_load(run["plan"]))
+        if run.get("kind") == "pilot":
+            _pilot(store, report_to, run, plan, run_dir)
+            return 0
         if not trained:
             gpus, memory = visible_devices()
             launch = choose_launch(plan, gpus, memory)

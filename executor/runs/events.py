@@ -2,7 +2,7 @@
 
     kind              payload (keys marked ? may be absent)                      written by
     status            status, worker?, attempt?, error?, reason?, adopted?       the store (queue, claim, finish)
-    stage             stage (train | evaluate), processes?, mode?, why?         the run process
+    stage             stage (train | evaluate | pilot), processes?, mode?, why? the run process
     message           text                                                       the run process
     progress          step, total, and the Trainer's numbers (loss?, ...)        the run process, or rank 0
     result            result.json's fields                                       the run process, or rank 0
@@ -10,6 +10,7 @@
     eval_progress     system, done, total                                        the run process
     evaluation        headline_metric, n, task, systems                          the run process
     evaluation_error  error                                                      the run process
+    pilot             verdict, reason, headline_metric, n, systems, predicted?  the run process (a pilot run)
 
 A `Reporter` writes them through whatever sink it is given (the run store, in practice), so the trainer and a
 rank's entry point report without knowing where events go; `read_event` turns a stored row back into a `RunEvent`,
@@ -35,6 +36,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "eval_progress": ("system", "done", "total"),
     "evaluation": ("headline_metric", "n", "task", "systems"),
     "evaluation_error": ("error",),
+    "pilot": ("verdict", "reason", "headline_metric", "n", "systems"),
 }
 
 
@@ -141,6 +143,16 @@ class Reporter:
         systems = {name: (metrics.get(headline) or {}).get("value") for name, metrics in report["systems"].items()}
         self._send("evaluation", {"headline_metric": headline, "n": report["n"], "task": report["task"],
                                   "systems": systems})
+
+    def pilot(self, report: dict[str, Any]) -> None:
+        """A pilot's outcome: its verdict with the reason, each system's headline value, the predicted full run."""
+        headline = report["headline_metric"]
+        systems = {name: (metrics.get(headline) or {}).get("value") for name, metrics in report["systems"].items()}
+        fit = (report.get("curve") or {}).get("fit")
+        self._send("pilot", {"verdict": report["verdict"], "reason": report["reason"], "headline_metric": headline,
+                             "n": report["n"], "systems": systems,
+                             **({"predicted": {k: fit[k] for k in ("predicted", "ci_low", "ci_high", "target")}}
+                                if fit else {})})
 
     def evaluation_failed(self, exc: BaseException) -> None:
         self._send("evaluation_error", {"error": explain(exc)})

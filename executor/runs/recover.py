@@ -21,7 +21,7 @@ import yaml
 
 from executor.paths import data_dir
 from executor.runs.autostart import worker_pid
-from executor.runs.child import ARTIFACTS, REPORT_ARTIFACTS
+from executor.runs.child import ARTIFACTS, PILOT_ARTIFACTS, REPORT_ARTIFACTS
 from executor.runs.events import Reporter
 from executor.runs.store import RUN_RECORD, RunStore, StoreError, run_dirs
 
@@ -92,21 +92,28 @@ def _import(store: RunStore, run_dir: Path, at: float) -> str:
     plan_text = (run_dir / "plan.yaml").read_text(encoding="utf-8")
     plan = yaml.safe_load(plan_text) or {}
     record = _json(run_dir / RUN_RECORD) or {}
-    result = _json(run_dir / "result.json")
+    kind = record.get("kind") or "train"
+    # A pilot's finished mark is its report; a training run's is result.json.
+    result = _json(run_dir / ("pilot.json" if kind == "pilot" else "result.json"))
     status = "succeeded" if result is not None else "failed"
     run = {
         "id": run_dir.name, "owner": record.get("owner") or "", "plan": plan_text, "plan_path": record.get("plan_path"),
         "status": status, "priority": int(record.get("priority") or 0),
         "created_at": float(record.get("created_at") or run_dir.stat().st_mtime),
-        "finished_at": (run_dir / "result.json").stat().st_mtime if result is not None else at,
+        "finished_at": (run_dir / ("pilot.json" if kind == "pilot" else "result.json")).stat().st_mtime
+        if result is not None else at,
         "max_attempts": int(record.get("max_attempts") or 3), "run_dir": str(run_dir),
         "error": None if result is not None else UNFINISHED.format(id=run_dir.name),
         "gpus": max(1, int(((plan.get("hardware") or {}).get("gpu_count")) or 1)),
+        "kind": kind, "budget_seconds": record.get("budget_seconds"),
     }
-    events = _events(run_dir, plan, result, at)
+    events = _events(run_dir, plan, None, at) if kind == "pilot" else _events(run_dir, plan, result, at)
+    if kind == "pilot" and result is not None:
+        Reporter(lambda k, data: events.append((k, data, at))).pilot(result)
     events.append(("status", {"status": status, "reason": f"recovered from {run_dir}",
                               **({"error": run["error"]} if run["error"] else {})}, at))
-    artifacts = {name: str(run_dir / name) for name in ARTIFACTS + REPORT_ARTIFACTS if (run_dir / name).exists()}
+    artifacts = {name: str(run_dir / name) for name in ARTIFACTS + REPORT_ARTIFACTS + PILOT_ARTIFACTS
+                 if (run_dir / name).exists()}
     store.restore(run, events, artifacts)
     return status
 

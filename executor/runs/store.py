@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL,
     finished_at REAL, attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
     run_dir TEXT NOT NULL, error TEXT, worker TEXT, pid INTEGER, heartbeat_at REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT NULL DEFAULT 1, backend TEXT, external_id TEXT
+    cancel_requested INTEGER NOT NULL DEFAULT 0, gpus INTEGER NOT NULL DEFAULT 1, backend TEXT, external_id TEXT,
+    kind TEXT NOT NULL DEFAULT 'train', budget_seconds REAL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
@@ -47,7 +48,10 @@ CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, name TEXT NOT NULL, 
     PRIMARY KEY (run_id, name));
 """
 # Columns added after the first release: a store written by an older Tunewise gets them on open.
-ADDED_COLUMNS = {"gpus": "INTEGER NOT NULL DEFAULT 1", "backend": "TEXT", "external_id": "TEXT"}
+ADDED_COLUMNS = {"gpus": "INTEGER NOT NULL DEFAULT 1", "backend": "TEXT", "external_id": "TEXT",
+                 "kind": "TEXT NOT NULL DEFAULT 'train'", "budget_seconds": "REAL"}
+# What a run does with its plan: train it (and evaluate when the plan says so), or pilot it (executor/pilot).
+RUN_KINDS = ("train", "pilot")
 # Columns that once carried parts of a run beside its plan; an older store's values move into its plans on open.
 LEGACY_COLUMNS = ("data_dir", "max_steps", "evaluate", "eval_limit")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -127,22 +131,27 @@ class RunStore:
 
     # ------------------------------------------------------------------ runs
     def submit(self, plan_yaml: str, *, owner: str = "", priority: int = 0, max_attempts: int = 3,
-               runs_root: Path | None = None, plan_path: str | None = None) -> str:
+               runs_root: Path | None = None, plan_path: str | None = None, kind: str = "train",
+               budget_seconds: float | None = None) -> str:
         """Queue a plan: everything the run does is in it (data.path, training.max_steps, and with
-        evaluation.after_training the run evaluates itself on at most evaluation.max_rows test rows)."""
+        evaluation.after_training the run evaluates itself on at most evaluation.max_rows test rows). A `pilot`
+        run measures the plan's candidates on a sample of its data within `budget_seconds` instead."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind {kind!r}: use one of {', '.join(RUN_KINDS)}")
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = (runs_root or self.runs_root) / run_id
         hardware = (yaml.safe_load(plan_yaml) or {}).get("hardware") or {}
-        gpus = max(1, int(hardware.get("gpu_count") or 1))  # what the run asks for; the worker caps it
+        # What the run asks for; the worker caps it. A pilot is one process on one device.
+        gpus = 1 if kind == "pilot" else max(1, int(hardware.get("gpu_count") or 1))
         record = {"id": run_id, "owner": owner, "priority": priority, "created_at": time.time(),
-                  "max_attempts": max_attempts, "plan_path": plan_path}
+                  "max_attempts": max_attempts, "plan_path": plan_path, "kind": kind, "budget_seconds": budget_seconds}
         _write_run_dir(run_dir, plan_yaml, record)
         with self._db() as db:
             db.execute(
                 "INSERT INTO runs (id, owner, plan, plan_path, status, priority, created_at, max_attempts, run_dir, "
-                "gpus) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                "gpus, kind, budget_seconds) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, owner, plan_yaml, plan_path, priority, record["created_at"], max_attempts, str(run_dir),
-                 gpus))
+                 gpus, kind, budget_seconds))
         self.add_event(run_id, "status", {"status": "queued"})
         return run_id
 
