@@ -228,6 +228,15 @@ def test_a_new_fact_is_added_and_the_live_card_updated(bank, knowledge, phrasing
     assert card.card and card.content == bank.card().content  # the card on screen is replaced by the new advice
 
 
+def test_a_message_with_no_fact_says_so_and_redraws_nothing(bank):
+    before, texts = facts(bank), list(bank.interview.texts)
+    understood = bank.understand("ok, thanks!")
+    assert (understood.kind, understood.facts) == ("fact", {})
+    [reply] = bank.handle_text("ok, thanks!")
+    assert reply.content.startswith("I found no fact in that to add to your use case.") and not reply.card
+    assert facts(bank) == before and bank.interview.texts == texts
+
+
 # ---------------------------------------------------------------------- corrections: the user's word replaces a fact
 
 CORRECTIONS = [

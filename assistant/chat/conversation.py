@@ -108,6 +108,7 @@ class Conversation:
         self.pair: dict[str, Any] | None = state.get("pair")  # the playground comparison awaiting a vote
         self._rec = None
         self._rec_key = None
+        self._stated = None  # (message, what it states): the last message's extraction, read once
 
     def to_state(self) -> dict[str, Any]:
         return {"interview": self.interview.to_state(), "edits": self.edits, "upload": self.data,
@@ -280,11 +281,14 @@ class Conversation:
     def stated(self, text: str):
         """The facts a message states: the backend's extraction, plus followups.yaml's `extra_facts` for fields it
         left unknown. Returns (the extracted profile with those added, {field: value} of what it states)."""
+        if self._stated is not None and self._stated[0] == (self.backend.name, text):  # once a message (LLMs cost)
+            return self._stated[1]
         extracted = self.backend.extract(text)
         cues = followups.cues(self.advisor.knowledge)
         for name, value in followups.extra_facts(text, cues, set(extracted.known_fields())).items():
             extracted = extracted.with_fact(name, value, "text", text.strip()[:200])
         facts = {f: getattr(extracted, f).value for f in extracted.known_fields() if f not in interview.HIDDEN_FIELDS}
+        self._stated = ((self.backend.name, text), (extracted, facts))
         return extracted, facts
 
     def handle_text(self, text: str) -> list[Reply]:
@@ -300,6 +304,10 @@ class Conversation:
             if understood.about == "set":
                 return self.set_command(interview.parse_set_command(text) or {})
             return self.correct(text)
+        if self.interview.texts and not understood.facts:  # "thanks", "ok": nothing to add, nothing to redraw
+            return [Reply("I found no fact in that to add to your use case. State one (“we have 5,000 examples”), "
+                          "ask about the advice (“why not RAG?”, “how long will training take?”), try “what if …”, "
+                          "or give a command (“show the plan”, “upload data”, “start the training”).")]
         return self.describe(text)
 
     def command(self, name: str | None, text: str) -> list[Reply]:
