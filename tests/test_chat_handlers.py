@@ -369,6 +369,32 @@ def test_upload_shows_the_preparation_report(run_chat, dataset, tunewise_home):
     run_chat(scenario)
 
 
+def test_typed_commands_upload_and_reset_do_what_their_buttons_do(run_chat, dataset, tunewise_home):
+    """#18: "upload our data" opens the same file dialog as the button; "start over" forgets the use case, and the
+    old card loses its buttons while the next description gets a card of its own."""
+    async def scenario(b: Browser):
+        await b.open()
+        await b.say(DESCRIPTION)
+        await b.recommend_now()
+        b.files_to_upload = [{"id": b._file(dataset)}]
+        await b.say("I want to upload our data")
+        assert any(e == "call:ask" and d["spec"]["type"] == "file" for e, d in b.events)
+        assert "### Data: support.jsonl" in b.last("### Data: support.jsonl")
+        card_id = next(d["id"] for e, d in b.events if e == "new_message" and "**Confidence:**" in d["output"])
+        removed = len([d for e, d in b.events if e == "remove_action" and d.get("forId") == card_id])
+        await b.say("let's start over")
+        assert b.messages()[-1].startswith("Started over: the facts, answers, launch settings and uploaded data")
+        assert len([d for e, d in b.events if e == "remove_action" and d.get("forId") == card_id]) > removed
+        assert session_state(b)["conversation"]["interview"]["texts"] == []
+        assert session_state(b)["conversation"]["upload"] is None
+        await b.say(MANUALS)
+        await b.recommend_now()
+        cards = [d["id"] for e, d in b.events if e == "new_message" and "**Confidence:**" in d["output"]]
+        assert len(cards) == 2 and cards[-1] != card_id  # a new card, not the forgotten use case's one updated
+
+    run_chat(scenario)
+
+
 def test_a_non_dataset_upload_is_refused_with_the_reason(run_chat, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
