@@ -160,6 +160,14 @@ def test_a_question_is_answered_with_its_numbers_and_stores_nothing(bank, phrasi
     assert answer.endswith(followups.QUESTION_NOTE)
 
 
+def test_the_rule_citations_an_answer_quotes_open_beside_the_chat(bank, knowledge):
+    [reply] = bank.handle_text("why did you pick this?")
+    quoted = {cid for r in bank.recommendation().reasons for cid in r.citations}
+    attached = {a.name: a.content for a in reply.attachments}
+    assert quoted <= set(attached)
+    assert all(knowledge.sections[cid].text.strip() in attached[cid] for cid in quoted)
+
+
 def test_a_meaning_answer_carries_its_passage_to_open_beside_the_chat(bank, knowledge):
     [reply] = bank.handle_text("what does LoRA mean")
     [passage] = reply.attachments

@@ -539,8 +539,24 @@ def answer(trace: Trace, understood: Understood, question: str) -> Answer:
     else:
         found = answer_why(trace) if understood.option in (None, trace.chosen) else answer_why_not(
             trace, understood.option)
+    found.citations += cited_passages(trace.knowledge, found.text, {c.name for c in found.citations})
     found.text += "\n\n" + QUESTION_NOTE
     return found
+
+
+_CITATION_ID = re.compile(r"\b[a-z0-9-]+#[a-z0-9-]+\b")
+
+
+def cited_passages(knowledge: Knowledge, text: str, attached: set[str]) -> list[CitationElement]:
+    """The guidance passages whose ids an answer quotes (a rule's citations), so each id opens beside the chat."""
+    out = []
+    for cid in dict.fromkeys(_CITATION_ID.findall(text)):
+        section = knowledge.sections.get(cid)
+        if section is None or cid in attached or len(out) >= cards.CITATIONS_SHOWN:
+            continue
+        out.append(CitationElement(cid, section.doc_title, f"**{section.doc_title} — {section.heading}**\n\n"
+                                                           f"{section.text.strip()}\n\n_cited by a rule_"))
+    return out
 
 
 def change_markdown(knowledge: Knowledge, changes: dict[str, tuple[Any, Any]], before, after) -> str:
