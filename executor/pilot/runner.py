@@ -1,7 +1,7 @@
 """`pilot`: the candidate approaches measured on a stratified sample of the team's own data, within a budget.
 
     plan + prepared data -> the model (planned, or the largest available proxy) -> test sample sized from the
-      measured generation speed -> prompting baselines (base, zero-shot, few-shot; RAG when there are documents)
+      measured generation speed -> prompting baselines (zero-shot, few-shot; RAG when there are documents)
       -> short runs of the planned technique on nested train samples of growing size (sized from the measured
       speed of the first) -> learning curve to the full train split -> verdict -> pilot.json, pilot.md, pilot.png
 
@@ -218,7 +218,9 @@ def pilot(
     shots = P.pick_shots(train_rows, k) if train_rows else []
     passages = corpus_passages(plan)
     use_rag = bool(passages) or plan.approach in ("rag", "rag_fine_tuning")
-    systems_wanted = ["base", "zero_shot"] + (["few_shot"] if shots else []) + (["rag"] if use_rag else [])
+    # The candidates only: the untuned model with a bare prompt is no option a team would ship (`tunewise eval`
+    # reports it after a full run); leaving it out buys the budget a larger test sample.
+    systems_wanted = ["zero_shot"] + (["few_shot"] if shots else []) + (["rag"] if use_rag else [])
     max_new = max(8, min({"classification": 16, "exact_match": 320, "json": 256}.get(
         task, plan.evaluation.max_new_tokens), max((len(tokenizer(r, add_special_tokens=False)["input_ids"])
                                                     for r in references_all[:200]), default=16) + 16))
@@ -262,9 +264,7 @@ def pilot(
         if not budget.affords(needed):
             skip(name, f"~{needed:.0f} s of generation, {budget.left():.0f} s left")
             continue
-        if name == "base":
-            inputs = prompts
-        elif name == "zero_shot":
+        if name == "zero_shot":
             inputs = [P.zero_shot(p, task, label_set) for p in prompts]
         elif name == "few_shot":
             inputs = [P.few_shot(p, task, label_set, shots) for p in prompts]
