@@ -84,6 +84,8 @@ QUESTIONS = [
     ("explain RAG to me", "meaning", ("rag", "none"),
      lambda c: ["**RAG** — ", "spectrum#retrieval-augmented-generation"]),
     ("tell me what QLoRA is", "meaning", ("fine_tuning", "qlora"), lambda c: ["**QLoRA** — ", "qlora#what-it-is"]),
+    ("Could you remind me what an epoch is?", "meaning", None,
+     lambda c: ["**Epochs, learning rate and batch size** — ", "lora#hyperparameters"]),
     ("what is an epoch?", "meaning", None,
      lambda c: ["**Epochs, learning rate and batch size** — ", "lora#hyperparameters",
                 f"epochs {c.recommendation().hyperparameters['epochs']:g}"]),
@@ -98,12 +100,16 @@ QUESTIONS = [
      lambda c: [f"**Estimated training cost:** {cards.money(estimates(c)['cost_usd'])} on {estimates(c)['hardware']}",
                 cards.hours(estimates(c)["train_hours"])]),
     ("Is it expensive to run the training?", "cost", None, lambda c: [cards.money(estimates(c)["cost_usd"])]),
+    ("Would RAG be cheaper?", "cost", ("rag", "none"),
+     lambda c: [f"**Estimated training cost:** {cards.money(estimates(c)['cost_usd'])}",
+                "**Why not RAG (retrieval-augmented generation)?**", score_line(c, ("rag", "none"))]),
     ("What's the price tag in dollars?", "cost", None, lambda c: [cards.money(estimates(c)["cost_usd"])]),
     ("how much memory does it need?", "memory", None,
      lambda c: [f"**Estimated GPU memory for training:** {cards.memory(estimates(c))} per GPU",
                 "Your GPU: 24 GB — it fits", f"micro-batch {c.recommendation().plan.training.per_device_batch_size}"]),
     ("Will it fit on our GPU?", "memory", None, lambda c: ["Your GPU: 24 GB — it fits", cards.memory(estimates(c))]),
     ("which GPU would I need?", "memory", None, lambda c: [cards.memory(estimates(c))]),
+    ("How many GPUs do we need?", "memory", None, lambda c: [cards.memory(estimates(c)), "Your GPU: 24 GB"]),
     ("can we run it on a CPU instead?", "memory", None, lambda c: [cards.memory(estimates(c)), "24 GB"]),
     ("how accurate will it be?", "accuracy", None,
      lambda c: [*MEASURED, "Your run will measure perplexity, accuracy, macro_f1", "zero-shot, few-shot baselines"]),
@@ -183,6 +189,8 @@ WHAT_IFS = [
     ("would the advice change if we had no GPU?", "we had no GPU", ["GPU memory (GB): 24 → 0", "GPUs: 1 → 0"]),
     ("imagine we had two A100 80GB cards", "we had two A100 80GB cards", ["GPU memory (GB): 24 → 80"]),
     ("What would change with 200 examples?", "200 examples", ["Training examples: 12,000 → 200"]),
+    ("What about a 3B model?", "a 3B model", ["Preferred model: unknown → llama-3.2-3b-instruct",
+                                              "on Llama-3.2-3B-Instruct (the model you named)"]),
     ("Suppose the data could be sent to a cloud API", "the data could be sent to a cloud API",
      ["Data sensitivity: Yes, it must stay in-house → No"]),
 ]
@@ -295,7 +303,7 @@ COMMANDS = [
     ("start the training", "launch"), ("OK, let's launch it", "launch"), ("show the plan", "show_plan"),
     ("Can you show me the plan?", "show_plan"), ("upload data", "upload"), ("I want to upload our dataset", "upload"),
     ("reset", "reset"), ("let's start over", "reset"), ("please cancel the run", "cancel"),
-    ("just recommend", "recommend"),
+    ("just recommend", "recommend"), ("go ahead", "launch"), ("cancel", "cancel"),
 ]
 
 

@@ -539,6 +539,11 @@ def answer(trace: Trace, understood: Understood, question: str) -> Answer:
     else:
         found = answer_why(trace) if understood.option in (None, trace.chosen) else answer_why_not(
             trace, understood.option)
+    if topic in ("time", "memory", "cost") and understood.option not in (None, trace.chosen) and (
+            understood.option[1] != "none" or understood.option[0] != trace.chosen[0]):
+        # "would RAG be cheaper?": the plan's figure, then how that option compares in the decision
+        other = answer_why_not(trace, understood.option).text.split("\n", 2)[2]  # (without the header again)
+        found.text += "\n\n" + other
     found.citations += cited_passages(trace.knowledge, found.text, {c.name for c in found.citations})
     found.text += "\n\n" + QUESTION_NOTE
     return found
