@@ -10,7 +10,9 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +47,8 @@ def pilot_command(
     try:
         plan = load_plan(plan_path)
         folder = out or home() / "runs" / f"{plan_path.stem}-pilot"
-        with console.status("pilot: starting") as status:
+        # The trainer prints its logs on stdout; they go to stderr so that stdout holds the report alone (--json).
+        with console.status("pilot: starting") as status, contextlib.redirect_stdout(sys.stderr):
             report = pilot(plan, data, folder, budget_seconds=budget_minutes * 60 if budget_minutes else None,
                            progress=lambda text: status.update(f"pilot: {escape(text)}"))
     except (PlanError, PilotError, ModelError, DataDirError, PlanCannotRun) as exc:

@@ -233,6 +233,23 @@ def test_the_cli_reports_and_revises_the_advice(finished, capitals, tmp_path):
     assert payload["advice"]["verdict"] == report["verdict"]
 
 
+def test_the_cli_keeps_stdout_for_the_json_report(finished, capitals, tmp_path, monkeypatch):
+    from assistant.cli import app
+
+    out, report = finished
+
+    def noisy_pilot(*args, **kwargs):
+        print({"loss": "4.667", "epoch": "0.25"})  # what the Trainer prints while a short run trains
+        return report
+
+    monkeypatch.setattr("executor.pilot.runner.pilot", noisy_pilot)
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(capitals_plan().to_yaml())
+    result = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(capitals), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pilot"]["verdict"] == report["verdict"]
+
+
 def test_the_cli_names_a_missing_data_folder(tmp_path):
     from assistant.cli import app
 
