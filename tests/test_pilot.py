@@ -208,6 +208,12 @@ def test_a_model_that_is_not_here_is_measured_on_a_proxy(monkeypatch):
     tuning, why = pilot_runner._tuning_plan(plan, model, proxy=True)
     assert tuning.base_model.id == "smollm2-135m-instruct" and tuning.base_model.source == "bundled"
     assert why is None and tuning.technique == "lora"
+    # Sized for a few hundred rows, not the whole split: 8 rows a step, three passes, the plan's learning rate.
+    big = capitals_plan(**{"training.per_device_batch_size": 2, "training.gradient_accumulation_steps": 8})
+    short, _ = pilot_runner._tuning_plan(big, model, proxy=False)
+    t = short.training
+    assert (t.per_device_batch_size, t.gradient_accumulation_steps, t.epochs) == (2, 4, 3)
+    assert t.learning_rate == big.training.learning_rate and t.early_stopping_patience is None
 
 
 def test_a_prompting_plan_is_piloted_with_lora_to_measure_what_tuning_would_add():

@@ -38,6 +38,7 @@ MIN_TEST, MAX_TEST = 20, 500
 PROBE_ROWS = 8
 FIRST_SIZE = {"cpu": 64, "cuda": 512}  # train rows of the first (smallest) curve point, before speed is known
 MAX_PILOT_EPOCHS = 3
+PILOT_ROWS_PER_STEP = 8
 RESERVE = 0.05           # of the budget kept for the curve fit and the report
 
 
@@ -106,7 +107,13 @@ def _tuning_plan(plan: TrainingPlan, model: str, proxy: bool) -> tuple[TrainingP
     if raw["approach"] == "rag_fine_tuning" and not raw.get("retrieval"):
         raw["retrieval"] = {}
     training = raw["training"]
-    training["epochs"] = min(float(training.get("epochs") or 1), MAX_PILOT_EPOCHS)
+    # A pilot trains on a few hundred rows, where the plan's rows per step (sized for the whole split) would
+    # leave a handful of updates: at most PILOT_ROWS_PER_STEP rows a step, and MAX_PILOT_EPOCHS passes, so each
+    # curve point is trained enough to say something (the learning rate stays the plan's).
+    per_device = int(training.get("per_device_batch_size") or 4)
+    training["per_device_batch_size"] = min(per_device, PILOT_ROWS_PER_STEP)
+    training["gradient_accumulation_steps"] = max(1, PILOT_ROWS_PER_STEP // training["per_device_batch_size"])
+    training["epochs"] = MAX_PILOT_EPOCHS
     training["early_stopping_patience"] = None  # a pilot's runs are short: every step counts
     raw["evaluation"] = {**raw.get("evaluation", {}), "after_training": False}
     return TrainingPlan.model_validate(raw), note
