@@ -54,7 +54,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def row(name: str, values: list[float], target: float, unit: str = "s") -> None:
     median = statistics.median(values)
     verdict = "meets" if median <= target else "MISSES"
-    print(f"{name:38s} n={len(values):2d}  median={median:6.2f} {unit}  worst={max(values):6.2f} {unit}  "
+    print(f"{name:44s} n={len(values):2d}  median={median:6.2f} {unit}  worst={max(values):6.2f} {unit}  "
           f"target<={target:g} {unit}  ratio={median / target:.2f}  {verdict}")
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     print(f"data dir {home}; load average at start {load()}; {os.cpu_count()} CPUs")
 
     first = timed([tunewise, "recommend", TEXT], env)
-    print(f"{'first recommend (builds index + cache)':38s} {first:6.2f} s  (once per data dir, not a target)")
+    print(f"{'first recommend (builds index + cache)':44s} {first:6.2f} s  (once per data dir, not a target)")
     help_s = [timed([tunewise, "--help"], env) for _ in range(args.runs)]
     recommend_s = [timed([tunewise, "recommend", TEXT], env) for _ in range(args.runs)]
 
