@@ -199,6 +199,20 @@ def test_a_pilot_out_of_budget_stops_with_what_it_has_and_says_what_it_skipped(c
     assert (tmp_path / "cut" / "pilot.md").exists()
 
 
+def test_a_short_run_that_would_overrun_the_budget_is_stopped_and_said(capitals, tmp_path, tunewise_home):
+    ticks = [0.0]
+
+    def clock():  # 10 s a reading: the baselines fit in 200 s, the first short run does not
+        ticks[0] += 10.0
+        return ticks[0]
+
+    report = pilot_runner.pilot(capitals_plan(), capitals, tmp_path / "stop", budget_seconds=200, clock=clock,
+                                model_factory=tiny_llama)
+    assert set(report["systems"]) == {"zero_shot", "few_shot"} and not report["curve"]["points"]
+    assert any(s.startswith("tuned run on 8 rows: stopped before it finished") for s in report["skipped"])
+    assert not (tmp_path / "stop" / "curve" / "n8").exists()  # the unfinished run leaves nothing half-written
+
+
 def test_a_model_that_is_not_here_is_measured_on_a_proxy(monkeypatch):
     monkeypatch.setattr("executor.train.runner._hub_copy_exists", lambda repo: False)
     plan = capitals_plan(**{"base_model": {"id": "llama-3.1-8b-instruct", "source": "hub"}})

@@ -46,6 +46,10 @@ class PilotError(ValueError):
     """A pilot that cannot run; the message says what is missing."""
 
 
+class _BudgetSpent(Exception):
+    """Raised from the trainer's progress callback when a short run would leave no time to evaluate it."""
+
+
 Progress = Callable[[str], None]
 
 
@@ -341,7 +345,18 @@ def pilot(
         say(f"tuning {tuning_plan.technique} on {size:,} train rows ({steps} steps)")
         point_plan = tuning_plan.with_overrides({"data.path": str(subset), "training.max_steps": steps})
         started = clock()
-        train(point_plan, folder / "run", model_factory=model_factory)
+
+        def within_budget(step: int, total: int, record: dict, size: int = size) -> None:
+            if not budget.affords(eval_cost):
+                raise _BudgetSpent(size)
+
+        try:
+            train(point_plan, folder / "run", model_factory=model_factory, progress=within_budget)
+        except _BudgetSpent:
+            shutil.rmtree(folder, ignore_errors=True)
+            skip(f"tuned run on {size:,} rows", "stopped before it finished: finishing it would have left no time "
+                 f"to evaluate it ({budget.left():.0f} s left)")
+            break
         trained_seconds = clock() - started
         seconds_per_step = max(trained_seconds / steps, 1e-4)  # load and save included: conservative
         state["seconds_per_step"] = seconds_per_step
