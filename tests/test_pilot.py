@@ -402,3 +402,42 @@ def test_recover_rebuilds_a_finished_pilot_run(finished, tmp_path, monkeypatch):
     assert (fresh.get(run_id)["kind"], fresh.get(run_id)["budget_seconds"]) == ("pilot", 600)
     assert [e["data"]["verdict"] for e in fresh.events(run_id) if e["kind"] == "pilot"] == [report["verdict"]]
     assert set(fresh.artifacts(run_id)) == {"pilot.json", "pilot.md", "pilot.png"}
+
+
+# ---------------------------------------------------------------- the pilot in the chat
+
+
+CANNED = {
+    "headline_metric": "accuracy", "n": 300, "verdict": "fine_tuning", "spent_seconds": 280.0, "budget_seconds": 300,
+    "model": "smollm2-135m-instruct", "proxy": False, "skipped": ["rag: no documents"], "notes": [],
+    "reason": "The short tuned run scored 61.0% [55.3%, 66.3%], above few-shot prompting 8.3% [5.3%, 11.7%].",
+    "systems": {"zero_shot": {"accuracy": {"value": 0.02, "ci_low": 0.007, "ci_high": 0.037}},
+                "few_shot": {"accuracy": {"value": 0.083, "ci_low": 0.053, "ci_high": 0.117}},
+                "tuned": {"accuracy": {"value": 0.61, "ci_low": 0.553, "ci_high": 0.663}}},
+    "curve": {"fit": {"sizes": [250, 500, 1000], "target": 7963, "predicted": 0.84, "ci_low": 0.79, "ci_high": 0.88,
+                      "gain_per_doubling": 0.052}},
+}
+
+
+def test_the_chat_shows_the_pilot_with_the_advice_before_and_after(advisor):
+    from assistant.chat.pilot_view import pilot_markdown
+    from assistant.pilot_advice import revise
+
+    text = "An assistant for our support team."
+    profile, _ = advisor.profile_from_text(text)
+    revision = revise(advisor, profile, CANNED, text)
+    md = pilot_markdown(CANNED, revision)
+    assert md.index("the short tuned run | 61.0%") < md.index("few-shot prompting | 8.3%")  # best first
+    assert "Advice changed: prompting / none -> fine_tuning" in md or "Advice stands" in md
+    assert "**84.0%** [79.0%, 88.0%]" in md and "7,963 training rows" in md and "5.2 points" in md
+    assert "Skipped: rag: no documents." in md
+
+
+def test_a_question_about_the_pilot_is_answered_from_its_numbers():
+    from assistant.chat.pilot_view import answer_about_pilot
+
+    answer = answer_about_pilot("Did the pilot show that more data would help?", CANNED)
+    assert "300 test rows" in answer and "**84.0%** [79.0%, 88.0%]" in answer and "Verdict: **fine_tuning**" in answer
+    assert "| few-shot prompting | 8.3% | 5.3% – 11.7% |" in answer
+    assert answer_about_pilot("why LoRA and not full fine-tuning?", CANNED) is None  # not about the pilot
+    assert answer_about_pilot("what did the pilot measure?", None) is None  # no pilot yet
