@@ -26,7 +26,7 @@ from assistant.knowledge import Knowledge, ModelInfo, load_knowledge
 from assistant.profile import UseCaseProfile
 from assistant.rules import AskedQuestion, Decision, RulesEngine
 from assistant.semantic import default_extractor
-from assistant.sizing import chinchilla_model, right_sized
+from assistant.sizing import chinchilla_model, large_steps, right_sized
 from executor.models.catalog import model_ref
 from executor.plan import (
     TECHNIQUES,
@@ -243,6 +243,7 @@ class Advisor:
         if trains(decision.technique):
             train = training_spec(decision.technique, decision.approach, examples, facts.get("has_gpu"), kn)
             if facts.get("has_gpu") and model.params_b:
+                train = large_steps(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1, examples, kn)
                 train = fit_micro_batch(train, model, facts.get("gpu_memory_gb"), facts.get("gpu_count") or 1, kn)
         est = self._estimates(model, decision, train, facts)
 

@@ -13,11 +13,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from assistant.estimates import fits
-from executor.plan import TRAINING_TECHNIQUES, trains
+from assistant.estimates import fits, training_memory_gb
+from executor.plan import TRAINING_TECHNIQUES, TrainingSpec, trains
 
 if TYPE_CHECKING:
     from assistant.knowledge import Knowledge, ModelInfo
+
+TRAIN_SHARE = 0.8  # the share of the examples `tunewise data prepare` puts in train by default
 
 TASK_TAGS = {"code": {"code"}, "reasoning": {"math", "reasoning"}}
 
@@ -115,3 +117,31 @@ def chinchilla_model(tokens: float | None, knowledge: Knowledge) -> tuple[ModelI
     target_b = tokens / 20 / 1e9
     model = min(open_models(knowledge, "full"), key=lambda m: abs(math.log(m.params_b / target_b)))
     return model, f"its architecture sized for your corpus (~20 tokens per parameter: ~{target_b:.1f}B)"
+
+
+def large_steps(train: TrainingSpec, model: ModelInfo, gpu_gb: float | None, gpu_count: int, examples: int | None,
+                knowledge: Knowledge) -> TrainingSpec:
+    """More rows per optimizer step (with a larger learning rate and enough epochs for `min_total_steps`) for a
+    small model on a big GPU, as the hyperparameters' `large_steps` section says; the spec unchanged when it does
+    not apply."""
+    rule = (knowledge.hyperparameters or {}).get("large_steps")
+    if not rule or not gpu_gb or not model.params_b or not examples:
+        return train
+    rows = train.per_device_batch_size * train.gradient_accumulation_steps
+    lora_r = train.lora.r if train.lora else 16
+    needed = training_memory_gb(model, train.method, micro_batch=train.per_device_batch_size,
+                                seq_len=train.max_seq_length, lora_r=lora_r, gpu_count=gpu_count)
+    if needed > rule["max_memory_share"] * gpu_gb:
+        return train
+    train_rows = examples * TRAIN_SHARE
+    grown = rows
+    while grown * 2 <= rule["max_rows"] and train_rows / (grown * 2) >= rule["min_steps_per_epoch"]:
+        grown *= 2
+    if grown == rows:
+        return train
+    micro = min(grown, rule["max_micro_batch"])
+    per_epoch = math.ceil(train_rows / grown)
+    epochs = max(train.epochs, math.ceil(rule["min_total_steps"] / per_epoch))
+    return train.model_copy(update={
+        "per_device_batch_size": micro, "gradient_accumulation_steps": grown // micro, "epochs": float(epochs),
+        "learning_rate": float(f"{train.learning_rate * (grown / rows) ** rule['lr_exponent']:.2g}")})

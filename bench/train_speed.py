@@ -194,10 +194,14 @@ def run_tunewise(cfg: dict, rows, tokenizer, device: str, steps: int, work: Path
 
     os.environ.pop("TUNEWISE_SPEED_OFF", None)
     extra = dict(cfg["extra"])
+    if cfg["technique"] != "qlora":
+        # A run of a few dozen steps is not compiled by default (COMPILE_MIN_STEPS); these measure the steps of a long
+        # run, which is, so compile is asked for (TUNEWISE_SPEED_OFF=compile still turns it off).
+        extra["speed"] = {"compile": "on"}
     if variant.startswith("off:"):
         os.environ["TUNEWISE_SPEED_OFF"] = variant[4:].replace("+", ",")
     elif variant.startswith("on:"):
-        extra["speed"] = {variant[3:]: "on"}
+        extra["speed"] = {**extra.get("speed", {}), variant[3:]: "on"}
     training = {"method": cfg["technique"], "epochs": 1, "learning_rate": cfg["lr"],
                 "per_device_batch_size": cfg["rows"], "gradient_accumulation_steps": 1, "max_seq_length": 2048,
                 "warmup_ratio": 0.0, "lr_scheduler": "linear", "early_stopping_patience": None, **extra}

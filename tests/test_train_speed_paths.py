@@ -278,6 +278,9 @@ def test_fast_path_is_automatic_on_cuda_and_opt_in_on_cpu(monkeypatch):
     gpu = resolve_speedups(lora_plan(), "cuda", environ={})
     assert gpu.packed and gpu.varlen_attention and gpu.fused_kernels and gpu.auto_micro_batch and gpu.fused_lora
     assert not gpu.chunked_loss and gpu.loss == "fused" and gpu.compile
+    short = resolve_speedups(lora_plan(), "cuda", environ={}, steps=125)  # compiling would cost more than it saves
+    assert short.packed and short.fused_lora and not short.compile
+    assert resolve_speedups(lora_plan(speed={"compile": "on"}), "cuda", environ={}, steps=125).compile
     assert not resolve_speedups(lora_plan(), "cpu", environ={}).packed
     cpu = resolve_speedups(lora_plan(packing="on"), "cpu", environ={})
     assert cpu.packed and not cpu.varlen_attention and not cpu.auto_micro_batch and not cpu.compile

@@ -128,6 +128,23 @@ def bootstrap_paired(
     return _interval(value, stats, len(pairs), alpha)
 
 
+def perplexity_estimate(pairs: Sequence[tuple[float, int]], *, resamples: int = 1000, seed: int = 0,
+                        alpha: float = 0.05) -> Estimate:
+    """exp(sum of NLL / sum of tokens) over (summed NLL, token count) pairs, with its bootstrap interval: the same
+    resamples as bootstrap_paired with that statistic, summed with numpy (bootstrap_paired's Python loop took
+    ~0.5 s per system for 3,000 test rows)."""
+    _check_bootstrap_args(resamples, alpha)
+    if not pairs:
+        return _NO_EXAMPLES
+    nll = np.array([p[0] for p in pairs], dtype=float)
+    tokens = np.array([p[1] for p in pairs], dtype=float)
+    value = math.exp(nll.sum() / tokens.sum()) if tokens.sum() else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = np.concatenate([np.exp(nll[rows].sum(1) / tokens[rows].sum(1))
+                                for rows in _resample_indices(len(pairs), resamples, seed)])
+    return _interval(value, stats, len(pairs), alpha)
+
+
 def _check_bootstrap_args(resamples: int, alpha: float) -> None:
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")

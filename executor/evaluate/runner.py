@@ -14,7 +14,6 @@ that use them, so importing this module (from the CLI, the chat or a run process
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from executor.evaluate.generate import assistant_nll, generate
 from executor.evaluate.judge import api_judge
 from executor.plan import load_plan
 from executor.train.data import find_splits, read_split
+from executor.train.phases import PhaseClock
 
 TASKS = ("exact_match", "classification", "json", "generation")
 JUDGED_EXAMPLES = 100
@@ -149,13 +149,7 @@ def _intervals_missing_their_value(results: dict[str, dict]) -> list[str]:
 
 
 def _perplexity(nll: list[tuple[float, int]]) -> dict:
-    pairs = [(s, n) for s, n in nll if n > 0]
-
-    def ppl(ps):
-        total = sum(n for _, n in ps)
-        return math.exp(sum(s for s, _ in ps) / total) if total else math.nan
-
-    return M.bootstrap_paired(pairs, ppl).to_dict()
+    return M.perplexity_estimate([(s, n) for s, n in nll if n > 0]).to_dict()
 
 
 def _reward_win_rate(run_dir: Path, tokenizer, prompts, base_out, tuned_out, device: str) -> dict | None:
@@ -197,6 +191,7 @@ def evaluate(
     from executor.models.loader import choose_placement, load_causal_lm
     from executor.models.registry import load_tokenizer
 
+    clock = PhaseClock()
     run_dir = Path(run_dir)
     if not (run_dir / "plan.yaml").exists():
         raise EvalError(f"{run_dir}: no plan.yaml; evaluate a run directory written by `tunewise train`")
@@ -257,15 +252,20 @@ def evaluate(
 
     timings: dict[str, float] = {}
     outputs: dict[str, list[str]] = {}
+    clock.mark("prepare")
     model = base_loader()
+    clock.mark("load_base")
     for name, system_prompts in systems.items():
         start = time.perf_counter()
         outputs[name] = generate(model, tokenizer, system_prompts, max_new,
                                  progress=(lambda d, t, n=name: progress(n, d, t)) if progress else None)
         timings[name] = round(time.perf_counter() - start, 2)
+    clock.mark("generate_base_and_baselines")
     base_nll = assistant_nll(model, tokenizer, rows, max_len)
+    clock.mark("perplexity_base")
     del model
     tuned = _tuned_model(run_dir, base_loader, placement.device)
+    clock.mark("load_tuned")
     start = time.perf_counter()
     outputs["tuned"] = generate(tuned, tokenizer, prompts, max_new,
                                 progress=(lambda d, t: progress("tuned", d, t)) if progress else None)
@@ -273,7 +273,9 @@ def evaluate(
     if plan.approach == "rag_fine_tuning" and retrieved:
         outputs["rag_tuned"] = generate(tuned, tokenizer, [P.rag(p, task, label_set, r)
                                                            for p, r in zip(prompts, retrieved, strict=True)], max_new)
+    clock.mark("generate_tuned")
     tuned_nll = assistant_nll(tuned, tokenizer, rows, max_len)
+    clock.mark("perplexity_tuned")
 
     results: dict[str, dict] = {}
     notes: list[str] = []
@@ -301,6 +303,7 @@ def evaluate(
             notes.append(f"No judged win rate: the LLM judge failed ({type(exc).__name__}: {exc}). The other "
                          "metrics do not use it.")
     del tuned
+    clock.mark("score")
 
     from executor.evaluate.report import write_reports
 
@@ -313,7 +316,7 @@ def evaluate(
         "technique": plan.technique, "base_model": plan.base_model.id, "device": placement.device,
         "decoding": {"strategy": "greedy", "max_new_tokens": max_new}, "few_shot_k": k,
         "systems": results, "headline_metric": _headline(task), "generation_seconds": timings,
-        "labels": label_set if task == "classification" else None,
+        "labels": label_set if task == "classification" else None, "phase_seconds": clock.seconds,
         "notes": ([sample_note] if sample_note else []) + notes, "sample": sample_note,
     }
     return write_reports(run_dir, report, examples)

@@ -84,25 +84,44 @@ def find_splits(data_dir: Path) -> dict[str, Path]:
 def tokenize_chat(tokenizer, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]] | None:
     """input_ids / labels / attention_mask with labels only on assistant turns; None if no assistant
     token survives truncation (the row would teach nothing)."""
+    return tokenize_chats(tokenizer, [messages], max_length)[0]
+
+
+def _assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns."""
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         start = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
-        end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
-        if not full.startswith(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)):
+        # Through the last turn is the whole conversation: one render fewer for the common single-reply row.
+        through = full if i == len(messages) - 1 else tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not full.startswith(through):
             raise DataDirError("the chat template is not prefix-preserving; the assistant mask cannot be derived")
-        spans.append((start, end))
-    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, truncation=True,
-                        max_length=max_length)
-    labels = []
-    for token_id, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
-        inside = any(start <= a and b <= end for start, end in spans) and b > a
-        labels.append(token_id if inside else IGNORE_INDEX)
-    if all(label == IGNORE_INDEX for label in labels):
-        return None
-    return {"input_ids": encoded["input_ids"], "labels": labels, "attention_mask": [1] * len(labels)}
+        spans.append((start, len(through)))
+    return full, spans
+
+
+def tokenize_chats(tokenizer, conversations: list[list[dict[str, str]]], max_length: int,
+                   batch: int = 1024) -> list[dict[str, list[int]] | None]:
+    """tokenize_chat for many conversations: the texts go to the tokenizer in batches (its Rust side runs them in
+    parallel; one call per row cost ~2 ms of Python each, 17 s for Banking77's 8,000 training rows)."""
+    out: list[dict[str, list[int]] | None] = []
+    for first in range(0, len(conversations), batch):
+        rendered = [_assistant_spans(tokenizer, m) for m in conversations[first:first + batch]]
+        encoded = tokenizer([full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True,
+                            truncation=True, max_length=max_length)
+        for (_, spans), ids, offsets in zip(rendered, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            labels = []
+            for token_id, (a, b) in zip(ids, offsets, strict=True):
+                inside = b > a and any(start <= a and b <= end for start, end in spans)
+                labels.append(token_id if inside else IGNORE_INDEX)
+            if all(label == IGNORE_INDEX for label in labels):
+                out.append(None)
+            else:
+                out.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(labels)})
+    return out
 
 
 def tokenize_text(tokenizer, text: str, max_length: int) -> dict[str, list[int]]:
@@ -113,14 +132,12 @@ def tokenize_text(tokenizer, text: str, max_length: int) -> dict[str, list[int]]
 
 def sft_features(tokenizer, rows: list[dict[str, Any]], max_length: int) -> tuple[list[dict], int]:
     """Tokenized SFT rows and how many were dropped for having no trainable token."""
+    if any("text" not in row and "messages" not in row for row in rows):
+        raise DataDirError("preference rows (prompt/chosen/rejected) need technique dpo or rlhf, not SFT")
+    chats = iter(tokenize_chats(tokenizer, [row["messages"] for row in rows if "text" not in row], max_length))
     features, dropped = [], 0
     for row in rows:
-        if "text" in row:
-            features.append(tokenize_text(tokenizer, row["text"], max_length))
-            continue
-        if "messages" not in row:
-            raise DataDirError("preference rows (prompt/chosen/rejected) need technique dpo or rlhf, not SFT")
-        item = tokenize_chat(tokenizer, row["messages"], max_length)
+        item = tokenize_text(tokenizer, row["text"], max_length) if "text" in row else next(chats)
         if item is None:
             dropped += 1
         else:

@@ -19,6 +19,7 @@ that use them, so importing this module (from the CLI, the chat or a run process
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from executor.models.registry import load_tokenizer
 from executor.plan import TECHNIQUES, uses_lora
 from executor.train.common import RunContext, resume_point, standard_callbacks, trainer_arguments
 from executor.train.data import PadCollator, find_splits, read_split, sft_features
+from executor.train.phases import PhaseClock
 
 
 def load_rows(ctx: RunContext) -> dict[str, list[dict[str, Any]]]:
@@ -109,6 +111,7 @@ def _quantize_tiny(model, quantization):
 
 def train_sft(ctx: RunContext) -> dict[str, Any]:
     plan, t = ctx.plan, ctx.plan.training
+    clock = PhaseClock()
     tokenizer = load_tokenizer(_tokenizer_name(plan))
     rows = load_rows(ctx)
     features = {}
@@ -121,16 +124,22 @@ def train_sft(ctx: RunContext) -> dict[str, Any]:
                          "were skipped")
     if not features["train"]:
         raise ValueError("no trainable rows: every row lost its assistant tokens to truncation")
+    clock.mark("read_and_tokenize")
     model = build_model(ctx, tokenizer)
+    clock.mark("load_model")
     trainer, stop, speedups = make_trainer(ctx, model, tokenizer, features["train"], features.get("validation"))
+    clock.mark("make_trainer")
     with run_context(model, speedups):
         output = trainer.train(resume_from_checkpoint=resume_point(ctx))
     finish_model(trainer.model, speedups)
+    clock.mark("train")
     if stop is not None and stop.triggered:  # "crashed": leave the checkpoints, write nothing final
         return {"stopped_at_step": trainer.state.global_step}
     result = save_outputs(ctx, trainer, tokenizer, output, rows)
+    clock.mark("save_and_merge")
     if speedups.packed:
         result["speed"] = speedups.summary()
+    result["phase_seconds"] = clock.seconds
     return result
 
 
@@ -146,7 +155,9 @@ def make_trainer(ctx: RunContext, model, tokenizer, train_features: list[dict], 
     t = ctx.plan.training
     has_validation = bool(eval_features)
     callbacks, stop = standard_callbacks(ctx, has_validation)
-    speedups = resolve_speedups(ctx.plan, ctx.placement.device)
+    rows_per_step = t.per_device_batch_size * t.gradient_accumulation_steps
+    steps = ctx.max_steps or math.ceil(math.ceil(len(train_features) / rows_per_step) * t.epochs)
+    speedups = resolve_speedups(ctx.plan, ctx.placement.device, steps=steps)
     if ctx.dry_run:
         speedups.compile = False  # a 3-step check would spend longer compiling than training
     ctx.notes.extend(speedups.notes)
@@ -157,7 +168,6 @@ def make_trainer(ctx: RunContext, model, tokenizer, train_features: list[dict], 
         return trainer, stop, speedups
     # One optimizer step = the same rows as per_device_batch_size x gradient_accumulation_steps on the padded
     # path, packed; the micro-batches inside the step are sized by tokens, not rows.
-    rows_per_step = t.per_device_batch_size * t.gradient_accumulation_steps
     arguments = trainer_arguments(ctx, len(train_features), has_validation, per_device_train_batch_size=rows_per_step,
                                   per_device_eval_batch_size=rows_per_step, gradient_accumulation_steps=1,
                                   include_num_input_tokens_seen="no", **overrides)

@@ -10,8 +10,9 @@ variable TUNEWISE_SPEED_OFF=name[,name...] (`all` turns the whole path off). Nam
                       over a plain nn.Linear or QLoRA's 4-bit layer (dequantized inside the matmuls, never kept)
     chunked_loss      the logits computed 4,096 tokens at a time, never all at once (when fused_kernels is off)
     auto_micro_batch  micro-batches sized from free GPU memory; off: `speed.micro_batch_tokens` or one per step
-    compile           torch.compile of each decoder layer, dynamic shapes (auto: on with CUDA for full and LoRA,
-                      off for QLoRA); a layer dynamo cannot compile runs eagerly. Inside compiled layers
+    compile           torch.compile of each decoder layer, dynamic shapes (auto: on with CUDA for full and LoRA
+                      runs of at least COMPILE_MIN_STEPS steps, off for QLoRA); a layer dynamo cannot compile runs
+                      eagerly. Inside compiled layers
                       inductor fuses the norms, SwiGLU and RoPE itself, so fused_kernels then means liger's
                       fused linear cross-entropy only
 
@@ -43,6 +44,9 @@ ENV_OFF = "TUNEWISE_SPEED_OFF"
 # Supervised techniques whose rows can be packed (prompt tuning prepends virtual tokens to every example).
 PACKED_TECHNIQUES = tuple(n for n, i in TECHNIQUES.items() if i.family == "sft" and not i.prompt_adapter)
 MAX_MICRO_BATCH_TOKENS = 65_536  # past this a bigger micro-batch no longer runs faster on an H200
+# Compiling SmolLM2's 30 layers took 65-100 s on the H200 and saved ~0.1 s a step (16 rows: 25,000 vs 17,400 tokens/s,
+# bench/RESULTS.md, issue #8); a run of a few hundred steps would spend more compiling than it saves.
+COMPILE_MIN_STEPS = 1000
 
 
 @dataclass
@@ -75,8 +79,9 @@ def switched_off(environ=None) -> set[str]:
     return names
 
 
-def resolve_speedups(plan, device: str, environ=None) -> Speedups:
-    """Which optimizations this run gets: plan switches, then the environment, then what the machine has."""
+def resolve_speedups(plan, device: str, environ=None, steps: int | None = None) -> Speedups:
+    """Which optimizations this run gets: plan switches, then the environment, then what the machine has.
+    `steps`: the run's optimizer steps, when known (a short run is not compiled unless the plan says so)."""
     from executor.train.fused import liger_available, varlen_available
 
     t = plan.training
@@ -112,7 +117,7 @@ def resolve_speedups(plan, device: str, environ=None) -> Speedups:
     s.auto_micro_batch = wanted("auto_micro_batch", auto=on_gpu) and speed.micro_batch_tokens is None
     # Compile was measured for bf16 full and LoRA runs; through bitsandbytes' 4-bit layers it is untested: opt-in.
     s.compile = wanted("compile", auto=on_gpu and plan.technique in PACKED_TECHNIQUES
-                       and not TECHNIQUES[plan.technique].quantized)
+                       and not TECHNIQUES[plan.technique].quantized and (steps is None or steps >= COMPILE_MIN_STEPS))
     s.micro_batch_tokens = speed.micro_batch_tokens
     return s
 
