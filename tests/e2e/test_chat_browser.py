@@ -220,6 +220,12 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             scroll_to(page.get_by_role("heading", name="Fine-tuning with LoRA").last)
             shot(page, shots, "chat-recommendation.png")
 
+            # A follow-up question about the advice (#18): answered from the decision's trace, no fact changed.
+            say("Why not just use few-shot prompting?")
+            expect(page.get_by_text("What would make Prompting win:")).to_be_visible()
+            expect(page.get_by_text("Your question changed no fact.")).to_be_visible()
+            shot(page, shots, "chat-followup.png")
+
             # A tiny model stands in for SmolLM2 so the run takes seconds; 4 steps, 4 test rows evaluated.
             say(f"set base_model={tiny_model} max_steps=4 eval_limit=4")
             expect(page.get_by_text("Launch settings:")).to_be_visible()
