@@ -23,6 +23,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,7 @@ class MiniLMEmbedder:
         from tokenizers import Tokenizer  # WordPiece in Rust, without transformers
 
         self.np = np
-        # One BLAS thread: the matrices of a few sentences are small, and OpenBLAS's second thread spins against
-        # whatever else runs on this 2-core machine (a query's forward pass took 20x longer with two).
-        self._blas = ThreadpoolController()
+        self._blas = ThreadpoolController()  # BLAS threads per call: see blas_threads()
         self.model_dir = Path(model_dir or minilm_dir())
         pooling = json.loads((self.model_dir / "1_Pooling" / "config.json").read_text())
         if not pooling.get("pooling_mode_mean_tokens"):
@@ -197,8 +196,8 @@ class MiniLMEmbedder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
-        with self._blas.limit(limits=1, user_api="blas"):
-            encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+        encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+        with self._blas.limit(limits=blas_threads(sum(len(e.ids) for e in encodings)), user_api="blas"):
             for rows in _batches([len(e.ids) for e in encodings], batch_size):
                 out[rows] = self._encode([encodings[i].ids for i in rows])
         return out
@@ -254,6 +253,23 @@ class MiniLMEmbedder:
 
 
 _FFN_ROWS = 128
+PARALLEL_TOKENS = 16384  # a job this big (a guidance index, an evaluation's RAG corpus) may use idle cores
+
+
+def blas_threads(tokens: int) -> int:
+    """BLAS threads for a job of `tokens` tokens. One for anything smaller than PARALLEL_TOKENS: a few sentences
+    make small matrices, and OpenBLAS's extra threads spin against whatever else runs (a query's forward pass took
+    20x longer with two threads on the busy 2-core machine; an index build 7x). A big job gets the cores the
+    1-minute load average leaves free (all of a many-core host's when it is idle), and still one on a busy machine.
+    """
+    if tokens < PARALLEL_TOKENS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform: stay safe
+        return 1
+    return max(1, int(cores - busy))
 
 
 def _batches(lengths: list[int], batch_size: int, max_tokens: int = 8192):

@@ -125,3 +125,26 @@ def test_safetensors_are_read_as_float32_views(tmp_path):
     path.write_bytes(struct.pack("<Q", 50) + b"{not json")
     with pytest.raises(RuntimeError, match="model.safetensors: not a safetensors file"):
         read_safetensors(path)
+
+
+def test_blas_threads_one_for_small_jobs_and_busy_machines(monkeypatch):
+    import executor.embeddings as embeddings
+
+    monkeypatch.setattr(embeddings.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(embeddings.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert embeddings.blas_threads(200) == 1  # a few sentences: one thread whatever the machine
+    assert embeddings.blas_threads(embeddings.PARALLEL_TOKENS) == 16  # a big job on an idle 16-core host
+    monkeypatch.setattr(embeddings.os, "getloadavg", lambda: (5.5, 5.0, 5.0))
+    assert embeddings.blas_threads(embeddings.PARALLEL_TOKENS) == 10  # the cores the load leaves free
+    monkeypatch.setattr(embeddings.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(embeddings.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    assert embeddings.blas_threads(10**6) == 1  # the busy 2-core machine: never more than one
+
+
+def test_several_blas_threads_give_the_same_vectors(embedder, monkeypatch):
+    import executor.embeddings as embeddings
+
+    texts = TEXTS * 4
+    one = embedder.embed_array(texts)
+    monkeypatch.setattr(embeddings, "blas_threads", lambda tokens: 2)
+    assert np.abs(embedder.embed_array(texts) - one).max() < 1e-5
