@@ -236,21 +236,44 @@ def pilot(
         task, plan.evaluation.max_new_tokens), max((len(tokenizer(r, add_special_tokens=False)["input_ids"])
                                                     for r in references_all[:200]), default=16) + 16))
 
+    retriever = P.Retriever(passages or [P.as_passage(r) for r in train_rows]) if use_rag else None
+
+    def inputs_for(name: str, prompts: list) -> list:
+        """The prompts each system sees, as `tunewise eval` builds them; "tuned" sees the plain prompt."""
+        if name == "zero_shot":
+            return [P.zero_shot(p, task, label_set) for p in prompts]
+        if name == "few_shot":
+            return [P.few_shot(p, task, label_set, shots) for p in prompts]
+        if name == "rag":
+            return [P.rag(p, task, label_set,
+                          retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k))
+                    for p in prompts]
+        return list(prompts)
+
+    def tokens_of(conversations: list) -> int:
+        texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
+                 for c in conversations]
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) + max_new * len(texts)
+
     say(f"pilot on {model_name} ({placement.device}), {budget.left():.0f} s budget")
     model = None
     if "test_size" not in state:
+        # The speed of generation, per token of prompt and answer, on the longest prompts (few-shot): a row of
+        # each system then costs its own length (77 labels in a few-shot prompt cost ten times a bare question).
         model = base_loader()
-        probe = [P.few_shot(P.split_prompt(r)[0], task, label_set, shots) if shots else P.split_prompt(r)[0]
-                 for r in rows[:PROBE_ROWS]]
+        heads = [P.split_prompt(r)[0] for r in rows[:PROBE_ROWS]]
+        probe = inputs_for(systems_wanted[-1] if "few_shot" not in systems_wanted else "few_shot", heads)
         started = clock()
         generate(model, tokenizer, probe, max_new)
-        per_row = max(1e-3, (clock() - started) / len(probe))
-        passes = len(systems_wanted) + 3  # the baselines, then each curve point's tuned model
-        size = int(EVAL_SHARE * budget.left() / (passes * per_row))
+        per_token = max(1e-7, (clock() - started) / tokens_of(probe))
+        row_seconds = {name: per_token * tokens_of(inputs_for(name, heads)) / len(heads)
+                       for name in [*systems_wanted, "tuned"]}
+        per_sample_row = sum(row_seconds[name] for name in systems_wanted) + 3 * row_seconds["tuned"]
+        size = int(EVAL_SHARE * budget.left() / per_sample_row)
         state["test_size"] = max(min(MIN_TEST, len(rows)), min(size, MAX_TEST, len(rows)))
-        state["seconds_per_row"] = per_row
+        state["row_seconds"] = row_seconds
         _save_state(out_dir, state, budget, spent_before)
-    per_row = float(state["seconds_per_row"])
+    row_seconds = state["row_seconds"]
     sample, sample_labels, sample_note = sample_rows(rows, labels, state["test_size"])
     if sample_note:
         notes.append(sample_note.replace("Evaluated", "Measured"))
@@ -270,20 +293,11 @@ def pilot(
     for name in systems_wanted:
         if name in state["systems"]:
             continue
-        # Few-shot prompts are the longest: about twice the probe's per-row time is assumed for them.
-        needed = per_row * len(sample) * (2 if name == "few_shot" else 1)
+        needed = row_seconds[name] * len(sample)
         if not budget.affords(needed):
             skip(name, f"~{needed:.0f} s of generation, {budget.left():.0f} s left")
             continue
-        if name == "zero_shot":
-            inputs = [P.zero_shot(p, task, label_set) for p in prompts]
-        elif name == "few_shot":
-            inputs = [P.few_shot(p, task, label_set, shots) for p in prompts]
-        else:
-            retriever = P.Retriever(passages or [P.as_passage(r) for r in train_rows])
-            inputs = [P.rag(p, task, label_set,
-                            retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k))
-                      for p in prompts]
+        inputs = inputs_for(name, prompts)
         say(f"measuring {name} on {len(sample)} test rows")
         model = model or base_loader()
         started = clock()
@@ -299,7 +313,7 @@ def pilot(
     order = _nested_subsets(n_train, tuning_plan.training.seed)
     rows_per_step = tuning_plan.training.per_device_batch_size * tuning_plan.training.gradient_accumulation_steps
     epochs = tuning_plan.training.epochs
-    eval_cost = per_row * len(sample)
+    eval_cost = row_seconds["tuned"] * len(sample)
 
     def steps_for(size: int) -> int:
         return max(1, math.ceil(size * epochs / rows_per_step))
