@@ -297,6 +297,39 @@ def test_a_correction_that_states_nothing_new_changes_nothing_and_offers_change_
     assert facts(bank) == before and {b.name for b in reply.buttons} == {conversation.EDIT_ACTION}
 
 
+# ---------------------------------------------------------------------- a fact, then a question in one message
+
+MIXED = [
+    ("We now have 50,000 examples. Does that change anything?", "correction", "why",
+     lambda c: ["**Corrected:** Training examples: 12,000 → 50,000", "Training examples 50,000", "**Scores**"]),
+    ("Actually it's 2,000 examples; how long would training take then?", "correction", "time",
+     lambda c: ["Training examples: 12,000 → 2,000", f"**Estimated training time:** "
+                f"{cards.hours(estimates(c)['train_hours'])}", f"2,000 examples × {epochs(c)}"]),
+    ("The labels change every month - what does that mean for the plan?", "fact", "why",
+     lambda c: ["`label_churn` (new)", "Labels or categories change often yes"]),
+]
+
+
+@pytest.mark.parametrize("phrasing,kind,topic,quotes", MIXED, ids=[m[0] for m in MIXED])
+def test_a_fact_then_a_question_updates_the_facts_then_answers_on_the_new_advice(bank, phrasing, kind, topic, quotes):
+    understood = bank.understand(phrasing)
+    assert (understood.kind, understood.question.kind, understood.question.about) == (kind, "question", topic)
+    replies = bank.handle_text(phrasing)
+    assert any(r.card for r in replies)  # the live card shows the new advice
+    answer = text(replies)
+    assert replies[-1].content.endswith(followups.QUESTION_NOTE)  # and the question is answered, after
+    for quote in quotes(bank):  # (the numbers as they are now, with the new fact)
+        assert quote in answer, f"{quote!r} missing:\n{answer}"
+
+
+def test_a_question_after_a_fact_already_known_is_only_a_question(bank):
+    before = facts(bank)
+    understood = bank.understand("We have 12,000 examples. Why not few-shot?")
+    assert (understood.kind, understood.about, understood.option) == ("question", "why_not", ("prompting", "none"))
+    assert MEASURED[1] in text(bank.handle_text("We have 12,000 examples. Why not few-shot?"))
+    assert facts(bank) == before
+
+
 # ---------------------------------------------------------------------- commands: done, not described
 
 COMMANDS = [
@@ -379,7 +412,7 @@ def test_after_a_run_a_question_on_its_loss_reads_its_log(bank, finished):
 def test_before_a_description_a_question_is_the_description(knowledge):
     cues = followups.cues(knowledge)
     first = followups.classify("Should we fine-tune a model to route 12,000 tickets?", cues, described=False,
-                               read=lambda: {"example_count": 12000})
+                               read=lambda text: {"example_count": 12000})
     assert (first.kind, first.facts) == ("fact", {"example_count": 12000})
     assert followups.classify("what does QLoRA mean?", cues, described=False).about == "meaning"
 
@@ -387,7 +420,7 @@ def test_before_a_description_a_question_is_the_description(knowledge):
 def test_the_facts_of_a_message_are_read_only_when_they_decide_its_kind(knowledge):
     cues = followups.cues(knowledge)
 
-    def unread():
+    def unread(text):
         raise AssertionError("a question, a what-if or a command was read for facts")
 
     for phrasing in ("why not RAG?", "what if we had 500 examples?", "show the plan", "how long will it take?"):
@@ -397,9 +430,9 @@ def test_the_facts_of_a_message_are_read_only_when_they_decide_its_kind(knowledg
 def test_a_stated_number_that_contradicts_a_known_one_is_a_correction(knowledge):
     cues = followups.cues(knowledge)
     said = followups.classify("It's 2,000 examples.", cues, described=True, known={"example_count": 12000},
-                              read=lambda: {"example_count": 2000})
+                              read=lambda text: {"example_count": 2000})
     same = followups.classify("It's 12,000 examples.", cues, described=True, known={"example_count": 12000},
-                              read=lambda: {"example_count": 12000})
+                              read=lambda text: {"example_count": 12000})
     assert (said.kind, same.kind) == ("correction", "fact")
 
 

@@ -275,7 +275,7 @@ class Conversation:
         described = bool(self.interview.texts) or bool(self.run_id)  # (a run's results can be asked about too)
         known = {f: getattr(self.interview.profile, f).value for f in self.interview.profile.known_fields()}
         return followups.classify(text, followups.cues(self.advisor.knowledge), described=described, known=known,
-                                  read=lambda: self.stated(text)[1],
+                                  read=lambda part: self.stated(part)[1],
                                   question_forms=self.advisor.knowledge.lexicon.get("question_forms"))
 
     def stated(self, text: str):
@@ -300,6 +300,10 @@ class Conversation:
             return self.ask_what_if(understood.clause or text)
         if understood.kind == "question":
             return self.explain(text, understood)
+        if understood.statement:  # a fact or correction, then a question on the advice it gives
+            told = self.correct(understood.statement) if understood.kind == "correction" else self.describe(
+                understood.statement)
+            return told + self.explain(understood.asked, understood.question)
         if understood.kind == "correction":
             if understood.about == "set":
                 return self.set_command(interview.parse_set_command(text) or {})

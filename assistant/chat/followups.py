@@ -45,6 +45,11 @@ class Understood:
     term: str | None = None                    # "what does X mean": X
     clause: str | None = None                  # the hypothetical part of a what-if
     facts: dict[str, Any] = field(default_factory=dict)  # what a fact or correction states: field -> value
+    # A fact or correction followed by a question ("We now have 50,000 examples. Does that change anything?"):
+    # the sentences that state it, and the question, answered once the facts are in.
+    statement: str | None = None
+    question: Understood | None = None
+    asked: str | None = None
 
 
 @functools.cache
@@ -108,21 +113,38 @@ def question_topic(text: str, found: Followups) -> tuple[str, str | None]:
         if match is None:
             continue
         term = match.groupdict().get("term") if topic.id == "meaning" else None
+        if term and term.strip().lower() in ("that", "this", "it", "all that", "this all"):
+            return "why", None  # "what does that mean for the plan?" asks about the advice, not a word
         return topic.id, (term.strip() if term else None)
     return "why", None
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!;])\s+|\s+[—–]\s+|\s+-\s+")
+
+
+def split_statement(message: str, asks_: Callable[[str], bool]) -> tuple[str, str] | None:
+    """("We now have 50,000 examples.", "Does that change anything?") for a message whose sentences both tell and
+    ask; None for a message that only tells or only asks."""
+    parts = [p.strip() for p in _SENTENCE_END.split(message) if p.strip()]
+    told = [p for p in parts if not asks_(p)]
+    asked = [p for p in parts if asks_(p)]
+    return (" ".join(told), " ".join(asked)) if told and asked else None
+
+
 def classify(text: str, found: Followups, *, described: bool, known: dict[str, Any] | None = None,
-             read: Callable[[], dict[str, Any]] | None = None, question_forms: str | None = None) -> Understood:
+             read: Callable[[str], dict[str, Any]] | None = None, question_forms: str | None = None) -> Understood:
     """What `text` is. `described`: a use case was described already (before that, a question that states facts is
-    the description: "should we fine-tune a model on our 12,000 tickets?"). `known`: the facts known now. `read()`:
-    the facts the message states, called only when they decide the kind."""
+    the description: "should we fine-tune a model on our 12,000 tickets?"). `known`: the facts known now.
+    `read(text)`: the facts a text states, called only when they decide the kind."""
     message = " ".join(text.split())
     low = message.lower()
     known = known or {}
 
     def stated() -> dict[str, Any]:
-        return read() if read is not None else {}
+        return read(text) if read is not None else {}
+
+    def asks_(part: str) -> bool:
+        return asks(part, question_forms) or bool(_search(found.question_openers, part))
 
     if low.startswith("try:"):
         return Understood("command", "try")
@@ -138,7 +160,15 @@ def classify(text: str, found: Followups, *, described: bool, known: dict[str, A
         if match:
             clause = match.group("clause").strip().rstrip("?").strip()
             return Understood("what_if", clause=clause or None)
-    is_question = asks(message, question_forms) or bool(_search(found.question_openers, message))
+    is_question = asks_(message)
+    both = split_statement(message, asks_) if is_question and described else None
+    if both is not None:  # "We now have 50,000 examples. Does that change anything?"
+        told = classify(both[0], found, described=True, known=known, read=read, question_forms=question_forms)
+        if told.kind in ("fact", "correction") and any(known.get(f) != v for f, v in told.facts.items()):
+            question = classify(both[1], found, described=True, known=known, read=read, question_forms=question_forms)
+            if question.kind != "question":  # "does that change anything?": what the new facts do to the advice
+                question = Understood("question", "why")
+            return Understood(told.kind, facts=told.facts, statement=both[0], asked=both[1], question=question)
     facts = None
     if is_question and not described:
         facts = stated()  # before a description, a question that states facts is the description ("should we ...")
