@@ -189,6 +189,7 @@ WHAT_IFS = [
     ("would the advice change if we had no GPU?", "we had no GPU", ["GPU memory (GB): 24 → 0", "GPUs: 1 → 0"]),
     ("imagine we had two A100 80GB cards", "we had two A100 80GB cards", ["GPU memory (GB): 24 → 80"]),
     ("What would change with 200 examples?", "200 examples", ["Training examples: 12,000 → 200"]),
+    ("What if the data were public?", "the data were public", ["Data sensitivity: Yes, it must stay in-house → No"]),
     ("What about a 3B model?", "a 3B model", ["Preferred model: unknown → llama-3.2-3b-instruct",
                                               "on Llama-3.2-3B-Instruct (the model you named)"]),
     ("Suppose the data could be sent to a cloud API", "the data could be sent to a cloud API",
