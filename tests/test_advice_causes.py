@@ -916,3 +916,21 @@ def test_documents_plus_cost_or_latency_tune_a_small_model_to_read_passages(advi
 def test_documents_alone_stay_with_retrieval(advisor):
     rec = advisor.recommend("Our agents answer questions from 3,000 insurance policy documents.")
     assert rec.approach == "rag", [r.rule for r in rec.reasons]
+
+
+@pytest.mark.parametrize(("text", "private"), [
+    ("We fine-tune Phi-2 on our release notes.", False),
+    ("Phi-3-mini answers our FAQ well enough.", False),
+    ("The notes contain PHI, so nothing may go to a vendor.", True),
+])
+def test_phi_the_model_is_not_phi_the_health_data(extractor, text, private):
+    assert (facts(extractor, text).get("privacy") == "sensitive") is private
+
+
+@pytest.mark.parametrize(("text", "classification"), [
+    ("Our assistant must follow the user's intent more closely and refuse less.", False),
+    ("Route each message to one of 12 intents.", True),
+    ("We need intent detection for the voice menu.", True),
+])
+def test_a_users_intent_is_not_an_intent_classifier(extractor, text, classification):
+    assert (facts(extractor, text).get("task_type") == "classification") is classification
