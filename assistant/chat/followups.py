@@ -26,7 +26,7 @@ from typing import Any
 from assistant.chat import cards, interview, results
 from assistant.chat.cards import CitationElement
 from assistant.estimates import fits, within_headroom
-from assistant.knowledge import Followups, Knowledge, load_followups
+from assistant.knowledge import Followups, Knowledge, KnowledgeError, load_followups
 from assistant.profile import UseCaseProfile
 
 KINDS = ("command", "what_if", "correction", "question", "fact")
@@ -58,9 +58,15 @@ def _cues(root: str | None) -> Followups:
 
 
 def cues(knowledge: Knowledge | None = None) -> Followups:
-    """knowledge/followups.yaml of the knowledge folder in use (read once)."""
+    """knowledge/followups.yaml of the knowledge folder in use (read once; its glossary checked against the docs)."""
     root = getattr(knowledge, "root", None)
-    return _cues(str(root) if root else None)
+    found = _cues(str(root) if root else None)
+    if knowledge is not None:
+        missing = [e for e in found.glossary if e.cite not in knowledge.sections]
+        if missing:
+            raise KnowledgeError(f"{knowledge.root / 'followups.yaml'}: glossary {missing[0].term!r}: field 'cite': "
+                                 f"unknown citation id {missing[0].cite!r}")
+    return found
 
 
 def _search(patterns: list[str], text: str) -> re.Match | None:
