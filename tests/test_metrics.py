@@ -609,3 +609,23 @@ def test_per_example_metrics_are_fast():
         for prediction, reference in zip(predictions, references, strict=True):
             metric(prediction, reference)
         assert time.perf_counter() - start < 1.0, metric
+
+
+def test_labels_with_one_test_row_each_still_get_an_interval():
+    # A pilot's sample: 25 rows over 20 labels, 2 right. Drawn within labels, every resample was the sample itself
+    # (an interval of zero width around 8%); drawn over all rows, the interval shows how little 25 rows say.
+    labels = [f"intent_{i}" for i in range(20)]
+    references = [labels[i % 20] for i in range(25)]
+    predictions = [r if i in (0, 7) else None for i, r in enumerate(references)]
+    accuracy = classification_estimates(predictions, references, labels)["accuracy"]
+    assert accuracy.value == 0.08 and accuracy.ci_low < 0.04 and accuracy.ci_high > 0.15
+
+
+def test_labels_with_enough_rows_are_still_resampled_within_labels():
+    from executor.evaluate import metrics
+
+    references = [f"l{i % 4}" for i in range(40)]  # ten rows a label
+    drawn = next(metrics._stratified_indices(np.array([i % 4 for i in range(40)]), 3, 0))
+    assert all(sorted(np.array([i % 4 for i in range(40)])[row]) == sorted(i % 4 for i in range(40)) for row in drawn)
+    estimate = classification_estimates(references, references, sorted(set(references)))["accuracy"]
+    assert (estimate.value, estimate.ci_low, estimate.ci_high) == (1.0, 1.0, 1.0)
