@@ -65,7 +65,8 @@ def test_an_upload_is_kept_in_the_users_folder_prepared_and_remembered(talk, tmp
     report = json.loads((out_dir / "report.json").read_text())
     assert reply.content.startswith("### Data: orders.jsonl")
     assert f"**{report['input_rows']:,}** rows read → **{report['kept']:,}** kept" in reply.content
-    assert reply.step == "30 rows kept of 30" and buttons(reply) == [conversation.LAUNCH_ACTION]
+    assert reply.step == "30 rows kept of 30" and buttons(reply) == [conversation.PILOT_ACTION,
+                                                                     conversation.LAUNCH_ACTION]
     assert [a.name for a in reply.attachments] == (["distributions"] if (out_dir / "report.png").exists() else [])
     assert (tunewise_home / "uploads" / "alice" / "orders.jsonl").exists()
     # The prepared data is part of the state, so a resumed thread launches on it.

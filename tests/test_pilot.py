@@ -441,3 +441,46 @@ def test_a_question_about_the_pilot_is_answered_from_its_numbers():
     assert "| few-shot prompting | 8.3% | 5.3% – 11.7% |" in answer
     assert answer_about_pilot("why LoRA and not full fine-tuning?", CANNED) is None  # not about the pilot
     assert answer_about_pilot("what did the pilot measure?", None) is None  # no pilot yet
+
+
+def test_the_chat_queues_a_pilot_and_revises_its_live_card_from_the_outcome(advisor, knowledge, tmp_path, monkeypatch):
+    import random
+
+    import yaml
+
+    from assistant.chat import backends, conversation
+    from assistant.chat.conversation import Conversation
+    from assistant.chat.launch import view_from_store
+    from executor.runs.store import RunStore
+
+    monkeypatch.setenv("TUNEWISE_HOME", str(tmp_path))
+    monkeypatch.setattr(conversation.autostart, "ensure_worker", lambda: None)
+    store = RunStore(tmp_path / "runs.sqlite")
+    conv = Conversation(advisor, backends.make_backend("offline", knowledge), None, user="alice", store=store,
+                        rng=random.Random(3))
+    assert conv.pilot()[0].content.startswith("Describe your use case first; the pilot follows")
+    conv.describe(ROUTING)
+    conv.recommend_now()
+    assert conversation.PILOT_ACTION in [b.name for b in conv.card().buttons]  # beside Approve & launch
+    orders = tmp_path / "intents.jsonl"
+    orders.write_text("".join(json.dumps({"text": f"message {i}", "label": f"intent_{i % 4}"}) + "\n"
+                              for i in range(40)))
+    conv.upload("intents.jsonl", orders)
+    [queued] = conv.handle_text("Run a pilot first")  # the typed command does what the button does
+    run = store.get(conv.run_id)
+    assert run["kind"] == "pilot" and conv.pilot_id == run["id"] and queued.content.startswith(f"Pilot `{run['id']}`")
+    assert yaml.safe_load(run["plan"])["data"]["path"] == conv.data["out_dir"]
+    # The worker's part, done here: the pilot's report in its run directory, the run succeeded.
+    (Path(run["run_dir"]) / "pilot.json").write_text(json.dumps({**CANNED, "verdict": "prompting", "reason":
+                                                                 "Few-shot prompting 81.0% [77%, 85%] is within the "
+                                                                 "interval of the short tuned run."}))
+    store.finish(run["id"], "succeeded")
+    before = conv.recommendation().approach
+    shown, card = conv.outcome(view_from_store(store, run["id"]))
+    assert before == "fine_tuning" and conv.recommendation().approach == "prompting"
+    assert "Advice changed: fine_tuning / lora -> prompting / none." in shown.content and "81.0%" in shown.content
+    assert card.card and conv.interview.profile.pilot_verdict.value == "prompting"
+    # A question about the pilot is answered from its numbers, and stores no fact.
+    [answer] = conv.handle_text("What did the pilot measure?")
+    assert "300 test rows" in answer.content and "| few-shot prompting | 8.3% | 5.3% – 11.7% |" in answer.content
+    assert conv.interview.profile.pilot_verdict.value == "prompting"

@@ -389,6 +389,17 @@ async def on_launch(action: cl.Action) -> None:
         start_following(conv.run_id)
 
 
+@cl.action_callback(conversation.PILOT_ACTION)
+@live
+async def on_pilot(action: cl.Action) -> None:
+    conv = await _conversation()
+    before = conv.run_id
+    await reply_to(conv.pilot)
+    if conv.run_id and conv.run_id != before:
+        await _persist_metadata()
+        start_following(conv.run_id)
+
+
 def start_following(run_id: str) -> asyncio.Task:
     """Follow the run in the background, so the chat stays usable (questions, cancel) while it trains. A session
     that reconnects keeps its follower: it is not started twice for the same run."""

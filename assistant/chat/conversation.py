@@ -24,15 +24,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.chat import backends, cards, data_upload, followups, interview, launch, playground, results, user_runs
+from assistant.chat import (
+    backends,
+    cards,
+    data_upload,
+    followups,
+    interview,
+    launch,
+    pilot_view,
+    playground,
+    results,
+    user_runs,
+)
 from assistant.chat.followups import Understood
 from assistant.chat.interview import Interview
 from assistant.chat.uploads import UploadError, store_upload, user_identifier, user_upload_dir
+from assistant.pilot_advice import revise
 from executor.runs import autostart
 from executor.runs.store import RunStore
 
 UPLOAD_ACTION = "upload_data"
 LAUNCH_ACTION = "launch_run"
+PILOT_ACTION = "pilot_run"
 CANCEL_ACTION = "cancel_run"
 ANSWER_ACTION = "answer"
 RECOMMEND_ACTION = "recommend_now"
@@ -104,6 +117,7 @@ class Conversation:
         self.edits: dict[str, Any] = dict(state.get("edits") or {})  # launch settings the user changed
         self.data: dict[str, Any] | None = state.get("upload")  # the prepared upload (PreparedUpload.to_state)
         self.run_id: str | None = state.get("run_id")
+        self.pilot_id: str | None = state.get("pilot_id")  # this chat's last pilot: its numbers answer questions
         self.what_if: dict[str, Any] | None = state.get("what_if")  # the last hypothetical, until kept or replaced
         self.pair: dict[str, Any] | None = state.get("pair")  # the playground comparison awaiting a vote
         self._rec = None
@@ -112,7 +126,7 @@ class Conversation:
 
     def to_state(self) -> dict[str, Any]:
         return {"interview": self.interview.to_state(), "edits": self.edits, "upload": self.data,
-                "run_id": self.run_id, "what_if": self.what_if, "pair": self.pair}
+                "run_id": self.run_id, "pilot_id": self.pilot_id, "what_if": self.what_if, "pair": self.pair}
 
     # ------------------------------------------------------------------ the advice
     def recommendation(self, profile=None):
@@ -135,7 +149,8 @@ class Conversation:
         card = cards.recommendation_card(rec, intro)
         buttons = [Button(PLAN_ACTION, "Show the plan")]
         if rec.plan.training is not None:
-            buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(LAUNCH_ACTION, "Approve & launch"), *buttons]
+            buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(PILOT_ACTION, "Pilot first"),
+                       Button(LAUNCH_ACTION, "Approve & launch"), *buttons]
         content = card.content + "".join(f"\n\n> {note}" for note in self.backend.notes)
         return Reply(content, buttons, citation_attachments(card.citations), refresh_settings=True, card=True)
 
@@ -320,6 +335,8 @@ class Conversation:
             return self.play(text.strip()[len(PLAY_PREFIX):].strip())
         if name == "launch":
             return self.launch()
+        if name == "pilot":
+            return self.pilot()
         if name == "show_plan":
             if not self.interview.texts:
                 return [Reply("Describe your use case first; the plan follows from the recommendation.")]
@@ -378,6 +395,8 @@ class Conversation:
         after a run, its metrics. Nothing in a question is taken as a fact: the facts change only when the user states
         one or uses `set`."""
         understood = understood or self.understand(question)
+        if (about_pilot := pilot_view.answer_about_pilot(question, self.pilot_report())) is not None:
+            return [Reply(about_pilot)]  # from the pilot's own numbers
         run_dir = self.run_dir()
         run = results.RunResults.load(run_dir) if run_dir else None
         search = self.advisor.index.search if self.advisor.index is not None else None
@@ -409,7 +428,8 @@ class Conversation:
             return [Reply(f"The data could not be prepared: {exc}", step=str(exc))]
         self.data = prepared.to_state()
         chart = [Attachment("image", "distributions", path=str(prepared.chart))] if prepared.chart else []
-        return [Reply(data_upload.summary_markdown(prepared), [Button(LAUNCH_ACTION, "Approve & launch")], chart,
+        return [Reply(data_upload.summary_markdown(prepared), [Button(PILOT_ACTION, "Pilot first"),
+                                                               Button(LAUNCH_ACTION, "Approve & launch")], chart,
                       step=f"{prepared.report['kept']:,} rows kept of {prepared.report['input_rows']:,}")]
 
     # ------------------------------------------------------------------ runs
@@ -435,22 +455,56 @@ class Conversation:
         except LookupError:
             return None
 
-    def launch(self) -> list[Reply]:
-        """Queue the recommended plan, with the user's settings and prepared data, as this chat's run."""
+    def launch(self, kind: str = "train") -> list[Reply]:
+        """Queue the recommended plan, with the user's settings and prepared data, as this chat's run; a `pilot`
+        measures the candidates on a sample of the data first (executor/pilot), within its default budget."""
+        what = "pilot" if kind == "pilot" else "run"
         if not self.interview.texts:
-            return [Reply("Describe your use case first; the run follows the recommended plan.")]
+            return [Reply(f"Describe your use case first; the {what} follows the recommended plan.")]
         if not self.data:
-            return [Reply("A run needs data: upload a dataset first.", [Button(UPLOAD_ACTION, "Upload a dataset")])]
+            return [Reply(f"A {what} needs data: upload a dataset first.",
+                          [Button(UPLOAD_ACTION, "Upload a dataset")])]
         settings = self.settings()
         try:
             plan = launch.plan_with_settings(self.recommendation().plan, settings, self.advisor.knowledge,
                                              self.data["out_dir"], self.model_roots())
-            run_id = launch.submit_run(self.store, plan, user_identifier(self.user))
+            run_id = launch.submit_run(self.store, plan, user_identifier(self.user), kind=kind)
         except launch.LaunchError as exc:
             return [Reply(f"Not launched: {exc}")]
         autostart.ensure_worker()  # (a worker that died since start-up is replaced)
         self.run_id = run_id
+        if kind == "pilot":
+            self.pilot_id = run_id
+            return [Reply(f"Pilot `{run_id}` queued: zero-shot and few-shot prompting, then short tuned runs on "
+                          "growing samples of your data, each scored on the same test rows with 95% intervals "
+                          "(5 minutes on a GPU, 15 on a CPU). The advice is revised from what it measures.")]
         return [Reply(f"Launched run `{run_id}` with:\n\n{launch.settings_markdown(settings)}")]
+
+    def pilot(self) -> list[Reply]:
+        return self.launch(kind="pilot")
+
+    def pilot_report(self) -> dict[str, Any] | None:
+        """This chat's last finished pilot (pilot.json), if the user may see it."""
+        if not self.pilot_id:
+            return None
+        try:
+            return pilot_view.load_pilot(user_runs.get_run_for(self.user, self.pilot_id, self.store)["run_dir"])
+        except LookupError:
+            return None
+
+    def pilot_outcome(self, run: dict[str, Any]) -> list[Reply]:
+        """A finished pilot: its measurements, the advice revised from them (the live card updates in place, the
+        verdict a fact marked as new), and the way on."""
+        report = pilot_view.load_pilot(run["run_dir"])
+        if report is None:
+            return [Reply(f"Pilot `{run['id']}` finished without a report.")]
+        revision = revise(self.advisor, self.interview.profile, report, self.interview.text)
+        self.interview.answer("pilot_verdict", report["verdict"],
+                              f"pilot on {report['n']} test rows of your data: {report['reason']}")
+        chart = Path(run["run_dir"]) / "pilot.png"
+        images = [Attachment("image", "pilot", path=str(chart))] if chart.exists() else []
+        buttons = [Button(LAUNCH_ACTION, "Approve & launch")] if self.recommendation().plan.training else []
+        return [Reply(pilot_view.pilot_markdown(report, revision), buttons, images), self.card()]
 
     def cancel(self, run_id: str) -> list[Reply]:
         try:
@@ -477,6 +531,8 @@ class Conversation:
         if view.status != "succeeded":
             error = view.error or run.get("error")
             return [Reply(f"Run `{view.run_id}` {view.status}{f': {error}' if error else ''}.")]
+        if run.get("kind") == "pilot":
+            return self.pilot_outcome(run)
         found = results.RunResults.load(run["run_dir"])
         parts = [f"Run `{view.run_id}` finished. {results.training_markdown(found.metrics)}"]
         images = []

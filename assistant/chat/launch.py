@@ -212,9 +212,10 @@ def settings_markdown(settings: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def submit_run(store, plan: TrainingPlan, owner: str) -> str:
-    """Queue the run of a plan from `plan_with_settings` (the plan holds its data, step cap and evaluation)."""
-    return store.submit(plan.to_yaml(), owner=owner)
+def submit_run(store, plan: TrainingPlan, owner: str, kind: str = "train") -> str:
+    """Queue the run of a plan from `plan_with_settings` (the plan holds its data, step cap and evaluation); a
+    `pilot` run measures the candidates on a sample of that data within the device's default budget."""
+    return store.submit(plan.to_yaml(), owner=owner, kind=kind)
 
 
 # ---------------------------------------------------------------------- following a run
