@@ -484,3 +484,12 @@ def test_the_chat_queues_a_pilot_and_revises_its_live_card_from_the_outcome(advi
     [answer] = conv.handle_text("What did the pilot measure?")
     assert "300 test rows" in answer.content and "| few-shot prompting | 8.3% | 5.3% – 11.7% |" in answer.content
     assert conv.interview.profile.pilot_verdict.value == "prompting"
+
+
+def test_an_undertrained_short_run_is_no_evidence_for_prompting():
+    curve = {"predicted": 0.0, "ci_low": 0.0, "ci_high": 0.0, "target": 7963}
+    zero = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    undertrained = verdict({"few_shot": est(0.08), "tuned": zero}, curve, losses=(4.7, 3.9))
+    assert undertrained["verdict"] == "inconclusive" and "from 4.70 to 3.90" in undertrained["reason"]
+    learned = verdict({"few_shot": est(0.72), "tuned": est(0.70)}, {**curve, "ci_high": 0.74}, losses=(4.7, 0.4))
+    assert learned["verdict"] == "prompting"

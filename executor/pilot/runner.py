@@ -365,7 +365,7 @@ def pilot(
                 raise _BudgetSpent(size)
 
         try:
-            train(point_plan, folder / "run", model_factory=model_factory, progress=within_budget)
+            trained = train(point_plan, folder / "run", model_factory=model_factory, progress=within_budget)
         except _BudgetSpent:
             shutil.rmtree(folder, ignore_errors=True)
             skip(f"tuned run on {size:,} rows", "stopped before it finished: finishing it would have left no time "
@@ -379,6 +379,7 @@ def pilot(
         del tuned
         metrics, per_example = _score(task, outputs, references, label_set)
         state["points"].append({"size": size, "steps": steps, "train_seconds": round(trained_seconds, 2),
+                                "first_loss": trained.get("first_loss"), "final_loss": trained.get("final_loss"),
                                 "metrics": metrics, "per_example": per_example})
         done_sizes.append(size)
         # Keep the adapter (small) of each point, not the merged weights and checkpoints (the model's size each).
@@ -395,7 +396,8 @@ def pilot(
     if points:
         systems["tuned"] = points[-1]["metrics"]
     headline_of = {name: m[headline] for name, m in systems.items() if isinstance(m.get(headline), dict)}
-    decided = verdict(headline_of, curve.to_dict() if curve else None)
+    losses = (points[-1].get("first_loss"), points[-1].get("final_loss")) if points else (None, None)
+    decided = verdict(headline_of, curve.to_dict() if curve else None, losses)
     _save_state(out_dir, state, budget, spent_before)
     report = {
         "kind": "pilot", "task": task, "headline_metric": headline, "n": len(sample), "test_rows": len(rows),
@@ -405,6 +407,7 @@ def pilot(
         "budget_seconds": round(total, 1), "spent_seconds": state["spent"],
         "systems": systems,
         "curve": {"points": [{"size": p["size"], "steps": p["steps"], "train_seconds": p["train_seconds"],
+                              "first_loss": p.get("first_loss"), "final_loss": p.get("final_loss"),
                               headline: p["metrics"][headline]} for p in points],
                   "fit": curve.to_dict() if curve else None},
         "verdict": decided["verdict"], "reason": decided["reason"],
