@@ -934,3 +934,18 @@ def test_phi_the_model_is_not_phi_the_health_data(extractor, text, private):
 ])
 def test_a_users_intent_is_not_an_intent_classifier(extractor, text, classification):
     assert (facts(extractor, text).get("task_type") == "classification") is classification
+
+
+@pytest.mark.parametrize(("text", "privacy"), [
+    ("The data can leave the building; a hosted API is fine.", "standard"),
+    ("Our data is not sensitive data at all.", "standard"),
+    ("The tickets are public and anonymized.", "standard"),
+    ("Patient records are confidential data and cannot leave.", "sensitive"),
+    ("Data must not leave our servers.", "sensitive"),
+])
+def test_data_free_to_leave_is_read_as_standard_privacy(extractor, text, privacy):
+    assert facts(extractor, text).get("privacy") == privacy
+
+
+def test_answers_in_another_language_need_a_multilingual_model(extractor):
+    assert facts(extractor, "We also need the answers in German.").get("multilingual") is True
