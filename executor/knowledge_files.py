@@ -16,6 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from executor.paths import PROJECT_ROOT
 
+# libyaml's safe loader where PyYAML was built with it: all of knowledge/ parses in ~0.02 s instead of ~0.2 s,
+# on every cold `tunewise recommend` and chat start. Same documents, same safety (no arbitrary tags).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class KnowledgeError(ValueError):
     """A knowledge file that cannot be used; the message says where and what to fix."""
@@ -29,7 +33,7 @@ def default_knowledge_dir() -> Path:
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # a safe loader, see _LOADER
     except FileNotFoundError:
         raise KnowledgeError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
