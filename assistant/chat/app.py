@@ -381,20 +381,20 @@ async def ask_for_upload(conv: Conversation) -> None:
 @cl.action_callback(conversation.LAUNCH_ACTION)
 @live
 async def on_launch(action: cl.Action) -> None:
-    conv = await _conversation()
-    before = conv.run_id
-    await reply_to(conv.launch)
-    if conv.run_id and conv.run_id != before:
-        await _persist_metadata()
-        start_following(conv.run_id)
+    await _queue_and_follow("launch")
 
 
 @cl.action_callback(conversation.PILOT_ACTION)
 @live
 async def on_pilot(action: cl.Action) -> None:
+    await _queue_and_follow("pilot")
+
+
+async def _queue_and_follow(kind: str) -> None:
+    """Approve & launch, or Pilot first: queue the chat's run, remember it in the thread, follow it."""
     conv = await _conversation()
     before = conv.run_id
-    await reply_to(conv.pilot)
+    await reply_to(conv.pilot if kind == "pilot" else conv.launch)
     if conv.run_id and conv.run_id != before:
         await _persist_metadata()
         start_following(conv.run_id)
