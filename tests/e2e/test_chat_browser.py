@@ -198,6 +198,11 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             # The login page in Tunewise's words (#18): a user name, not an e-mail address.
             expect(page.get_by_text("Log in to Tunewise")).to_be_visible()
             expect(page.get_by_text("User name")).to_be_visible()
+            # Tunewise's logo and icon (public/), not Chainlit's, on the login page and in the header.
+            for path in ("/logo?theme=light", "/logo?theme=dark", "/favicon"):
+                with urllib.request.urlopen(url + path, timeout=10) as served:
+                    assert b"<title>Tunewise</title>" in served.read(), path
+            expect(page.locator("img[src*='/logo']").first).to_be_visible()
             page.fill("#email", USER)
             page.fill("#password", "not-the-password")
             page.get_by_role("button", name="Sign In").click()
