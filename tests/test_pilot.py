@@ -493,3 +493,19 @@ def test_an_undertrained_short_run_is_no_evidence_for_prompting():
     assert undertrained["verdict"] == "inconclusive" and "from 4.70 to 3.90" in undertrained["reason"]
     learned = verdict({"few_shot": est(0.72), "tuned": est(0.70)}, {**curve, "ci_high": 0.74}, losses=(4.7, 0.4))
     assert learned["verdict"] == "prompting"
+
+
+def test_a_plan_with_retrieval_is_piloted_with_rag_too(capitals, tmp_path, tunewise_home):
+    ticks = [0.0]
+
+    def clock():  # 10 s a reading: the three prompting systems fit, no tuned run does
+        ticks[0] += 10.0
+        return ticks[0]
+
+    plan = capitals_plan(**{"approach": "rag_fine_tuning", "retrieval": {"top_k": 2}})
+    report = pilot_runner.pilot(plan, capitals, tmp_path / "rag", budget_seconds=200, clock=clock,
+                                model_factory=tiny_llama)
+    assert set(report["systems"]) == {"zero_shot", "few_shot", "rag"}
+    for metrics in report["systems"].values():
+        assert metrics["accuracy"]["n"] == report["n"]
+    assert report["planned_approach"] == "rag_fine_tuning" and report["verdict"] == "inconclusive"
