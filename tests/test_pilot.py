@@ -509,3 +509,24 @@ def test_a_plan_with_retrieval_is_piloted_with_rag_too(capitals, tmp_path, tunew
     for metrics in report["systems"].values():
         assert metrics["accuracy"]["n"] == report["n"]
     assert report["planned_approach"] == "rag_fine_tuning" and report["verdict"] == "inconclusive"
+
+
+def test_a_running_pilot_shows_its_stages_and_then_its_verdict(tmp_path):
+    from assistant.chat.launch import view_from_store
+    from executor.runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.submit(capitals_plan().to_yaml(), runs_root=tmp_path / "runs", kind="pilot")
+    assert store.claim("worker-1", orphan_after=60)["id"] == run_id  # running now
+    report_to = store.reporter(run_id)
+    report_to.stage("pilot")
+    for text in ("pilot on smollm2-135m-instruct (cpu), 900 s budget", "measuring zero_shot on 120 test rows",
+                 "tuning lora on 64 train rows (24 steps)"):
+        report_to.message(text)
+    shown = view_from_store(store, run_id).markdown()
+    assert shown.startswith("**running**") and "Pilot:\n- pilot on smollm2" in shown
+    assert shown.endswith("- tuning lora on 64 train rows (24 steps)")
+    report_to.pilot({**CANNED, "n": 300})
+    store.finish(run_id, "succeeded")
+    done = view_from_store(store, run_id).markdown()
+    assert "Verdict: **fine_tuning**. The short tuned run scored 61.0%" in done

@@ -28,6 +28,7 @@ from executor.runs.events import read_event
 CPU_DEMO_MAX_STEPS = 30   # a CPU demo run with the bundled 135M model: a few minutes, not hours
 CPU_EVAL_LIMIT = 20       # test rows evaluated after a CPU run (greedy generation is ~15 tokens/s per system)
 GPU_EVAL_LIMIT = 200
+PILOT_LINES = 6           # a pilot's latest stages shown while it runs
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class RunView:
     evaluation: dict[str, Any] | None = None
     evaluation_error: str | None = None
     result: dict[str, Any] | None = None
+    pilot: dict[str, Any] | None = None  # a pilot run's outcome event: verdict, reason, each system's value
     first_progress: tuple[float, int] | None = None
     last_progress: tuple[float, int] | None = None
     last_event: int = 0
@@ -288,6 +290,8 @@ class RunView:
             self.evaluation_error = data.get("error")
         elif kind == "result":
             self.result = data
+        elif kind == "pilot":
+            self.pilot = data
 
     def eta_seconds(self) -> float | None:
         if not (self.first_progress and self.last_progress and self.total):
@@ -319,6 +323,13 @@ class RunView:
             p = self.eval_progress
             where = f": {SYSTEM_NAMES.get(p['system'], p['system'])} {p['done']}/{p['total']}" if p else " (loading)"
             text += "\n\nEvaluating on the test split" + where
+        if self.stage == "pilot":
+            # A pilot reports its stages as messages ("measuring few_shot on 120 test rows", "tuning lora on 512
+            # train rows (192 steps)", "skipped ..."): the last few show where it is.
+            done = "\n".join(f"- {m}" for m in self.messages[-PILOT_LINES:])
+            text += "\n\nPilot" + (f":\n{done}" if done else ": starting")
+            if self.pilot:
+                text += f"\n\nVerdict: **{self.pilot['verdict']}**. {self.pilot['reason']}"
         if self.evaluation_error:
             text += f"\n\nEvaluation failed: {self.evaluation_error}"
         if self.error:
