@@ -52,8 +52,9 @@ def curve_sentence(report: dict[str, Any]) -> str | None:
 def pilot_markdown(report: dict[str, Any], revision) -> str:
     """The pilot's outcome for the chat: the advice before and after, the measured systems, the curve."""
     metric = report["headline_metric"]
+    model = Path(report["model"]).name if "/" in report["model"] else report["model"]  # a local folder: its name
     parts = [f"**Pilot finished** ({report['n']} test rows, {report['spent_seconds']:.0f} s of a "
-             f"{report['budget_seconds']:.0f} s budget, on {report['model']}).",
+             f"{report['budget_seconds']:.0f} s budget, on {model}).",
              revision.summary(),
              "\n".join([f"| system | {metric} | 95% CI |", "|---|---|---|", *system_lines(report)])]
     if sentence := curve_sentence(report):

@@ -243,6 +243,17 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
             expect(page.get_by_text("rows read")).to_be_visible()
             shot(page, shots, "chat-data.png")
 
+            # Pilot first (#20): prompting and short tuned runs measured on the uploaded data, the advice revised.
+            page.get_by_role("button", name="Pilot first").last.click()
+            expect(page.get_by_text("queued: zero-shot and few-shot prompting")).to_be_visible()
+            expect(page.get_by_text("Pilot finished").first).to_be_visible(timeout=240_000)
+            expect(page.get_by_text("Advice stands", exact=False).or_(
+                page.get_by_text("Advice changed", exact=False)).first).to_be_visible()
+            expect(page.get_by_text("few-shot prompting |", exact=False).or_(
+                page.get_by_role("cell", name="few-shot prompting")).first).to_be_visible()
+            scroll_to(page.get_by_text("Pilot finished").last)
+            shot(page, shots, "chat-pilot.png")
+
             # Approve & launch; the autostarted worker trains and evaluates; the progress step and the curve.
             page.get_by_role("button", name="Approve & launch").last.click()
             expect(page.get_by_text("Launched run")).to_be_visible()
@@ -282,6 +293,8 @@ def test_the_whole_loop_in_a_browser(server, tiny_model, dataset, tmp_path):
     from executor.runs.store import RunStore
 
     runs = RunStore(home / "runs.sqlite").list()
-    assert [(r["owner"], r["status"]) for r in runs] == [(USER, "succeeded")]
-    run_dir = Path(runs[0]["run_dir"])
+    assert [(r["owner"], r["kind"], r["status"]) for r in runs] == [(USER, "pilot", "succeeded"),
+                                                                    (USER, "train", "succeeded")]
+    assert (Path(runs[0]["run_dir"]) / "pilot.json").exists()
+    run_dir = Path(runs[1]["run_dir"])
     assert (run_dir / "report.json").exists() and (run_dir / "human_preferences.jsonl").exists()
