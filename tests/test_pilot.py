@@ -530,3 +530,19 @@ def test_a_running_pilot_shows_its_stages_and_then_its_verdict(tmp_path):
     store.finish(run_id, "succeeded")
     done = view_from_store(store, run_id).markdown()
     assert "Verdict: **fine_tuning**. The short tuned run scored 61.0%" in done
+
+
+def test_a_plan_that_trains_nothing_offers_a_pilot_but_no_approve(advisor, knowledge, tmp_path):
+    import random
+
+    from assistant.chat import backends, conversation
+    from assistant.chat.conversation import Conversation
+    from executor.runs.store import RunStore
+
+    conv = Conversation(advisor, backends.make_backend("offline", knowledge), None, user="alice",
+                        store=RunStore(tmp_path / "runs.sqlite"), rng=random.Random(3))
+    conv.describe("We have no data yet; a prompt should draft polite replies to customer e-mails.")
+    conv.recommend_now()
+    assert conv.recommendation().plan.training is None
+    names = [b.name for b in conv.card().buttons]
+    assert conversation.PILOT_ACTION in names and conversation.LAUNCH_ACTION not in names

@@ -147,10 +147,12 @@ class Conversation:
         rec = self.recommendation()
         intro = self.backend.phrase(cards.summary(rec))
         card = cards.recommendation_card(rec, intro)
-        buttons = [Button(PLAN_ACTION, "Show the plan")]
+        buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(PILOT_ACTION, "Pilot first"),
+                   Button(PLAN_ACTION, "Show the plan")]
         if rec.plan.training is not None:
-            buttons = [Button(UPLOAD_ACTION, "Upload a dataset"), Button(PILOT_ACTION, "Pilot first"),
-                       Button(LAUNCH_ACTION, "Approve & launch"), *buttons]
+            buttons.insert(2, Button(LAUNCH_ACTION, "Approve & launch"))
+        # (A plan that trains nothing has no run to approve, but a pilot measures it on the team's data: whether
+        # prompting holds up, and what a short tuned run would add.)
         content = card.content + "".join(f"\n\n> {note}" for note in self.backend.notes)
         return Reply(content, buttons, citation_attachments(card.citations), refresh_settings=True, card=True)
 
