@@ -532,13 +532,14 @@ def test_a_running_pilot_shows_its_stages_and_then_its_verdict(tmp_path):
     assert "Verdict: **fine_tuning**. The short tuned run scored 61.0%" in done
 
 
-def test_a_plan_that_trains_nothing_offers_a_pilot_but_no_approve(advisor, knowledge, tmp_path):
+def test_a_plan_that_trains_nothing_offers_a_pilot_but_no_approve(advisor, knowledge, tmp_path, monkeypatch):
     import random
 
     from assistant.chat import backends, conversation
     from assistant.chat.conversation import Conversation
     from executor.runs.store import RunStore
 
+    monkeypatch.setenv("TUNEWISE_HOME", str(tmp_path))  # alice's uploads go here
     conv = Conversation(advisor, backends.make_backend("offline", knowledge), None, user="alice",
                         store=RunStore(tmp_path / "runs.sqlite"), rng=random.Random(3))
     conv.describe("We have no data yet; a prompt should draft polite replies to customer e-mails.")
@@ -546,3 +547,11 @@ def test_a_plan_that_trains_nothing_offers_a_pilot_but_no_approve(advisor, knowl
     assert conv.recommendation().plan.training is None
     names = [b.name for b in conv.card().buttons]
     assert conversation.PILOT_ACTION in names and conversation.LAUNCH_ACTION not in names
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("".join(json.dumps({"instruction": f"Reply to e-mail {i}", "output": f"Dear customer {i}, "
+                                           "thank you."}) + "\n" for i in range(40)))
+    conv.upload("replies.jsonl", replies)
+    monkeypatch.setattr(conversation.autostart, "ensure_worker", lambda: None)
+    [queued] = conv.pilot()
+    assert queued.content.startswith("Pilot `") and conv.store.get(conv.run_id)["kind"] == "pilot"
+    assert conv.launch()[0].content.startswith("Not launched: technique 'none' trains nothing here")

@@ -469,7 +469,7 @@ class Conversation:
         settings = self.settings()
         try:
             plan = launch.plan_with_settings(self.recommendation().plan, settings, self.advisor.knowledge,
-                                             self.data["out_dir"], self.model_roots())
+                                             self.data["out_dir"], self.model_roots(), kind=kind)
             run_id = launch.submit_run(self.store, plan, user_identifier(self.user), kind=kind)
         except launch.LaunchError as exc:
             return [Reply(f"Not launched: {exc}")]

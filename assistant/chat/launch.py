@@ -188,10 +188,11 @@ def plan_overrides(plan: TrainingPlan, settings: dict[str, Any], knowledge,
 
 
 def plan_with_settings(plan: TrainingPlan, settings: dict[str, Any], knowledge, data_dir: str | Path | None,
-                       model_roots: list[Path] | None = None) -> TrainingPlan:
+                       model_roots: list[Path] | None = None, kind: str = "train") -> TrainingPlan:
     """The recommended plan with the user's edits and the prepared data: the plan of the run, validated whole.
-    `model_roots`: where a local base model may be (model_ref)."""
-    if plan.training is None:
+    `model_roots`: where a local base model may be (model_ref). A pilot may run a plan that trains nothing: it
+    measures the plan's prompting against a short tuned run (executor/pilot)."""
+    if plan.training is None and kind != "pilot":
         raise LaunchError(f"technique {plan.technique!r} trains nothing here: there is no run to launch "
                           "(prompting and RAG are evaluated as baselines, hosted fine-tuning needs an API key)")
     overrides = plan_overrides(plan, settings, knowledge, model_roots)
