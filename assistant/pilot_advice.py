@@ -40,11 +40,14 @@ class Revision:
                 "rules": [r.rule for r in self.after.reasons if r.rule.startswith("pilot-")]}
 
 
+def pilot_evidence(pilot_report: dict[str, Any]) -> str:
+    """The sentence the `pilot_verdict` fact keeps as its evidence."""
+    return f"pilot on {pilot_report['n']} test rows of your data: {pilot_report['reason']}"
+
+
 def revise(advisor: Advisor, profile: UseCaseProfile, pilot_report: dict[str, Any], text: str = "") -> Revision:
     """The recommendation for `profile` before and after the pilot in `pilot_report` (pilot.json)."""
     before = advisor.recommend(text, profile=profile)
-    verdict = pilot_report["verdict"]
-    measured = profile.with_fact("pilot_verdict", verdict, "user",
-                                 f"pilot on {pilot_report['n']} test rows: {pilot_report['reason']}")
-    after = advisor.recommend(text, profile=measured)
-    return Revision(before, after, verdict, pilot_report["reason"])
+    measured = profile.with_fact("pilot_verdict", pilot_report["verdict"], "user", pilot_evidence(pilot_report))
+    return Revision(before, advisor.recommend(text, profile=measured), pilot_report["verdict"],
+                    pilot_report["reason"])

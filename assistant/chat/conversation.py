@@ -39,7 +39,7 @@ from assistant.chat import (
 from assistant.chat.followups import Understood
 from assistant.chat.interview import Interview
 from assistant.chat.uploads import UploadError, store_upload, user_identifier, user_upload_dir
-from assistant.pilot_advice import revise
+from assistant.pilot_advice import Revision, pilot_evidence
 from executor.runs import autostart
 from executor.runs.store import RunStore
 
@@ -500,9 +500,10 @@ class Conversation:
         report = pilot_view.load_pilot(run["run_dir"])
         if report is None:
             return [Reply(f"Pilot `{run['id']}` finished without a report.")]
-        revision = revise(self.advisor, self.interview.profile, report, self.interview.text)
-        self.interview.answer("pilot_verdict", report["verdict"],
-                              f"pilot on {report['n']} test rows of your data: {report['reason']}")
+        # The advice before and after, each through the recommendation cache (the card below reuses `after`).
+        before = self.recommendation()
+        self.interview.answer("pilot_verdict", report["verdict"], pilot_evidence(report))
+        revision = Revision(before, self.recommendation(), report["verdict"], report["reason"])
         chart = Path(run["run_dir"]) / "pilot.png"
         images = [Attachment("image", "pilot", path=str(chart))] if chart.exists() else []
         buttons = [Button(LAUNCH_ACTION, "Approve & launch")] if self.recommendation().plan.training else []

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-NAMES = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting", "rag": "retrieval (RAG)",
-         "tuned": "the short tuned run", "base": "the untuned model"}
+from executor.pilot.evidence import SYSTEM_NAMES, percent
+from executor.pilot.report import system_rows
+
 ABOUT_THE_PILOT = re.compile(r"\bpilot\b|\blearning curve\b|\bmore data\b|\bmeasured\b|\bshort run\b", re.I)
 
 
@@ -24,27 +25,17 @@ def load_pilot(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def system_lines(report: dict[str, Any]) -> list[str]:
-    metric = report["headline_metric"]
-    lines = []
-    for name, metrics in sorted(report["systems"].items(), key=lambda kv: -((kv[1].get(metric) or {}).get("value")
-                                                                            or 0.0)):
-        m = metrics.get(metric) or {}
-        lines.append(f"| {NAMES.get(name, name)} | {_pct(m.get('value'))} | {_pct(m.get('ci_low'))} – "
-                     f"{_pct(m.get('ci_high'))} |")
-    return lines
+    """The systems as table rows, best first, named as in sentences."""
+    return system_rows(report, SYSTEM_NAMES, best_first=True, missing="n/a")
 
 
 def curve_sentence(report: dict[str, Any]) -> str | None:
     fit = (report.get("curve") or {}).get("fit")
     if not fit:
         return None
-    return (f"With all {fit['target']:,} training rows the learning curve predicts **{_pct(fit['predicted'])}** "
-            f"[{_pct(fit['ci_low'])}, {_pct(fit['ci_high'])}]; doubling the data adds about "
+    return (f"With all {fit['target']:,} training rows the learning curve predicts **{percent(fit['predicted'])}** "
+            f"[{percent(fit['ci_low'])}, {percent(fit['ci_high'])}]; doubling the data adds about "
             f"{100 * fit['gain_per_doubling']:.1f} points (fitted on {len(fit['sizes'])} sizes up to "
             f"{max(fit['sizes']):,} rows: an estimate, not a promise).")
 
@@ -74,7 +65,7 @@ def answer_about_pilot(question: str, report: dict[str, Any] | None) -> str | No
     best = max(report["systems"].items(), key=lambda kv: (kv[1].get(metric) or {}).get("value") or 0.0)
     lines = [f"The pilot measured {metric} on {report['n']} test rows of your data (95% intervals):",
              "\n".join([f"| system | {metric} | 95% CI |", "|---|---|---|", *system_lines(report)]),
-             f"Best: {NAMES.get(best[0], best[0])}. Verdict: **{report['verdict']}**. {report['reason']}"]
+             f"Best: {SYSTEM_NAMES.get(best[0], best[0])}. Verdict: **{report['verdict']}**. {report['reason']}"]
     if re.search(r"more data|learning curve|how much", question, re.I):
         lines.append(curve_sentence(report) or "No learning curve: fewer than two tuned sizes finished within the "
                                                "budget.")

@@ -10,16 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 PROMPTING_SYSTEMS = ("zero_shot", "few_shot")
-NAMES = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting", "rag": "retrieval (RAG)",
-         "tuned": "the short tuned run", "base": "the untuned model"}
+# How the pilot's systems are named in sentences (its verdict, the chat); the chart uses shorter labels.
+SYSTEM_NAMES = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting", "rag": "retrieval (RAG)",
+                "tuned": "the short tuned run", "base": "the untuned model"}
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+def percent(x: float | None, missing: str = "n/a") -> str:
+    """A metric in [0, 1] as the pilot's reports print it: one decimal of a percent."""
+    return missing if x is None else f"{100 * x:.1f}%"
 
 
 def _est(e: dict[str, Any]) -> str:
-    return f"{_pct(e['value'])} [{_pct(e['ci_low'])}, {_pct(e['ci_high'])}]"
+    return f"{percent(e['value'])} [{percent(e['ci_low'])}, {percent(e['ci_high'])}]"
 
 
 # A short run whose training loss fell by less than this fraction has not learned the task yet: its score says
@@ -42,7 +44,7 @@ def verdict(systems: dict[str, dict[str, Any]], curve: dict[str, Any] | None,
         return {"verdict": "inconclusive", "reason": "No system scored above zero on the sample, so the pilot "
                                                     "cannot rank them; check the data and the task first."}
     best_name, best = max(prompts, key=lambda p: p[1]["value"])
-    best_text = f"{NAMES[best_name]} {_est(best)}"
+    best_text = f"{SYSTEM_NAMES[best_name]} {_est(best)}"
     if rag and rag["ci_low"] > max(best["value"], tuned["value"] if tuned else 0.0):
         return {"verdict": "rag", "reason": f"Retrieval scored {_est(rag)}, above {best_text}"
                 + (f" and the short tuned run {_est(tuned)}" if tuned else "") + ": the answers are in the data."}
@@ -55,8 +57,8 @@ def verdict(systems: dict[str, dict[str, Any]], curve: dict[str, Any] | None,
     if curve and curve["ci_low"] > best["ci_high"]:
         return {"verdict": "fine_tuning", "reason": (
             f"The short tuned run ({_est(tuned)}) is not clearly above {best_text} yet, but its learning curve "
-            f"predicts {_pct(curve['predicted'])} [{_pct(curve['ci_low'])}, {_pct(curve['ci_high'])}] with all "
-            f"{curve['target']:,} training examples: tuning is expected to win.")}
+            f"predicts {percent(curve['predicted'])} [{percent(curve['ci_low'])}, {percent(curve['ci_high'])}] "
+            f"with all {curve['target']:,} training examples: tuning is expected to win.")}
     first, final = losses
     if first and final is not None and final > (1 - MIN_LOSS_DROP) * first:
         return {"verdict": "inconclusive", "reason": (
@@ -66,9 +68,9 @@ def verdict(systems: dict[str, dict[str, Any]], curve: dict[str, Any] | None,
     if best["value"] >= tuned["ci_low"] and (curve is None or curve["ci_high"] <= best["ci_high"]):
         return {"verdict": "prompting", "reason": (
             f"{best_text[0].upper()}{best_text[1:]} is within the interval of the short tuned run ({_est(tuned)})"
-            + (f", and the learning curve predicts at most {_pct(curve['ci_high'])} with all the data" if curve
+            + (f", and the learning curve predicts at most {percent(curve['ci_high'])} with all the data" if curve
                else "") + ": prompting is enough here.")}
-    predicted = f" ({_pct(curve['ci_low'])}–{_pct(curve['ci_high'])} with all the data)" if curve else ""
+    predicted = f" ({percent(curve['ci_low'])}–{percent(curve['ci_high'])} with all the data)" if curve else ""
     return {"verdict": "inconclusive", "reason": (
         f"The short tuned run ({_est(tuned)}) and {best_text} overlap, and the learning curve{predicted} does not "
         "separate them: a larger sample or budget would.")}

@@ -10,12 +10,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+from executor.pilot.evidence import percent
+
 NAMES = {"base": "untuned model", "zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting",
          "rag": "retrieval (RAG)", "tuned": "short tuned run"}
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+    return percent(x, missing="–")
+
+
+def system_rows(report: dict[str, Any], names: dict[str, str] = NAMES, best_first: bool = False,
+                missing: str = "–") -> list[str]:
+    """The measured systems as Markdown table rows `| system | value | low – high |` (pilot.md, the chat)."""
+    metric = report["headline_metric"]
+    items = list(report["systems"].items())
+    if best_first:
+        items.sort(key=lambda kv: -((kv[1].get(metric) or {}).get("value") or 0.0))
+    rows = []
+    for name, metrics in items:
+        m = metrics.get(metric) or {}
+        low, high = percent(m.get("ci_low"), missing), percent(m.get("ci_high"), missing)
+        rows.append(f"| {names.get(name, name)} | {percent(m.get('value'), missing)} | {low} – {high} |")
+    return rows
 
 
 def write_chart(path: Path, report: dict[str, Any]) -> None:
@@ -78,10 +95,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| system | {metric} | 95% CI |",
         "|---|---|---|",
     ]
-    for name, metrics in report["systems"].items():
-        m = metrics.get(metric) or {}
-        lines.append(f"| {NAMES.get(name, name)} | {_pct(m.get('value'))} | "
-                     f"{_pct(m.get('ci_low'))} – {_pct(m.get('ci_high'))} |")
+    lines += system_rows(report)
     points = (report.get("curve") or {}).get("points") or []
     if points:
         lines += ["", "## Learning curve", "", f"| train rows | steps | training s | {metric} |", "|---|---|---|---|"]
