@@ -169,7 +169,7 @@ def test_limit_takes_a_stratified_seeded_sample_not_the_first_rows():
 def test_report_notes_a_metric_whose_interval_misses_its_value():
     import numpy as np
 
-    from executor.evaluate.runner import _intervals_missing_their_value, _score
+    from executor.evaluate.runner import _intervals_missing_their_value, score_outputs
 
     # About one example per intent (3,000 rows over 3,000 intents, half answered right): too thin for a bootstrap
     # of macro-F1, whose resamples then all lie on one side of the value. Accuracy is still fine.
@@ -177,7 +177,7 @@ def test_report_notes_a_metric_whose_interval_misses_its_value():
     truth = rng.integers(0, 3000, 3000)
     guess = np.where(rng.random(3000) < 0.5, truth, rng.integers(0, 3000, 3000))
     labels = [f"intent_{i}" for i in range(3000)]
-    metrics, _ = _score("classification", [labels[g] for g in guess], [labels[t] for t in truth], labels)
+    metrics, _ = score_outputs("classification", [labels[g] for g in guess], [labels[t] for t in truth], labels)
     macro = metrics["macro_f1"]
     assert not macro["ci_low"] <= macro["value"] <= macro["ci_high"]
     (note,) = _intervals_missing_their_value({"tuned": metrics})

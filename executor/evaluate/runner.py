@@ -82,7 +82,7 @@ def sample_rows(rows: list, labels: list, limit: int | None, seed: int = 0) -> t
     return [rows[i] for i in chosen], [labels[i] for i in chosen], note
 
 
-def _load_rows(path: Path, limit: int | None) -> tuple[list[list[dict]], list[str | None]]:
+def load_rows(path: Path, limit: int | None) -> tuple[list[list[dict]], list[str | None]]:
     rows, labels = [], []
     with path.open(encoding="utf-8") as handle:
         raw = [json.loads(line) for line in handle if line.strip()]
@@ -96,7 +96,7 @@ def _load_rows(path: Path, limit: int | None) -> tuple[list[list[dict]], list[st
     return rows, labels
 
 
-def _tuned_model(run_dir: Path, base_loader: Callable[[], Any], device: str):
+def tuned_model(run_dir: Path, base_loader: Callable[[], Any], device: str):
     """The run's weights: merged (LoRA), full model, or the adapter on a fresh base (prompt tuning)."""
     from transformers import AutoModelForCausalLM
 
@@ -113,7 +113,7 @@ def _tuned_model(run_dir: Path, base_loader: Callable[[], Any], device: str):
     raise EvalError(f"{run_dir}: no trained weights (merged/, model/ or adapter/); run `tunewise train` first")
 
 
-def _score(task: str, outputs: list[str], references: list[str], labels: list[str]) -> tuple[dict, list[float]]:
+def score_outputs(task: str, outputs: list[str], references: list[str], labels: list[str]) -> tuple[dict, list[float]]:
     """Metrics with CIs, and one headline score per example (for regressions)."""
     if task == "classification":
         mapped = [M.map_to_label(o, labels) for o in outputs]
@@ -201,11 +201,11 @@ def evaluate(
     test_path = Path(test_file) if test_file else splits.get("test")
     if test_path is None or not test_path.exists():
         raise EvalError(f"no test split: pass --test FILE (looked in {data_dir})")
-    rows, row_labels = _load_rows(test_path, None)
+    rows, row_labels = load_rows(test_path, None)
     rows, row_labels, sample_note = sample_rows(rows, row_labels, limit)
     if not rows:
         raise EvalError(f"{test_path}: no chat rows with a reference reply to evaluate")
-    train_rows = _load_rows(splits["train"], None)[0] if "train" in splits else []
+    train_rows = load_rows(splits["train"], None)[0] if "train" in splits else []
     prompts = [P.split_prompt(r)[0] for r in rows]
     references = [P.split_prompt(r)[1] for r in rows]
     label_set = sorted({lab for lab in row_labels if lab} | {r[-1]["content"] for r in train_rows}
@@ -264,7 +264,7 @@ def evaluate(
     base_nll = assistant_nll(model, tokenizer, rows, max_len)
     clock.mark("perplexity_base")
     del model
-    tuned = _tuned_model(run_dir, base_loader, placement.device)
+    tuned = tuned_model(run_dir, base_loader, placement.device)
     clock.mark("load_tuned")
     start = time.perf_counter()
     outputs["tuned"] = generate(tuned, tokenizer, prompts, max_new,
@@ -281,7 +281,7 @@ def evaluate(
     notes: list[str] = []
     per_example: dict[str, list[float]] = {}
     for name, outs in outputs.items():
-        results[name], per_example[name] = _score(task, outs, references, label_set)
+        results[name], per_example[name] = score_outputs(task, outs, references, label_set)
     results["base"]["perplexity"] = _perplexity(base_nll)
     results["tuned"]["perplexity"] = _perplexity(tuned_nll)
     notes += _intervals_missing_their_value(results)
@@ -315,7 +315,7 @@ def evaluate(
         "run_dir": str(run_dir), "test_file": str(test_path), "task": task, "n": len(rows),
         "technique": plan.technique, "base_model": plan.base_model.id, "device": placement.device,
         "decoding": {"strategy": "greedy", "max_new_tokens": max_new}, "few_shot_k": k,
-        "systems": results, "headline_metric": _headline(task), "generation_seconds": timings,
+        "systems": results, "headline_metric": headline_metric(task), "generation_seconds": timings,
         "labels": label_set if task == "classification" else None, "phase_seconds": clock.seconds,
         "notes": ([sample_note] if sample_note else []) + notes, "sample": sample_note,
     }
@@ -344,7 +344,7 @@ def corpus_passages(plan) -> list[str]:
     return passages
 
 
-def _headline(task: str) -> str:
+def headline_metric(task: str) -> str:
     return {"classification": "accuracy", "exact_match": "normalized_exact_match", "json": "field_f1",
             "generation": "token_f1"}[task]
 

@@ -170,13 +170,13 @@ def pilot(
     from executor.evaluate.generate import generate
     from executor.evaluate.runner import (
         TASKS,
-        _headline,
-        _load_rows,
-        _score,
-        _tuned_model,
         corpus_passages,
         detect_task,
+        headline_metric,
+        load_rows,
         sample_rows,
+        score_outputs,
+        tuned_model,
     )
     from executor.models.loader import choose_placement, load_causal_lm
     from executor.models.registry import load_tokenizer
@@ -200,18 +200,18 @@ def pilot(
     test_path = splits.get("test") or splits.get("validation")
     if test_path is None:
         raise PilotError(f"{data_dir}: no test.jsonl or validation.jsonl to measure on; run `tunewise data prepare`")
-    rows, labels = _load_rows(test_path, None)
+    rows, labels = load_rows(test_path, None)
     if not rows:
         raise PilotError(f"{test_path}: no chat rows with a reference reply to measure on")
     train_lines = [line for line in splits["train"].read_text(encoding="utf-8").splitlines(keepends=True)
                    if line.strip()]
-    train_rows = _load_rows(splits["train"], None)[0]
+    train_rows = load_rows(splits["train"], None)[0]
     references_all = [P.split_prompt(r)[1] for r in rows]
     task = plan.evaluation.task if plan.evaluation.task != "auto" else detect_task(references_all, labels)
     if task not in TASKS:
         raise PilotError(f"evaluation.task {task!r}: use one of {', '.join(TASKS)}")
     label_set = sorted({lab for lab in labels if lab} | {r[-1]["content"] for r in train_rows}) if any(labels) else []
-    headline = _headline(task)
+    headline = headline_metric(task)
 
     model_name, proxy_note = choose_model(plan, placement.device, model_factory is not None)
     tokenizer = load_tokenizer(model_name)
@@ -302,7 +302,7 @@ def pilot(
         model = model or base_loader()
         started = clock()
         outputs = generate(model, tokenizer, inputs, max_new)
-        metrics, per_example = _score(task, outputs, references, label_set)
+        metrics, per_example = score_outputs(task, outputs, references, label_set)
         state["systems"][name] = {"metrics": metrics, "per_example": per_example,
                                   "seconds": round(clock() - started, 2)}
         _save_state(out_dir, state, budget, spent_before)
@@ -374,10 +374,10 @@ def pilot(
         trained_seconds = clock() - started
         seconds_per_step = max(trained_seconds / steps, 1e-4)  # load and save included: conservative
         state["seconds_per_step"] = seconds_per_step
-        tuned = _tuned_model(folder / "run", base_loader, placement.device)
+        tuned = tuned_model(folder / "run", base_loader, placement.device)
         outputs = generate(tuned, tokenizer, prompts, max_new)
         del tuned
-        metrics, per_example = _score(task, outputs, references, label_set)
+        metrics, per_example = score_outputs(task, outputs, references, label_set)
         state["points"].append({"size": size, "steps": steps, "train_seconds": round(trained_seconds, 2),
                                 "first_loss": trained.get("first_loss"), "final_loss": trained.get("final_loss"),
                                 "metrics": metrics, "per_example": per_example})
