@@ -28,6 +28,10 @@ def pilot_command(
                                                          "5 minutes on a GPU, 15 on a CPU).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: runs/<plan name>-pilot).")]
     = None,
+    documents: Annotated[Path | None, typer.Option("--documents", help="Documents to answer from (a folder of "
+                                                   ".txt/.md files or a file `tunewise data prepare` reads): the "
+                                                   "pilot then measures RAG over them. Default: the plan's "
+                                                   "corpus_path.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report and the revised advice as JSON.")]
     = False,
 ) -> None:
@@ -46,6 +50,14 @@ def pilot_command(
     console = Console(stderr=True)
     try:
         plan = load_plan(plan_path)
+        if documents is not None:
+            if not documents.exists():
+                raise PilotError(f"--documents {documents}: no such file or folder")
+            # The plan's corpus, for this pilot only: the RAG system retrieves from it (the plan file is unchanged).
+            where = {"data.corpus_path": str(documents)}
+            if plan.retrieval is not None:
+                where["retrieval.corpus_path"] = str(documents)
+            plan = plan.with_overrides(where)
         folder = out or home() / "runs" / f"{plan_path.stem}-pilot"
         # The trainer prints its logs on stdout; they go to stderr so that stdout holds the report alone (--json).
         with console.status("pilot: starting") as status, contextlib.redirect_stdout(sys.stderr):

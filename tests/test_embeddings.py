@@ -148,3 +148,31 @@ def test_several_blas_threads_give_the_same_vectors(embedder, monkeypatch):
     one = embedder.embed_array(texts)
     monkeypatch.setattr(embeddings, "blas_threads", lambda tokens: 2)
     assert np.abs(embedder.embed_array(texts) - one).max() < 1e-5
+
+
+def test_evaluation_retriever_is_an_exact_cosine_top_k_without_chroma():
+    """The evaluation's RAG baseline searches its corpus exactly (brute force), nearest first, and builds no Chroma
+    collection, so it also runs on a GPU host without Chroma's native bindings."""
+    code = (
+        "import sys, numpy as np\n"
+        "from executor.evaluate.prompts import Retriever\n"
+        "from executor.embeddings import MiniLMEmbedder\n"
+        "passages = ['The card arrived damaged and does not work.', 'How do I top up with a bank transfer?',\n"
+        "            'Exchange rates for euros and dollars', 'My PIN is blocked after three tries.',\n"
+        "            'A refund for a duplicate card payment']\n"
+        "r = Retriever(passages)\n"
+        "queries = ['my pin got blocked', 'currency exchange rate', 'card broken']\n"
+        "found = r.search_many(queries, 2)\n"
+        "e = MiniLMEmbedder.shared()\n"
+        "scores = e.embed_array(queries) @ e.embed_array(passages).T\n"
+        "expected = [[passages[i] for i in np.argsort(-row, kind='stable')[:2]] for row in scores]\n"
+        "assert found == expected, (found, expected)\n"
+        "assert [f[0] for f in found] == [passages[3], passages[2], passages[0]], found\n"
+        "assert r.search('card broken', 9) == r.search_many(['card broken'], 9)[0] and len(r.search('x', 9)) == 5\n"
+        "assert Retriever([]).search('anything', 3) == []\n"
+        "assert 'chromadb' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -4,6 +4,7 @@ curve, reaches a verdict, and the advice is revised from it. Tiny models; inject
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,8 @@ def test_the_pilot_measures_baselines_and_a_nested_learning_curve(finished):
         acc = metrics["accuracy"]
         assert acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["n"] == report["n"] == 20
     sizes = [p["size"] for p in report["curve"]["points"]]
-    assert sizes == sorted(sizes) and len(sizes) == 3 and sizes[-1] == 32  # the last point trains on all 32 rows
+    # Three sizes, the largest half the 32 train rows: the pilot samples, and the full run stays its prediction.
+    assert sizes == [8, 11, 16]
     assert report["curve"]["fit"]["target"] == 32
     # Each smaller sample is inside the larger one: the curve measures more data, not other data.
     trains = [set((out / "curve" / f"n{s}" / "data" / "train.jsonl").read_text().splitlines()) for s in sizes]
@@ -166,7 +168,7 @@ def test_the_pilot_writes_its_report_files(finished):
     assert saved["verdict"] == report["verdict"] and saved["chart"] == "pilot.png"
     assert (out / "pilot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "pilot.md").read_text()
-    assert f"**Verdict: {report['verdict']}.**" in md and "## Learning curve" in md and "| 32 |" in md
+    assert f"**Verdict: {report['verdict']}.**" in md and "## Learning curve" in md and "| 16 |" in md
     for size in (p["size"] for p in report["curve"]["points"]):  # the heavy weights go, the adapter stays
         assert not (out / "curve" / f"n{size}" / "run" / "merged").exists()
         assert (out / "curve" / f"n{size}" / "run" / "adapter" / "adapter_config.json").exists()
@@ -222,12 +224,44 @@ def test_a_model_that_is_not_here_is_measured_on_a_proxy(monkeypatch):
     tuning, why = pilot_runner._tuning_plan(plan, model, proxy=True)
     assert tuning.base_model.id == "smollm2-135m-instruct" and tuning.base_model.source == "bundled"
     assert why is None and tuning.technique == "lora"
-    # Sized for a few hundred rows, not the whole split: 8 rows a step, three passes, the plan's learning rate.
-    big = capitals_plan(**{"training.per_device_batch_size": 2, "training.gradient_accumulation_steps": 8})
-    short, _ = pilot_runner._tuning_plan(big, model, proxy=False)
-    t = short.training
-    assert (t.per_device_batch_size, t.gradient_accumulation_steps, t.epochs) == (2, 4, 3)
-    assert t.learning_rate == big.training.learning_rate and t.early_stopping_patience is None
+    short, _ = pilot_runner._tuning_plan(plan, model, proxy=False)
+    assert short.training.early_stopping_patience is None
+
+
+RULE = {"min_steps_per_epoch": 30, "lr_exponent": 0.77, "min_total_steps": 120}
+
+
+def test_each_short_run_is_the_plan_as_the_advisor_would_size_it_for_that_many_rows():
+    # The advised Banking77 plan on a big GPU: 256 rows a step (8 x 32), lr 1.7e-3, 4 epochs for 7,963 rows.
+    big = capitals_plan(**{"training.per_device_batch_size": 32, "training.gradient_accumulation_steps": 8,
+                           "training.learning_rate": 1.7e-3, "training.epochs": 4}).training
+    small = pilot_runner.recipe(big, 512, "cuda", RULE)
+    # 512 rows: halved to 16 rows a step (32 steps an epoch), the lr scaled down as the advisor scales it up
+    # (1.7e-3 x (16/256)^0.77 = 2.0e-4, the 16-row plan's own), 4 epochs for 120+ steps.
+    assert (small["rows_per_step"], small["training.per_device_batch_size"],
+            small["training.gradient_accumulation_steps"]) == (16, 16, 1)
+    assert small["training.learning_rate"] == pytest.approx(2.0e-4, rel=0.01) and small["training.epochs"] == 4 and small["steps"] == 128
+    larger = pilot_runner.recipe(big, 3981, "cuda", RULE)
+    assert (larger["rows_per_step"], larger["training.per_device_batch_size"],
+            larger["training.gradient_accumulation_steps"], larger["steps"]) == (128, 32, 4, 128)
+    # A CPU plan (16 rows a step, 2 epochs) on 64 rows: 8 rows a step (never fewer), 3 passes at most.
+    cpu = capitals_plan(**{"training.per_device_batch_size": 4, "training.gradient_accumulation_steps": 4,
+                           "training.learning_rate": 2e-4, "training.epochs": 2}).training
+    tiny = pilot_runner.recipe(cpu, 64, "cpu", RULE)
+    assert (tiny["rows_per_step"], tiny["training.gradient_accumulation_steps"], tiny["training.epochs"],
+            tiny["steps"]) == (8, 2, 3, 24)
+    assert tiny["training.learning_rate"] == pytest.approx(2e-4 * 0.5 ** 0.77, rel=1e-2)
+    # The rule is the advisor's: knowledge/hyperparameters.yaml large_steps.
+    assert pilot_runner.step_rule() == RULE
+
+
+def test_step_time_is_scaled_from_the_measured_runs():
+    # One run measured: a CPU step grows with its rows, a GPU step by the cautious square root.
+    assert pilot_runner.step_seconds([[8, 2.0]], 16, "cpu") == pytest.approx(4.0)
+    assert pilot_runner.step_seconds([[16, 0.3]], 256, "cuda") == pytest.approx(1.2)
+    # Two row counts measured: the exponent is fitted (here host-bound: 0.30 s at 16 rows, 0.32 s at 64).
+    fitted = pilot_runner.step_seconds([[16, 0.30], [64, 0.32]], 256, "cuda")
+    assert fitted == pytest.approx(0.32 * 4 ** (math.log(0.32 / 0.30) / math.log(4)), rel=1e-6) and fitted < 0.35
 
 
 def test_a_prompting_plan_is_piloted_with_lora_to_measure_what_tuning_would_add():
@@ -268,6 +302,32 @@ def test_the_cli_keeps_stdout_for_the_json_report(finished, capitals, tmp_path, 
     result = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(capitals), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["pilot"]["verdict"] == report["verdict"]
+
+
+def test_the_cli_documents_option_gives_the_rag_system_its_corpus(finished, capitals, tmp_path, monkeypatch):
+    from assistant.cli import app
+
+    out, report = finished
+    seen = {}
+
+    def capturing_pilot(plan, *args, **kwargs):
+        seen["plan"] = plan
+        return report
+
+    monkeypatch.setattr("executor.pilot.runner.pilot", capturing_pilot)
+    docs = tmp_path / "papers"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Paris is the capital of France.")
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(capitals_plan().to_yaml())
+    result = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(capitals), "--documents", str(docs),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen["plan"].data.corpus_path == str(docs)
+    assert capitals_plan().data.corpus_path is None and "papers" not in plan_file.read_text()  # file unchanged
+    missing = CliRunner().invoke(app, ["pilot", str(plan_file), "--data", str(capitals), "--documents",
+                                       str(tmp_path / "gone")])
+    assert missing.exit_code == 2 and "gone: no such file or folder" in " ".join(missing.output.split())
 
 
 def test_the_cli_names_a_missing_data_folder(tmp_path):

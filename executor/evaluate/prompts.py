@@ -14,7 +14,6 @@ importing this module (from the CLI, the chat or a run process) stays cheap.
 from __future__ import annotations
 
 import random
-import tempfile
 from collections.abc import Sequence
 
 TASK_INSTRUCTIONS = {
@@ -61,25 +60,32 @@ def pick_shots(train: list[list[dict[str, str]]], k: int, seed: int = 0) -> list
 
 
 class Retriever:
-    """The train split (or a corpus) in a throwaway Chroma collection, MiniLM-embedded."""
+    """The train split (or a corpus), MiniLM-embedded, searched exactly by cosine similarity.
+
+    A throwaway in-memory matrix rather than a Chroma collection: an evaluation's corpus is thousands of
+    passages, where an exact search costs a matrix product (HNSW is approximate and builds an index on disk
+    first), and the baseline then also runs on a GPU host without Chroma's native bindings."""
 
     def __init__(self, passages: list[str]):
-        import chromadb
-        from chromadb.config import Settings
+        from executor.embeddings import MiniLMEmbedder
 
-        from executor.embeddings import TunewiseMiniLM
-
-        self._dir = tempfile.TemporaryDirectory(prefix="tunewise-eval-rag-")
-        client = chromadb.PersistentClient(path=self._dir.name, settings=Settings(anonymized_telemetry=False))
-        self.collection = client.create_collection("eval-rag", embedding_function=TunewiseMiniLM(),
-                                                   metadata={"hnsw:space": "cosine"})
-        for start in range(0, len(passages), 2000):
-            chunk = passages[start:start + 2000]
-            self.collection.add(ids=[str(start + i) for i in range(len(chunk))], documents=chunk)
+        self.passages = list(passages)
+        self.embedder = MiniLMEmbedder.shared()
+        self.vectors = self.embedder.embed_array(self.passages)
 
     def search(self, query: str, k: int) -> list[str]:
-        result = self.collection.query(query_texts=[query[:2000]], n_results=k)
-        return result["documents"][0]
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: list[str], k: int) -> list[list[str]]:
+        """The k passages nearest each query, nearest first (ties in corpus order)."""
+        np = self.embedder.np
+        if not self.passages or not queries:
+            return [[] for _ in queries]
+        scores = self.embedder.embed_array([q[:2000] for q in queries]) @ self.vectors.T
+        k = min(k, len(self.passages))
+        # A stable sort of the negated scores: equal scores keep corpus order, so results are reproducible.
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[self.passages[i] for i in row] for row in order.tolist()]
 
 
 def rag(prompt, task: str, labels: Sequence[str], retrieved: list[str]) -> list[dict[str, str]]:

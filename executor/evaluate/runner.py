@@ -247,7 +247,8 @@ def evaluate(
     if "rag" in baselines and (train_rows or corpus_passages(plan)):
         # A document corpus when the plan names one, else the train split as question -> answer passages.
         retriever = P.Retriever(corpus_passages(plan) or [P.as_passage(r) for r in train_rows])
-        retrieved = [retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k) for p in prompts]
+        queries = [" ".join(m["content"] for m in p if m["role"] == "user") for p in prompts]
+        retrieved = retriever.search_many(queries, k)
         systems["rag"] = [P.rag(p, task, label_set, r) for p, r in zip(prompts, retrieved, strict=True)]
 
     timings: dict[str, float] = {}

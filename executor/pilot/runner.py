@@ -37,8 +37,19 @@ EVAL_SHARE = 0.4         # of the budget for generation (baselines and every cur
 MIN_TEST, MAX_TEST = 20, 500
 PROBE_ROWS = 8
 FIRST_SIZE = {"cpu": 64, "cuda": 512}  # train rows of the first (smallest) curve point, before speed is known
-MAX_PILOT_EPOCHS = 3
-PILOT_ROWS_PER_STEP = 8
+# A pilot samples: its largest curve point trains on at most this share of the train split, so the full run stays
+# the thing it predicts (and costs a fraction of it).
+MAX_TRAIN_SHARE = 0.5
+# Passes over a curve point's rows at most: a CPU affords ~60 steps in a 15-minute pilot, a GPU the ~120 steps
+# the advisor's `large_steps` rule gives a whole run.
+MAX_PILOT_EPOCHS = {"cpu": 3, "cuda": 6}
+MIN_ROWS_PER_STEP = 8
+# How a step's time grows with its rows, until two measured row counts give the exponent: in proportion on a
+# CPU; on a GPU a small model's step is bound by the host at first (SmolLM2-135M on the H200: 0.29 s a step at 16
+# rows, 0.32 s at 256), so the square root is a cautious guess that a larger model's steps still respect.
+STEP_TIME_EXPONENT = {"cpu": 1.0, "cuda": 0.5}
+# knowledge/hyperparameters.yaml `large_steps`, where the file leaves a key out.
+STEP_RULE = {"min_steps_per_epoch": 30, "lr_exponent": 0.77, "min_total_steps": 120}
 RESERVE = 0.05           # of the budget kept for the curve fit and the report
 
 
@@ -111,16 +122,55 @@ def _tuning_plan(plan: TrainingPlan, model: str, proxy: bool) -> tuple[TrainingP
     if raw["approach"] == "rag_fine_tuning" and not raw.get("retrieval"):
         raw["retrieval"] = {}
     training = raw["training"]
-    # A pilot trains on a few hundred rows, where the plan's rows per step (sized for the whole split) would
-    # leave a handful of updates: at most PILOT_ROWS_PER_STEP rows a step, and MAX_PILOT_EPOCHS passes, so each
-    # curve point is trained enough to say something (the learning rate stays the plan's).
-    per_device = int(training.get("per_device_batch_size") or 4)
-    training["per_device_batch_size"] = min(per_device, PILOT_ROWS_PER_STEP)
-    training["gradient_accumulation_steps"] = max(1, PILOT_ROWS_PER_STEP // training["per_device_batch_size"])
-    training["epochs"] = MAX_PILOT_EPOCHS
     training["early_stopping_patience"] = None  # a pilot's runs are short: every step counts
     raw["evaluation"] = {**raw.get("evaluation", {}), "after_training": False}
     return TrainingPlan.model_validate(raw), note
+
+
+def step_rule() -> dict[str, float]:
+    """The advisor's `large_steps` rule (knowledge/hyperparameters.yaml): how rows per step, learning rate and the
+    number of steps go together. The pilot sizes its short runs with the same rule, so a curve point is the plan
+    as the advisor would write it for that many rows, and the curve extrapolates to the plan itself."""
+    from executor.knowledge_files import default_knowledge_dir, read_yaml
+
+    rule = (read_yaml(default_knowledge_dir() / "hyperparameters.yaml") or {}).get("large_steps") or {}
+    return {key: float(rule.get(key, default)) for key, default in STEP_RULE.items()}
+
+
+def recipe(training, size: int, device: str, rule: dict[str, float]) -> dict[str, Any]:
+    """Rows per step, learning rate and epochs of a short run on `size` rows: the plan's rows per step halved
+    (down to MIN_ROWS_PER_STEP) until an epoch has `min_steps_per_epoch` steps, the learning rate scaled with the
+    rows as the advisor scales it up (x (rows ratio)^lr_exponent), and epochs raised towards `min_total_steps`
+    steps, at most MAX_PILOT_EPOCHS. A plan sized for 8,000 rows at 256 rows a step would otherwise give a
+    512-row sample two updates an epoch at a learning rate meant for steps 16 times larger."""
+    micro = max(1, int(training.per_device_batch_size))
+    plan_rows = micro * max(1, int(training.gradient_accumulation_steps))
+    rows = plan_rows
+    while rows // 2 >= MIN_ROWS_PER_STEP and size / rows < rule["min_steps_per_epoch"]:
+        rows //= 2
+    micro = min(micro, rows)
+    accumulation = max(1, rows // micro)
+    rows = micro * accumulation
+    per_epoch = math.ceil(size / rows)
+    cap = MAX_PILOT_EPOCHS.get(device, MAX_PILOT_EPOCHS["cpu"])
+    epochs = min(cap, max(min(math.ceil(training.epochs), cap), math.ceil(rule["min_total_steps"] / per_epoch)))
+    learning_rate = training.learning_rate * (rows / plan_rows) ** rule["lr_exponent"]
+    return {"training.per_device_batch_size": micro, "training.gradient_accumulation_steps": accumulation,
+            "training.epochs": float(epochs), "training.learning_rate": float(f"{learning_rate:.3g}"),
+            "rows_per_step": rows, "steps": per_epoch * epochs}
+
+
+def step_seconds(measured: list[list[float]], rows: int, device: str) -> float:
+    """Seconds a step of `rows` rows is expected to take, from the (rows, seconds a step) of the runs so far:
+    scaled from the nearest measurement by rows^b, b fitted from the two most distant row counts (kept within
+    [0, 1]) once there are two, else STEP_TIME_EXPONENT."""
+    distinct = sorted({int(r): s for r, s in measured}.items())
+    exponent = STEP_TIME_EXPONENT.get(device, 1.0)
+    if len(distinct) >= 2:
+        (r0, s0), (r1, s1) = distinct[0], distinct[-1]
+        exponent = min(1.0, max(0.0, math.log(s1 / s0) / math.log(r1 / r0)))
+    near_rows, near_seconds = min(distinct, key=lambda m: abs(math.log(m[0] / rows)))
+    return near_seconds * (rows / near_rows) ** exponent
 
 
 def _load_state(out_dir: Path) -> dict[str, Any]:
@@ -245,9 +295,9 @@ def pilot(
         if name == "few_shot":
             return [P.few_shot(p, task, label_set, shots) for p in prompts]
         if name == "rag":
-            return [P.rag(p, task, label_set,
-                          retriever.search(" ".join(m["content"] for m in p if m["role"] == "user"), k))
-                    for p in prompts]
+            found = retriever.search_many([" ".join(m["content"] for m in p if m["role"] == "user")
+                                           for p in prompts], k)
+            return [P.rag(p, task, label_set, hits) for p, hits in zip(prompts, found, strict=True)]
         return list(prompts)
 
     def tokens_of(conversations: list) -> int:
@@ -311,53 +361,66 @@ def pilot(
     # ------------------------------------------------------------------ short tuned runs: the learning curve
     n_train = len(train_lines)
     order = _nested_subsets(n_train, tuning_plan.training.seed)
-    rows_per_step = tuning_plan.training.per_device_batch_size * tuning_plan.training.gradient_accumulation_steps
-    epochs = tuning_plan.training.epochs
     eval_cost = row_seconds["tuned"] * len(sample)
+    rule = step_rule()
+    device = placement.device
+    cap = max(1, int(n_train * MAX_TRAIN_SHARE)) if n_train >= 2 * MIN_ROWS_PER_STEP else n_train
+    measured: list[list[float]] = state.setdefault("step_seconds", [])  # [rows a step, seconds a step] per run
 
-    def steps_for(size: int) -> int:
-        return max(1, math.ceil(size * epochs / rows_per_step))
+    def run_of(size: int) -> dict[str, Any]:
+        return recipe(tuning_plan.training, size, device, rule)
+
+    def cost(size: int) -> float:
+        run = run_of(size)
+        return run["steps"] * step_seconds(measured, run["rows_per_step"], device)
 
     done_sizes = [p["size"] for p in state["points"]]
-    first = min(n_train, max(8, min(FIRST_SIZE.get(placement.device, 64), n_train // 4 or n_train)))
-    planned: list[int] = [first] if first not in done_sizes else []
-    seconds_per_step = state.get("seconds_per_step")
+    first = min(cap, max(MIN_ROWS_PER_STEP, min(FIRST_SIZE.get(device, 64), n_train // 4 or n_train)))
+    planned: list[int] = [first] if not done_sizes else []
     for _ in range(6):  # three points at most; a skipped size is retried smaller once the speed is known
         if len(state["points"]) >= 3:
             break
         if not planned:
-            if seconds_per_step is None:
+            if not measured:
                 break
-            # Sizes for the remaining points, from the measured speed: the largest m (at most the whole train
-            # split) whose runs at m/2 and m fit in what is left, each followed by its evaluation.
+            # The remaining points, from the measured speed: the largest m (at most MAX_TRAIN_SHARE of the train
+            # split) such that runs at sizes spaced evenly in log scale from the largest done to m fit in what is
+            # left, each followed by its evaluation. Only the next one runs; the rest are planned again after it,
+            # from the speed it measured.
             left_points = 3 - len(state["points"])
             room = budget.left() - RESERVE * budget.seconds - left_points * eval_cost
             largest = max(done_sizes)
             best = None
-            m = n_train
+            m = cap
             while m > largest:
-                sizes = [s for s in ([m // 2, m] if left_points >= 2 else [m]) if s > largest]
-                if sum(steps_for(s) for s in sizes) * seconds_per_step <= room:
+                sizes = sorted({round(largest * (m / largest) ** (i / left_points))
+                                for i in range(1, left_points + 1)} - {largest})
+                if sizes and sum(cost(size) for size in sizes) <= room:
                     best = sizes
                     break
                 m = int(m / 1.5)
             if not best:
-                skip("larger curve points", f"the next size would need more than the {max(0.0, room):.0f} s left")
+                skip("larger curve points", f"the next size would need more than the {max(0.0, room):.0f} s left"
+                     if cap > largest else f"the curve stops at {MAX_TRAIN_SHARE:.0%} of the "
+                     "train split, so the full run stays a prediction")
                 break
-            planned = best
+            planned = best[:1]
         size = planned.pop(0)
-        steps = steps_for(size)
-        estimate = steps * (seconds_per_step or 0.0) + eval_cost
-        if seconds_per_step is not None and not budget.affords(estimate):
+        run = run_of(size)
+        steps = run["steps"]
+        estimate = cost(size) + eval_cost if measured else None
+        if estimate is not None and not budget.affords(estimate):
             skip(f"tuned run on {size:,} rows", f"~{estimate:.0f} s needed, {budget.left():.0f} s left")
             continue
-        if seconds_per_step is None and budget.left() < eval_cost:
+        if estimate is None and budget.left() < eval_cost:
             skip("tuned runs", f"{budget.left():.0f} s left after the baselines")
             break
         folder = out_dir / "curve" / f"n{size}"
         subset = _write_subset(train_lines, order, size, data_dir, folder / "data")
         say(f"tuning {tuning_plan.technique} on {size:,} train rows ({steps} steps)")
-        point_plan = tuning_plan.with_overrides({"data.path": str(subset), "training.max_steps": steps})
+        point_plan = tuning_plan.with_overrides({
+            "data.path": str(subset), "training.max_steps": steps,
+            **{key: value for key, value in run.items() if key.startswith("training.")}})
         started = clock()
 
         def within_budget(step: int, total: int, record: dict, size: int = size) -> None:
@@ -372,13 +435,15 @@ def pilot(
                  f"to evaluate it ({budget.left():.0f} s left)")
             break
         trained_seconds = clock() - started
-        seconds_per_step = max(trained_seconds / steps, 1e-4)  # load and save included: conservative
-        state["seconds_per_step"] = seconds_per_step
+        # Load and save included in the step's time: conservative.
+        measured.append([run["rows_per_step"], max(trained_seconds / steps, 1e-4)])
         tuned = tuned_model(folder / "run", base_loader, placement.device)
         outputs = generate(tuned, tokenizer, prompts, max_new)
         del tuned
         metrics, per_example = score_outputs(task, outputs, references, label_set)
-        state["points"].append({"size": size, "steps": steps, "train_seconds": round(trained_seconds, 2),
+        state["points"].append({"size": size, "steps": steps, "rows_per_step": run["rows_per_step"],
+                                "learning_rate": run["training.learning_rate"],
+                                "train_seconds": round(trained_seconds, 2),
                                 "first_loss": trained.get("first_loss"), "final_loss": trained.get("final_loss"),
                                 "metrics": metrics, "per_example": per_example})
         done_sizes.append(size)
@@ -406,7 +471,8 @@ def pilot(
         "planned_technique": plan.technique, "device": placement.device,
         "budget_seconds": round(total, 1), "spent_seconds": state["spent"],
         "systems": systems,
-        "curve": {"points": [{"size": p["size"], "steps": p["steps"], "train_seconds": p["train_seconds"],
+        "curve": {"points": [{"size": p["size"], "steps": p["steps"], "rows_per_step": p.get("rows_per_step"),
+                              "learning_rate": p.get("learning_rate"), "train_seconds": p["train_seconds"],
                               "first_loss": p.get("first_loss"), "final_loss": p.get("final_loss"),
                               headline: p["metrics"][headline]} for p in points],
                   "fit": curve.to_dict() if curve else None},
