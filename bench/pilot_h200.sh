@@ -14,7 +14,7 @@ export PYTHONPATH=/root/site:/root/pk:$PWD HF_HUB_OFFLINE=1 TUNEWISE_HOME=/root/
 PKGS_SHA=f38c5a382dc5c5f3ded6ac6e5190b37cfb9e5dc0ee2f8fac6f7e55060ed1b352
 case "$1" in
   part)
-    [ -d /root/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/site .whl/*.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*.whl
     mkdir -p /root/m /root/d
     cp .gguf_parts/q"$2"/* /root/m/
     [ -f /root/d/b77_plan.yaml ] || tar xzf .pilot_h200/c/carry.tgz -C /root/d

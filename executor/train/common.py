@@ -17,6 +17,7 @@ module (from the CLI, the chat or a run process) stays cheap.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -177,7 +178,9 @@ def plot_loss_curve(metrics: list[dict[str, Any]], path: Path, title: str) -> No
 
 
 def report_to() -> list[str]:
-    targets = ["tensorboard"]
+    # TensorBoard logs when a writer is installed (tensorboardX is a dependency; a host without either, such as a
+    # bare GPU image, still trains instead of failing in the Trainer's callback set-up).
+    targets = ["tensorboard"] if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")) else []
     if os.environ.get("MLFLOW_TRACKING_URI"):
         targets.append("mlflow")
     return targets
